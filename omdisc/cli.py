@@ -1,0 +1,104 @@
+"""omdiscd's command line: the seed's options, kept, plus -c, -d, --version. One-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from . import __version__
+from .config import DEBUG_CATEGORIES, DEFAULT_PATH, parse_debug, parse_interfaces
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid file held, bind failed
+EXIT_USAGE = 2  # a bad command line
+EXIT_CONFIG = 78  # a bad configuration file (EX_CONFIG)
+
+DESCRIPTION = """\
+Find every other omdiscd host on the network by IP multicast and keep the openMosix cluster map
+(node ids, addresses, gateway aliases) up to date: in the kernel (/proc/hpc/admin) or, without an
+openMosix kernel, in alpha files that showmap(8) reads."""
+
+EPILOG = f"""\
+signals:
+  SIGTERM, SIGINT  announce LEAVE to the cluster, then exit
+  SIGHUP           reload the configuration (interfaces, intervals, debug); the map is kept
+  SIGUSR1          toggle between the configured debug categories and full debug
+
+files:
+  {DEFAULT_PATH}  configuration, see omdiscd.yaml(5)
+  /run/omdiscd/omdiscd.pid     pid file (pid_file)
+  /run/omdiscd/om_mospe, om_config, state.json
+                               the map in alpha mode, read by showmap(8)
+
+exit status:
+  0 success; 1 the system refused (no such interface, no default route, already running, ...);
+  2 bad command line; 78 bad configuration file.
+
+See omdiscd(8) for the full manual."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _interfaces(value: str) -> tuple[str, ...]:
+    try:
+        names = parse_interfaces(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not names:
+        raise argparse.ArgumentTypeError("at least one interface name is needed")
+    return names
+
+
+def _ttl(value: str) -> int:
+    try:
+        ttl = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..255, got {value!r}") from None
+    if not 1 <= ttl <= 255:
+        raise argparse.ArgumentTypeError(f"{ttl} is out of range 1..255")
+    return ttl
+
+
+def _debug(value: str) -> tuple[str, ...]:
+    try:
+        return parse_debug(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="omdiscd",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-i", "--interface", metavar="IF[,IF...]", type=_interfaces, dest="interfaces",
+        help="one to six interfaces of the cluster, comma separated. Without -m each one sends and "
+        "receives, and announcements are routed between them (gateway). Default: the interface of "
+        "the default route",
+    )
+    p.add_argument(
+        "-m", "--multicast-ttl", metavar="N", type=_ttl, dest="multicast_ttl",
+        help="multicast TTL (1..255) for networks joined by real multicast routers: only the first "
+        "interface sends and receives, the others become alias entries",
+    )
+    p.add_argument(
+        "-n", "--nodaemon", action="store_true",
+        help="stay in the foreground and log to standard error (under systemd: the journal)",
+    )
+    p.add_argument(
+        "-c", "--config", metavar="FILE", help=f"configuration file (default {DEFAULT_PATH}, if present)",
+    )
+    p.add_argument(
+        "-d", "--debug", metavar="CATEGORIES", type=_debug,
+        help=f"debug messages for these comma-separated categories: {', '.join(DEBUG_CATEGORIES)}, or all",
+    )
+    p.add_argument("--version", action="version", version=f"omdiscd {__version__}")
+    return p

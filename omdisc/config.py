@@ -1,0 +1,258 @@
+"""The YAML configuration: keys, types, defaults, validation with file:line errors. Pure.
+
+Every key is described once, in KEYS; the man page omdiscd.yaml(5) and the shipped
+/etc/omdiscd/omdiscd.yaml list the same keys (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
+MAX_INTERFACES = 6  # the seed's limit
+DEBUG_CATEGORIES = ("net", "membership", "kernel", "config", "gateway")
+KERNEL_MODES = ("auto", "live", "alpha")
+DEFAULT_GROUP = IPv4Address("239.192.77.77")  # organization-local scope; no well-known service uses it
+_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; str() is the one line the user sees."""
+
+    def __init__(self, message: str, source: str | None = None, line: int | None = None) -> None:
+        where = f"{source}:{line}: " if source and line else f"{source}: " if source else ""
+        super().__init__(where + message)
+
+
+@dataclass(frozen=True)
+class Config:
+    interfaces: tuple[str, ...] = ()
+    multicast_ttl: int | None = None
+    group: IPv4Address = DEFAULT_GROUP
+    port: int = 7727
+    kernel: str = "auto"
+    alpha_dir: Path = Path("/run/omdiscd")
+    pid_file: Path = Path("/run/omdiscd/omdiscd.pid")
+    announce_interval: float = 10.0
+    dead_interval: float = 35.0
+    remove_on_leave: bool = True
+    node_id: int | None = None
+    debug: tuple[str, ...] = field(default=())
+
+    def overridden(self, **changes: Any) -> Config:
+        """Command-line values over file values; None means 'not given'."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        out = replace(self, **given)
+        check_intervals(out)
+        return out
+
+
+# --- value parsers: raw YAML value -> typed value, ValueError with a message otherwise ----------
+
+
+def _describe(value: object) -> str:
+    return repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+def _names(value: object, what: str) -> list[str]:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")] if value.strip() else []
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise ValueError(f"expected a list of {what} or a comma-separated string, got {_describe(value)}")
+    return items
+
+
+def parse_interfaces(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    names = _names(value, "interface names")
+    if len(names) > MAX_INTERFACES:
+        raise ValueError(f"at most {MAX_INTERFACES} interfaces, got {len(names)}")
+    for name in names:
+        if not _IFNAME.match(name):
+            raise ValueError(f"{name!r} is not a valid interface name")
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ValueError(f"interface {dups[0]!r} is listed twice")
+    return tuple(names)
+
+
+def parse_debug(value: object) -> tuple[str, ...]:
+    if value is None or value is False:
+        return ()
+    names = _names(value, "debug categories")
+    allowed = (*DEBUG_CATEGORIES, "all")
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown debug category {name!r} (choose from {', '.join(allowed)})")
+    return DEBUG_CATEGORIES if "all" in names else tuple(dict.fromkeys(names))
+
+
+def _int(value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer {lo}..{hi}, got {_describe(value)}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+def parse_ttl(value: object) -> int | None:
+    return None if value is None else _int(value, 1, 255)
+
+
+def parse_port(value: object) -> int:
+    return _int(value, 1, 65535)
+
+
+def parse_node_id(value: object) -> int | None:
+    return None if value is None else _int(value, 1, 65535)
+
+
+def parse_seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+    if not 0.05 <= value <= 86400:
+        raise ValueError(f"{value} is out of range 0.05..86400 seconds")
+    return float(value)
+
+
+def parse_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def parse_group(value: object) -> IPv4Address:
+    try:
+        addr = ip_address(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        addr = None
+    if not isinstance(addr, IPv4Address) or not addr.is_multicast:
+        raise ValueError(f"expected an IPv4 multicast address (224.0.0.0/4), got {_describe(value)}")
+    return addr
+
+
+def parse_kernel(value: object) -> str:
+    if value not in KERNEL_MODES:
+        raise ValueError(f"expected one of {', '.join(KERNEL_MODES)}, got {_describe(value)}")
+    return str(value)
+
+
+def parse_path(value: object) -> Path:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"expected an absolute path, got {_describe(value)}")
+    return Path(value)
+
+
+PARSERS: dict[str, Callable[[object], Any]] = {
+    "interfaces": parse_interfaces,
+    "multicast_ttl": parse_ttl,
+    "group": parse_group,
+    "port": parse_port,
+    "kernel": parse_kernel,
+    "alpha_dir": parse_path,
+    "pid_file": parse_path,
+    "announce_interval": parse_seconds,
+    "dead_interval": parse_seconds,
+    "remove_on_leave": parse_bool,
+    "node_id": parse_node_id,
+    "debug": parse_debug,
+}
+assert set(PARSERS) == {f.name for f in fields(Config)}
+
+
+def check_intervals(cfg: Config) -> None:
+    if cfg.dead_interval <= cfg.announce_interval:
+        raise ConfigError(
+            f"dead_interval ({cfg.dead_interval:g}) must be longer than announce_interval "
+            f"({cfg.announce_interval:g}); three times or more is advised"
+        )
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _mapping(text: str, source: str) -> list[tuple[yaml.Node, yaml.Node]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"YAML syntax error: {e.problem or e.context}", source, line) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"YAML error: {e}", source) from None
+    if node is None:
+        return []
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError("expected a mapping of keys to values at the top level", source, node.start_mark.line + 1)
+    return list(node.value)
+
+
+def _construct(node: yaml.Node) -> object:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for key_node, value_node in _mapping(text, source):
+        line = key_node.start_mark.line + 1
+        key = _construct(key_node)
+        if not isinstance(key, str) or key not in PARSERS:
+            raise ConfigError(f"unknown key {key!r} (known: {', '.join(PARSERS)})", source, line)
+        if key in values:
+            raise ConfigError(f"key {key!r} given twice (first on line {lines[key]})", source, line)
+        try:
+            raw = _construct(value_node)
+            values[key] = PARSERS[key](raw)
+        except (ValueError, yaml.YAMLError) as e:
+            raise ConfigError(f"{key}: {e}", source, value_node.start_mark.line + 1) from None
+        lines[key] = line
+    cfg = Config(**values)
+    try:
+        check_intervals(cfg)
+    except ConfigError as e:
+        raise ConfigError(str(e), source, lines.get("dead_interval") or lines.get("announce_interval")) from None
+    return cfg
+
+
+def load(path: Path | None) -> tuple[Config, Path | None]:
+    """The config at `path` (named by the user: must exist), or the default file if present.
+
+    Returns the config and the file it came from (None: built-in defaults).
+    """
+    target = path or DEFAULT_PATH
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if path is None:
+            return Config(), None
+        raise ConfigError(f"cannot read config file {target}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"cannot read config file {target}: {reason}") from None
+    return parse(text, str(target)), target
+
+
+def dump_defaults() -> str:
+    """Every key with its default, as YAML (the shipped omdiscd.yaml is checked against this)."""
+    cfg = Config()
+    out = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, (Path, IPv4Address,
+                                                                                      IPv6Address)) else v
+    return yaml.safe_dump(out, sort_keys=False)

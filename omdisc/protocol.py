@@ -1,0 +1,274 @@
+"""Wire protocol, version 1: bytes <-> messages. Pure; docs/protocol.md is the specification.
+
+Decoding trusts nothing: every length is checked against what is really there, and any
+mismatch raises DecodeError with a short reason that the caller counts.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+IPAddress = IPv4Address | IPv6Address
+
+MAGIC = b"OMDS"
+VERSION = 1
+MAX_DATAGRAM = 1400  # fits one Ethernet frame under IPv4 and IPv6 with room for a trailer
+MAX_ADDRESSES = 16
+MAX_HOPS = 8
+MAX_NODE_ID = 0xFFFF  # openMosix node numbers are 16 bit
+
+FLAG_JOIN = 0x01  # ANNOUNCE: the sender has just started and asks for a SNAPSHOT
+FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
+
+MEMBER_GATEWAY = 0x01
+
+TRAILER_HMAC_SHA256 = 1  # reserved for shared-key authentication
+
+_HEADER = struct.Struct("!4sBBBBIQIHH")
+HEADER_SIZE = _HEADER.size  # 28
+_HOPS_OFFSET = 7
+_MEMBER = struct.Struct("!IQIBB")
+_SNAPSHOT = struct.Struct("!QBBH")
+_TLV = struct.Struct("!BH")
+_FAMILY_SIZE = {4: 4, 6: 16}
+
+
+class MsgType(IntEnum):
+    ANNOUNCE = 1
+    LEAVE = 2
+    SNAPSHOT = 3
+
+
+class DecodeError(ValueError):
+    """A datagram that is not a valid omdisc v1 message.
+
+    `kind` is a fixed short reason (what the daemon counts); str() adds the detail.
+    """
+
+    def __init__(self, kind: str, detail: object = None) -> None:
+        super().__init__(kind if detail is None else f"{kind}: {detail}")
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    """One node as the sender of a SNAPSHOT knows it."""
+
+    node_id: int
+    incarnation: int
+    age_ms: int  # how long ago the snapshot's sender last heard from this node
+    addresses: tuple[IPAddress, ...]
+    flags: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The answer to a JOIN: (part of) the sender's membership."""
+
+    reply_to: IPAddress  # primary address of the joining node
+    reply_to_incarnation: int
+    part: int
+    parts: int
+    members: tuple[MemberRecord, ...]
+
+
+@dataclass(frozen=True)
+class Message:
+    type: MsgType
+    node_id: int
+    incarnation: int
+    seq: int
+    addresses: tuple[IPAddress, ...]
+    flags: int = 0
+    hops: int = 0
+    snapshot: Snapshot | None = None
+    trailer: tuple[tuple[int, bytes], ...] = field(default=())
+
+    @property
+    def origin(self) -> IPAddress:
+        """The originating node's primary address: its identity on the wire."""
+        return self.addresses[0]
+
+    @property
+    def message_id(self) -> tuple[IPAddress, int, int]:
+        """Unique per originated message; gateways use it to forward each message once."""
+        return (self.origin, self.incarnation, self.seq)
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _encode_address(addr: IPAddress) -> bytes:
+    return bytes([addr.version]) + addr.packed
+
+
+def _encode_addresses(addrs: tuple[IPAddress, ...]) -> bytes:
+    if not 1 <= len(addrs) <= MAX_ADDRESSES:
+        raise ValueError(f"a node has 1 to {MAX_ADDRESSES} addresses, not {len(addrs)}")
+    return bytes([len(addrs)]) + b"".join(_encode_address(a) for a in addrs)
+
+
+def _encode_member(m: MemberRecord) -> bytes:
+    head = _MEMBER.pack(m.node_id, m.incarnation, min(m.age_ms, 0xFFFFFFFF), m.flags, len(m.addresses))
+    return head + b"".join(_encode_address(a) for a in m.addresses)
+
+
+def _encode_snapshot(s: Snapshot) -> bytes:
+    head = _encode_address(s.reply_to) + _SNAPSHOT.pack(s.reply_to_incarnation, s.part, s.parts, len(s.members))
+    return head + b"".join(_encode_member(m) for m in s.members)
+
+
+def encode(msg: Message) -> bytes:
+    body = _encode_addresses(msg.addresses)
+    if msg.type is MsgType.SNAPSHOT:
+        if msg.snapshot is None:
+            raise ValueError("a SNAPSHOT message needs its snapshot")
+        body += _encode_snapshot(msg.snapshot)
+    header = _HEADER.pack(
+        MAGIC, VERSION, msg.type, msg.flags, msg.hops, msg.node_id, msg.incarnation, msg.seq, len(body), 0
+    )
+    trailer = b"".join(_TLV.pack(t, len(v)) + v for t, v in msg.trailer)
+    data = header + body + trailer
+    if len(data) > MAX_DATAGRAM:
+        raise ValueError(f"message of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+def with_hops(data: bytes, hops: int) -> bytes:
+    """The same datagram with another hop count (what a gateway forwards)."""
+    return data[:_HOPS_OFFSET] + bytes([hops]) + data[_HOPS_OFFSET + 1 :]
+
+
+def member_size(m: MemberRecord) -> int:
+    return _MEMBER.size + sum(1 + _FAMILY_SIZE[a.version] for a in m.addresses)
+
+
+def snapshot_messages(
+    base: Message, reply_to: IPAddress, reply_to_incarnation: int, members: list[MemberRecord]
+) -> list[Message]:
+    """Split a membership into as few SNAPSHOT messages as fit MAX_DATAGRAM each.
+
+    `base` gives the sender fields; each part takes the next sequence number.
+    """
+    fixed = HEADER_SIZE + len(_encode_addresses(base.addresses)) + 1 + reply_to.max_prefixlen // 8
+    room = MAX_DATAGRAM - fixed - _SNAPSHOT.size
+    chunks: list[list[MemberRecord]] = [[]]
+    used = 0
+    for m in members:
+        size = member_size(m)
+        if used + size > room and chunks[-1]:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(m)
+        used += size
+    parts = len(chunks)
+    return [
+        replace(
+            base,
+            type=MsgType.SNAPSHOT,
+            seq=base.seq + i,
+            snapshot=Snapshot(reply_to, reply_to_incarnation, i + 1, parts, tuple(chunk)),
+        )
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Bounds-checked cursor over a datagram."""
+
+    def __init__(self, data: bytes, start: int, end: int) -> None:
+        self.data = data
+        self.pos = start
+        self.end = end
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > self.end:
+            raise DecodeError("truncated", what)
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, st: struct.Struct, what: str) -> tuple[int, ...]:
+        return st.unpack(self.take(st.size, what))
+
+    def byte(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def address(self) -> IPAddress:
+        family = self.byte("address family")
+        size = _FAMILY_SIZE.get(family)
+        if size is None:
+            raise DecodeError("bad address family", family)
+        addr = ip_address(self.take(size, "address"))
+        if addr.is_unspecified or addr.is_multicast:
+            raise DecodeError("bad node address", addr)
+        return addr
+
+    def addresses(self, count: int) -> tuple[IPAddress, ...]:
+        if not 1 <= count <= MAX_ADDRESSES:
+            raise DecodeError("bad address count", count)
+        return tuple(self.address() for _ in range(count))
+
+
+def _check_node_id(node_id: int) -> None:
+    if node_id > MAX_NODE_ID:
+        raise DecodeError("node id out of range", node_id)
+
+
+def _decode_member(r: _Reader) -> MemberRecord:
+    node_id, incarnation, age_ms, flags, count = r.unpack(_MEMBER, "member")
+    _check_node_id(node_id)
+    return MemberRecord(node_id, incarnation, age_ms, r.addresses(count), flags)
+
+
+def _decode_snapshot(r: _Reader) -> Snapshot:
+    reply_to = r.address()
+    incarnation, part, parts, count = r.unpack(_SNAPSHOT, "snapshot")
+    if not 1 <= part <= parts:
+        raise DecodeError("bad snapshot part", f"{part}/{parts}")
+    members = tuple(_decode_member(r) for _ in range(count))
+    return Snapshot(reply_to, incarnation, part, parts, members)
+
+
+def _decode_trailer(data: bytes, start: int) -> tuple[tuple[int, bytes], ...]:
+    r = _Reader(data, start, len(data))
+    items: list[tuple[int, bytes]] = []
+    while r.pos < r.end:
+        kind, length = r.unpack(_TLV, "trailer")
+        items.append((kind, r.take(length, "trailer value")))
+    return tuple(items)
+
+
+def decode(data: bytes) -> Message:
+    if len(data) > MAX_DATAGRAM:
+        raise DecodeError("oversized", len(data))
+    if len(data) < HEADER_SIZE:
+        raise DecodeError("truncated", "header")
+    magic, version, mtype, flags, hops, node_id, incarnation, seq, body_len, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError("bad magic")
+    if version != VERSION:
+        raise DecodeError("unsupported version", version)
+    try:
+        kind = MsgType(mtype)
+    except ValueError:
+        raise DecodeError("unknown message type", mtype) from None
+    if hops > MAX_HOPS:
+        raise DecodeError("too many hops", hops)
+    _check_node_id(node_id)
+    body_end = HEADER_SIZE + body_len
+    if body_end > len(data):
+        raise DecodeError("truncated", "body")
+    r = _Reader(data, HEADER_SIZE, body_end)
+    addresses = r.addresses(r.byte("address count"))
+    snapshot = _decode_snapshot(r) if kind is MsgType.SNAPSHOT else None
+    if r.pos != body_end:
+        raise DecodeError("trailing bytes in body")
+    trailer = _decode_trailer(data, body_end)
+    return Message(kind, node_id, incarnation, seq, addresses, flags, hops, snapshot, trailer)

@@ -1,0 +1,96 @@
+"""Where the map goes: the live openMosix /proc interface, or the alpha files that stand in for it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from .table import Table, encode_config, encode_mospe
+
+log = logging.getLogger("omdisc.kernel")
+
+PROC_ADMIN = Path("/proc/hpc/admin")
+MOSPE, CONFIG = "mospe", "config"
+ALPHA_MOSPE, ALPHA_CONFIG, STATE = "om_mospe", "om_config", "state.json"
+
+
+class SinkError(RuntimeError):
+    pass
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file + rename in the same directory: a reader sees the old file or the new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class KernelSink(Protocol):
+    description: str
+
+    def write(self, node_id: int, table: Table) -> None: ...
+
+
+class AlphaSink:
+    """The seed's ALPHA mode: the same bytes as /proc would get, in files (default /run/omdiscd)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.description = f"alpha files in {directory}"
+
+    def prepare(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SinkError(f"cannot create alpha directory {self.directory}: {e.strerror}") from None
+
+    def write(self, node_id: int, table: Table) -> None:
+        # config first: a reader that sees the new mospe also sees the table that contains it
+        write_atomic(self.directory / ALPHA_CONFIG, encode_config(table.entries))
+        write_atomic(self.directory / ALPHA_MOSPE, encode_mospe(node_id))
+
+
+class LiveSink:
+    """openMosix's own interface. /proc files cannot be renamed into: each is written in one write()."""
+
+    def __init__(self, admin: Path = PROC_ADMIN) -> None:
+        self.admin = admin
+        self.description = f"openMosix kernel ({admin})"
+
+    def prepare(self) -> None:
+        if not self.admin.is_dir():
+            raise SinkError(f"kernel mode 'live' but {self.admin} does not exist (no openMosix kernel?)")
+
+    def _put(self, name: str, data: bytes) -> None:
+        fd = os.open(self.admin / name, os.O_WRONLY)
+        try:
+            if os.write(fd, data) != len(data):
+                raise SinkError(f"short write to {self.admin / name}")
+        finally:
+            os.close(fd)
+
+    def write(self, node_id: int, table: Table) -> None:
+        self._put(CONFIG, encode_config(table.entries))
+        self._put(MOSPE, encode_mospe(node_id))
+
+
+def choose_sink(mode: str, alpha_dir: Path, admin: Path = PROC_ADMIN) -> AlphaSink | LiveSink:
+    """`auto`: live when the openMosix kernel interface exists, alpha otherwise."""
+    if mode == "live" or (mode == "auto" and admin.is_dir()):
+        return LiveSink(admin)
+    return AlphaSink(alpha_dir)
+
+
+def write_state(directory: Path, state: dict[str, Any]) -> None:
+    """What the binary table cannot say (members, gateways, counters), for showmap --json."""
+    write_atomic(directory / STATE, (json.dumps(state, indent=1) + "\n").encode())

@@ -1,0 +1,122 @@
+"""Real daemons in network namespaces on one bridge: what a cluster operator would see."""
+
+from __future__ import annotations
+
+import signal
+
+from tests.lab.netlab import Lab, Node, wait_for
+
+
+def four(lab: Lab) -> list[Node]:
+    lan = lab.lan()
+    return [lab.node(f"n{i}", lan, f"198.18.{i}.{10 + i}/15") for i in range(1, 5)]
+
+
+def test_four_nodes_converge_with_identical_maps_and_openmosix_ids(lab: Lab) -> None:
+    nodes = four(lab)
+    daemons = [n.start() for n in nodes]
+    expected = {256 * i + 10 + i for i in range(1, 5)}  # 198.18.1.11 -> 267, ...
+    wait_for(lambda: all(d.ids() == expected for d in daemons), 10, what="4 nodes in every map")
+    maps = [d.map() for d in daemons]
+    assert all(m["entries"] == maps[0]["entries"] for m in maps)
+    assert {m["node_id"] for m in maps} == expected
+    text = daemons[0].showmap().stdout.splitlines()
+    assert text[0] == f"# this is openMosix node #{256 + 11}"
+    assert "267 198.18.1.11 1" in text
+
+
+def test_late_joiner_learns_the_whole_cluster_from_one_snapshot(lab: Lab) -> None:
+    nodes = four(lab)
+    first = [n.start() for n in nodes[:3]]
+    wait_for(lambda: all(len(d.ids()) == 3 for d in first), 10, what="3 nodes converged")
+    def snapshots() -> int:
+        return sum(d.state()["stats"].get("sent:SNAPSHOT", 0) for d in first)
+
+    wait_for(lambda: all(d.state()["stats"].get("sent", 0) >= 3 for d in first), 5, what="join retries over")
+    before = snapshots()
+    late = nodes[3].start(announce_interval=30.0, dead_interval=90.0)  # only the join can teach it
+    wait_for(lambda: len(late.ids()) == 4, 3, what="the late joiner to learn everyone")
+    wait_for(lambda: all(len(d.ids()) == 4 for d in first), 3, what="everyone to learn the late joiner")
+    assert snapshots() - before < 3  # suppression: the members do not each answer the join
+
+
+def test_leave_removes_a_node_at_once(lab: Lab) -> None:
+    nodes = four(lab)
+    daemons = [n.start(dead_interval=60.0) for n in nodes]
+    wait_for(lambda: all(len(d.ids()) == 4 for d in daemons), 10, what="4 converged")
+    assert daemons[3].stop() == 0
+    wait_for(lambda: all(len(d.ids()) == 3 for d in daemons[:3]), 2, what="LEAVE to drop the node")
+    assert "joined" in daemons[0].log and "left" in daemons[0].log
+
+
+def test_leave_is_ignored_until_expiry_without_remove_on_leave(lab: Lab) -> None:
+    nodes = four(lab)[:2]
+    a = nodes[0].start(remove_on_leave=False, announce_interval=0.5, dead_interval=3.0)
+    b = nodes[1].start()
+    wait_for(lambda: len(a.ids()) == 2, 10, what="2 converged")
+    b.stop()
+    wait_for(lambda: "is leaving" in a.log, 3, what="the LEAVE to be logged")
+    assert len(a.ids()) == 2  # kept: the kernel is not told until expiry
+    wait_for(lambda: len(a.ids()) == 1, 6, what="expiry")
+
+
+def test_killed_node_expires_after_dead_interval(lab: Lab) -> None:
+    nodes = four(lab)[:3]
+    daemons = [n.start(announce_interval=0.5, dead_interval=2.0) for n in nodes]
+    wait_for(lambda: all(len(d.ids()) == 3 for d in daemons), 10, what="3 converged")
+    daemons[2].proc.kill()
+    daemons[2].proc.wait()
+    wait_for(lambda: all(len(d.ids()) == 2 for d in daemons[:2]), 5, what="expiry of the killed node")
+    assert "expired" in daemons[0].log
+    # the killed node restarts and comes back (its stale pid file is taken over)
+    again = nodes[2].start(announce_interval=0.5, dead_interval=2.0,
+                           pid_file=daemons[2].config["pid_file"])
+    wait_for(lambda: all(len(d.ids()) == 3 for d in (*daemons[:2], again)), 5, what="rejoin")
+    assert "took over stale pid file" in again.log
+
+
+def test_node_id_collision_is_warned_everywhere_and_settled_the_same_way(lab: Lab) -> None:
+    lan = lab.lan()
+    a = lab.node("a", lan, "198.18.1.5/15")
+    b = lab.node("b", lan, "198.19.1.5/15")  # 256*1+5 = 261, like a
+    c = lab.node("c", lan, "198.18.2.7/15")
+    daemons = [n.start() for n in (a, b, c)]
+    wait_for(lambda: all(len(d.state().get("members", [])) == 2 for d in daemons), 10, what="3 members")
+    wait_for(lambda: all(d.map()["entries"] == daemons[0].map()["entries"] for d in daemons), 5,
+             what="identical maps")
+    entries = daemons[0].map()["entries"]
+    assert {(e["id"], e["ip"]) for e in entries} == {(261, "198.18.1.5"), (519, "198.18.2.7")}
+    for d in daemons:
+        wait_for(lambda d=d: "198.18.1.5 and 198.19.1.5" in d.log, 3, what="the collision warning")
+    assert daemons[1].map()["node_id"] == 0  # the loser is told it has no place in the map
+    assert "left out of the map" in daemons[1].log
+
+
+def test_sighup_reloads_and_keeps_the_map_sigusr1_toggles_debug(lab: Lab) -> None:
+    nodes = four(lab)[:3]
+    daemons = [n.start() for n in nodes]
+    wait_for(lambda: all(len(d.ids()) == 3 for d in daemons), 10, what="3 converged")
+    d = daemons[0]
+    cfg = d.dir / "omdiscd.yaml"
+    cfg.write_text(cfg.read_text().replace("announce_interval: 1.0", "announce_interval: 0.5") + "debug: net\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log, 3, what="reload")
+    assert "2 nodes kept" in d.log and len(d.ids()) == 3
+    d.signal(signal.SIGUSR1)
+    wait_for(lambda: "debug messages all on" in d.log, 3, what="SIGUSR1")
+    cfg.write_text("announce_interval: [oops\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in d.log, 3, what="a bad reload to be refused")
+    assert d.alive() and len(d.ids()) == 3
+
+
+def test_address_change_is_picked_up_within_announce_interval(lab: Lab) -> None:
+    nodes = four(lab)[:2]
+    a, b = (n.start() for n in nodes)
+    wait_for(lambda: len(a.ids()) == 2, 10, what="2 converged")
+    nodes[1].run("ip", "addr", "flush", "dev", "eth0")
+    nodes[1].run("ip", "addr", "add", "198.18.2.99/15", "dev", "eth0")
+    nodes[1].run("ip", "route", "replace", "default", "dev", "eth0")
+    wait_for(lambda: a.ids() == {256 + 11, 512 + 99}, 3, what="the new address in the peer's map")
+    assert b.map()["node_id"] == 512 + 99
+

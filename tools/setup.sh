@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Everything `make demo` and `make test` need on a fresh Debian bookworm machine (run as root):
+# Debian packages, then a virtualenv (.venv) with the project and its dev tools from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=(
+    iproute2 iputils-ping tcpdump nftables smcroute          # labs: namespaces, capture, counters, mrouting
+    debootstrap systemd-container                            # booted systemd containers
+    debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+    python3-yaml python3-netifaces python3-systemd           # what the .deb depends on
+    lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
+    python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
+)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv=.venv
+want=$(sha256sum pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
+if [[ ! -f $venv/.omdisc-stamp || $(cat "$venv/.omdisc-stamp") != "$want" ]]; then
+    echo "setup: building $venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip
+    "$venv/bin/pip" install -q --disable-pip-version-check -e ".[dev,ansible]"
+    echo "$want" >"$venv/.omdisc-stamp"
+fi
