@@ -186,6 +186,8 @@ def _mapping(text: str, source: str) -> list[tuple[yaml.Node, yaml.Node]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
+        if e.context_mark and mark and mark.line >= text.count("\n"):
+            mark = e.context_mark  # "found <stream end>": where the unclosed thing opened says more
         line = mark.line + 1 if mark else None
         raise ConfigError(f"YAML syntax error: {e.problem or e.context}", source, line) from None
     except yaml.YAMLError as e:

@@ -99,6 +99,7 @@ class Daemon:
         self._next_address_check = 0.0
         self._next_watchdog = float("inf")
         self._watchdog = watchdog_seconds()
+        self._ready_at = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -113,6 +114,7 @@ class Daemon:
                 loop.add_signal_handler(sig, handler)
             self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
             now = self.clock()
+            self._ready_at = time.time()
             self._send(self.engine.start(now))
             self._flush_map()
             events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
@@ -252,6 +254,7 @@ class Daemon:
 
     def _write_state(self) -> None:
         state = self.engine.state(self.clock())
+        state["ready_at"] = self._ready_at  # wall clock: benchmarks time convergence from it
         state["interfaces"] = list(self.plan.announce_on)
         state["gateway"] = self.plan.gateway
         try:

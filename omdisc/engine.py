@@ -39,7 +39,12 @@ class Settings:
     announce_interval: float = 10.0
     dead_interval: float = 35.0
     remove_on_leave: bool = True
-    reply_delay: tuple[float, float] = (0.002, 0.08)  # spread of SNAPSHOT answers to one JOIN
+    # A SNAPSHOT answers a JOIN after reply_delay_min + uniform(0, reply_spread_per_node x nodes known,
+    # at most reply_spread_max). Spreading over more time as the cluster grows keeps the first answer
+    # as quick (about min + spread_per_node) and the chance of a duplicate answer as small at any size.
+    reply_delay_min: float = 0.002
+    reply_spread_per_node: float = 0.010
+    reply_spread_max: float = 1.0
     join_retries: tuple[float, ...] = (0.25, 1.0)  # re-send JOIN at these delays until answered
     announce_jitter: float = 0.1  # each period is announce_interval x (1 +- jitter)
 
@@ -172,7 +177,9 @@ class Engine:
     def _on_join(self, msg: Message, now: float) -> None:
         key = (msg.origin, msg.incarnation)
         if key not in self._replies:
-            delay = self.rng.uniform(*self.settings.reply_delay)
+            st = self.settings
+            spread = min(st.reply_spread_max, st.reply_spread_per_node * (len(self.membership) + 1))
+            delay = st.reply_delay_min + self.rng.uniform(0, spread)
             self._replies[key] = _PendingReply(now + delay, {msg.origin})
 
     def _on_snapshot(self, msg: Message, via: IPAddress | None, now: float) -> None:
@@ -199,6 +206,10 @@ class Engine:
         return {self.local.primary, *self.membership.members}
 
     # --- timers ------------------------------------------------------------------------------
+
+    @property
+    def next_announce(self) -> float:
+        return self._next_announce
 
     def next_deadline(self) -> float:
         times = [self._next_announce, *self._join_retries[:1], *(p.due for p in self._replies.values())]

@@ -109,7 +109,7 @@ class Membership:
         """A node as another node's SNAPSHOT describes it: second hand, so never newer than it says."""
         primary = rec.addresses[0]
         heard_at = now - rec.age_ms / 1000
-        if heard_at + self.dead_interval <= now or self._buried(primary, rec.incarnation, 2**32):
+        if heard_at + self.dead_interval <= now or self._buried(primary, rec.incarnation, 0):
             return Change.STALE
         m = self.members.get(primary)
         if m is None:

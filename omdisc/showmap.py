@@ -84,19 +84,16 @@ def as_json(node_id: int, entries: list[Entry], state: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
+    cfg = None
+    if args.alpha_dir is None or args.config:
+        cfg, _ = load(Path(args.config) if args.config else None)
+    state_dir = Path(args.alpha_dir) if args.alpha_dir else cfg.alpha_dir  # type: ignore[union-attr]
     if args.live:
-        directory = PROC_ADMIN
         node_id, entries = read_map(PROC_ADMIN / MOSPE, PROC_ADMIN / CONFIG)
-        state_dir = None
     else:
-        cfg = None
-        if args.alpha_dir is None or args.config:
-            cfg, _ = load(Path(args.config) if args.config else None)
-        directory = Path(args.alpha_dir) if args.alpha_dir else cfg.alpha_dir  # type: ignore[union-attr]
-        node_id, entries = read_map(directory / ALPHA_MOSPE, directory / ALPHA_CONFIG)
-        state_dir = directory
+        node_id, entries = read_map(state_dir / ALPHA_MOSPE, state_dir / ALPHA_CONFIG)
     if args.json:
-        return as_json(node_id, entries, _state(state_dir) if state_dir else {}) + "\n"
+        return as_json(node_id, entries, _state(state_dir)) + "\n"
     return format_text(node_id, entries)
 
 

@@ -7,6 +7,7 @@ that fails leaves nothing behind. Needs root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -44,10 +45,8 @@ def sweep(prefix: str = PREFIX) -> list[str]:
 def kill_ns_processes(ns: str) -> None:
     pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "") -> Any:

@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh Debian bookworm machine, as root:
+#   make demo   a lab of real daemons in network namespaces, every node's showmap, then cleanup
+#   make test   lint, type check and every test (unit, namespaces, packaging, systemd containers, Ansible)
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench clean
+setup:
+	@bash tools/setup.sh
+
+demo: setup
+	$(PY) -m tests.lab.demo
+
+lint: setup
+	$(PY) -m ruff check omdisc tests
+	$(PY) -m mypy
+
+test: lint
+	$(PY) -m pytest -v -p no:cacheprovider tests
+
+bench: setup
+	$(PY) -m tests.bench.converge 4 8 16
+
+clean:
+	rm -rf .venv build *.egg-info

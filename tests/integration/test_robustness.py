@@ -1,0 +1,38 @@
+"""Hostile or bursty input on the wire, against a real daemon."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.lab.netlab import REPO, Lab, wait_for
+
+
+def test_ten_thousand_malformed_datagrams_are_dropped_counted_and_change_nothing(lab: Lab) -> None:
+    lan = lab.lan()
+    a = lab.node("a", lan, "198.18.0.1/24").start(announce_interval=0.5, dead_interval=30.0)
+    b = lab.node("b", lan, "198.18.0.2/24").start(announce_interval=0.5, dead_interval=30.0)
+    evil = lab.node("evil", lan, "198.18.0.66/24")
+    wait_for(lambda: len(a.ids()) == 2, 10, what="2 converged")
+    before = a.map()["entries"]
+    evil.run(sys.executable, "-m", "tests.lab.inject", "fuzz", "eth0", "10000", cwd=REPO, timeout=120)
+    wait_for(lambda: a.state()["stats"].get("malformed", 0) >= 10000, 10, what="all 10,000 counted")
+    stats = a.state()["stats"]
+    assert stats["malformed"] == 10000
+    assert a.alive() and b.alive()
+    assert a.map()["entries"] == before
+    assert sum(v for k, v in stats.items() if k.startswith("malformed:")) == 10000
+    assert "Traceback" not in a.log
+
+
+def test_a_burst_of_joins_is_handled_in_batches_with_few_map_writes(lab: Lab) -> None:
+    lan = lab.lan()
+    a = lab.node("a", lan, "198.18.0.1/15").start(dead_interval=30.0)
+    burst = lab.node("burst", lan, "198.18.0.9/15")
+    wait_for(lambda: a.state().get("stats", {}).get("map_writes"), 5, what="first map")
+    writes_before = a.state()["stats"]["map_writes"]
+    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "64", cwd=REPO, timeout=30)
+    wait_for(lambda: len(a.ids()) == 65, 5, what="64 new nodes in the map")
+    stats = a.state()["stats"]
+    writes = stats["map_writes"] - writes_before
+    print(f"64 joins in one burst: {writes} map writes, {stats['batches']} batches")
+    assert writes <= 16  # one write per batch, not one per datagram

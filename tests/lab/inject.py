@@ -1,0 +1,80 @@
+"""Send test datagrams to the omdisc group from inside a lab namespace.
+
+  python -m tests.lab.inject fuzz IFACE COUNT      random datagrams that omdisc must reject
+  python -m tests.lab.inject announce IFACE COUNT  valid ANNOUNCEs from COUNT made-up nodes, in one burst
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import struct
+import time
+
+from omdisc import protocol
+from omdisc.config import DEFAULT_GROUP
+from omdisc.protocol import Message, MsgType
+
+
+def _valid(rng: random.Random) -> bytes:
+    addr = protocol.ip_address(f"198.19.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}")
+    return protocol.encode(Message(MsgType.ANNOUNCE, rng.randrange(1, 65535), 1, 1, (addr,)))
+
+
+def malformed(rng: random.Random) -> bytes:
+    """One datagram that decode() rejects: noise, or a valid message broken in one of many ways."""
+    while True:
+        kind = rng.randrange(5)
+        good = _valid(rng)
+        if kind == 0:
+            data = rng.randbytes(rng.randrange(0, 1600))
+        elif kind == 1:
+            data = good[: rng.randrange(0, len(good))]
+        elif kind == 2:
+            data = good + rng.randbytes(rng.randrange(1, 64)) if rng.random() < 0.5 else good + bytes(1500)
+        elif kind == 3:
+            pos = rng.randrange(4, len(good))
+            data = good[:pos] + bytes([rng.randrange(256)]) + good[pos + 1 :]
+        else:
+            data = protocol.MAGIC + rng.randbytes(rng.randrange(0, 200))
+        try:
+            protocol.decode(data)
+        except protocol.DecodeError:
+            return data
+
+
+def open_socket(iface: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    mreqn = struct.pack("=4s4si", bytes(4), bytes(4), socket.if_nametoindex(iface))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+    return s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["fuzz", "announce"])
+    p.add_argument("iface")
+    p.add_argument("count", type=int)
+    p.add_argument("--port", type=int, default=7727)
+    p.add_argument("--seed", type=int, default=1)
+    a = p.parse_args()
+    rng = random.Random(a.seed)
+    s = open_socket(a.iface)
+    dest = (str(DEFAULT_GROUP), a.port)
+    if a.mode == "fuzz":
+        for i in range(a.count):
+            s.sendto(malformed(rng), dest)
+            if i % 50 == 49:
+                time.sleep(0.002)  # paced: the receiver's socket buffer is not what is tested here
+    else:
+        burst = [
+            protocol.encode(Message(MsgType.ANNOUNCE, 1000 + i, 1, 1, (protocol.ip_address(f"198.19.200.{i + 1}"),)))
+            for i in range(a.count)
+        ]
+        for data in burst:
+            s.sendto(data, dest)
+
+
+if __name__ == "__main__":
+    main()
