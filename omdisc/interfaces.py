@@ -46,7 +46,7 @@ def ipv6_addresses(name: str) -> list[IPv6Address]:
     return out
 
 
-def _default_route_device(route_table: str = "/proc/net/route") -> str | None:
+def _default_route_device(route_table: str = "/proc/self/net/route") -> str | None:
     """netifaces only reports default routes that have a gateway; a device route
     (`ip route add default dev ppp0`) is a default route too."""
     try:

@@ -73,7 +73,7 @@ class JournalHandler(logging.Handler):
                 SYSLOG_IDENTIFIER=IDENTIFIER,
                 OMDISC_CATEGORY=record.name.removeprefix(ROOT + ".") or "main",
                 CODE_FILE=record.pathname,
-                CODE_LINE=str(record.lineno),
+                CODE_LINE=record.lineno,
                 CODE_FUNC=record.funcName,
                 **self.fields,
                 **extra,

@@ -8,7 +8,7 @@ apt_pkgs=(
     iproute2 iputils-ping tcpdump nftables smcroute          # labs: namespaces, capture, counters, mrouting
     debootstrap systemd-container                            # booted systemd containers
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-    python3-yaml python3-netifaces python3-systemd           # what the .deb depends on
+    python3-yaml python3-netifaces python3-systemd python3-pytest  # the .deb and its build
     lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
 )

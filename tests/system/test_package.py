@@ -1,0 +1,131 @@
+"""The Debian package as users meet it: built, linted, installed by apt in booted systemd
+containers, then reloaded, stopped, killed, upgraded and purged."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from tests.lab.containers import Cluster, Container
+from tests.lab.netlab import entries_ids, wait_for
+from tests.system.conftest import NEWER, VERSION, use_repo
+
+JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
+
+
+def test_lintian_has_no_errors_and_no_warnings(debs: dict[str, Path]) -> None:
+    changes = next(debs["current"].parent.glob("*.changes"))
+    r = subprocess.run(["lintian", "--fail-on", "error,warning", str(changes)], capture_output=True, text=True,
+                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    print(f"lintian: {len(tags)} errors and warnings\n{r.stdout}")
+    assert tags == [] and r.returncode == 0
+
+
+def ids(c: Container) -> set[int]:
+    r = c.sh("showmap --json", check=False)
+    if r.returncode != 0:
+        return set()
+    return entries_ids(json.loads(r.stdout)["entries"])
+
+
+def converged(cluster: Cluster, n: int, among: list[Container] | None = None) -> bool:
+    return all(len(ids(c)) == n for c in (among or cluster.containers))
+
+
+def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> None:
+    for c in cluster3.containers:
+        assert c.sh("dpkg-query -W -f '${Version}' omdiscd").stdout == VERSION
+        assert c.sh("systemctl is-enabled omdiscd").stdout.strip() == "enabled"
+        assert c.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    wait_for(lambda: converged(cluster3, 3), 20, what="3 containers in every map")
+    status = cluster3.containers[0].sh("systemctl show -p StatusText --value omdiscd").stdout
+    assert "3 nodes in the map" in status and "node #11" in status
+
+
+def test_journal_has_structured_fields_per_peer(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    peer = cluster3.address(1)
+    out = c1.sh(f"journalctl -u omdiscd -o json OMDISC_PEER={peer} MESSAGE_ID={JOIN}").stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records, "no join event for the peer in the journal"
+    assert records[0]["OMDISC_PEER_ID"] == "12" and records[0]["OMDISC_NODE_ID"] == "11"
+    assert "joined" in records[0]["MESSAGE"]
+    assert "Traceback" not in c1.sh("journalctl -u omdiscd -o cat").stdout
+
+
+def test_man_pages_render_in_the_container(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    page = c1.sh("man -P cat omdiscd 2>/dev/null").stdout
+    assert "openMosix auto-discovery daemon" in page and "SIGUSR1" in page
+    assert "multicast_ttl" in c1.sh("man -P cat 5 omdiscd.yaml 2>/dev/null").stdout
+    showmap_page = c1.sh("man -P cat showmap 2>/dev/null").stdout.replace("\u2010", "-")  # groff's Unicode hyphen
+    assert "--alpha-dir" in showmap_page
+
+
+def test_security_exposure(cluster3: Cluster) -> None:
+    out = cluster3.containers[0].sh("systemd-analyze security --no-pager omdiscd").stdout
+    m = re.search(r"Overall exposure level for omdiscd.service: (\d+\.\d+)", out)
+    assert m, out
+    print(f"systemd-analyze security omdiscd: exposure {m.group(1)}")
+    assert float(m.group(1)) <= 2.0
+
+
+def test_reload_keeps_the_map(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    c1.sh("sed -i 's/^debug: .*/debug: [membership]/' /etc/omdiscd/omdiscd.yaml && systemctl reload omdiscd")
+    assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    wait_for(lambda: "2 nodes kept" in c1.sh("journalctl -u omdiscd -o cat").stdout, 10, what="reload logged")
+    assert len(ids(c1)) == 3
+    assert c1.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "0"
+
+
+def test_stop_removes_the_node_from_the_others_at_once(cluster3: Cluster) -> None:
+    c1, c2, c3 = cluster3.containers
+    c3.sh("systemctl stop omdiscd")
+    # dead_interval is 35 s by default: only the LEAVE can explain a drop within 3 s
+    wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="LEAVE to drop c3")
+    c3.sh("systemctl start omdiscd")
+    wait_for(lambda: converged(cluster3, 3), 10, what="c3 back")
+
+
+def test_killed_service_is_restarted_and_rejoins(cluster3: Cluster) -> None:
+    c3 = cluster3.containers[2]
+    before = c3.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
+    c3.sh("systemctl kill --kill-whom=main -s KILL omdiscd")  # main: nspawn here cannot list cgroup members
+    wait_for(lambda: c3.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "1", 15,
+             what="systemd to restart the killed daemon")
+    wait_for(lambda: c3.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "active", 15)
+    assert c3.sh("systemctl show -p MainPID --value omdiscd").stdout.strip() != before
+    wait_for(lambda: converged(cluster3, 3), 10, what="c3 back in every map")
+
+
+def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> None:
+    c2 = cluster3.containers[1]
+    c2.sh("sed -i 's/^announce_interval: .*/announce_interval: 7.5/' /etc/omdiscd/omdiscd.yaml")
+    pid = c2.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
+    use_repo(c2, "newer")
+    r = c2.sh("apt-get install -y -q omdiscd")
+    assert "Configuration file" not in r.stdout  # no conffile prompt
+    assert c2.sh("dpkg-query -W -f '${Version}' omdiscd").stdout == NEWER
+    assert "announce_interval: 7.5" in c2.sh("cat /etc/omdiscd/omdiscd.yaml").stdout
+    assert c2.sh("systemctl show -p MainPID --value omdiscd").stdout.strip() != pid
+    assert c2.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    wait_for(lambda: converged(cluster3, 3), 10, what="the upgraded node back in every map")
+
+
+def test_purge_leaves_nothing_behind(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    c1.sh("apt-get purge -y -q omdiscd")
+    left = c1.sh("ls -d /etc/omdiscd /run/omdiscd /usr/sbin/omdiscd /usr/sbin/showmap "
+                 "/usr/lib/python3/dist-packages/omdisc /lib/systemd/system/omdiscd.service "
+                 "/etc/systemd/system/multi-user.target.wants/omdiscd.service 2>/dev/null", check=False).stdout
+    assert left == ""
+    assert c1.sh("dpkg -l omdiscd 2>/dev/null | grep -c '^.i'", check=False).stdout.strip() in ("", "0")
+    found = c1.sh("find / -xdev \\( -name '*omdisc*' \\) -not -path '/srv/*' -not -path '/proc/*' "
+                  "-not -path '/var/lib/dpkg/*' -not -path '/var/cache/apt/*' -not -path '/var/lib/apt/lists/*' "
+                  "-not -path '/var/log/*' -not -path '/var/cache/man/*' -not -path '/.omdisc-rootfs' 2>/dev/null",
+                  check=False).stdout.split()  # man-db's cat cache of pages we displayed is man-db's
+    assert found == [], found

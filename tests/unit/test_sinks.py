@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import threading
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from omdisc.sinks import AlphaSink, LiveSink, SinkError, choose_sink
+from omdisc.table import Entry, Table, decode_config, decode_mospe
+
+
+def table(n: int) -> Table:
+    return Table(tuple(Entry(i * 256 + 1, IPv4Address(f"198.18.{i}.1")) for i in range(1, n + 1)))
+
+
+def test_auto_is_live_only_where_the_openmosix_interface_exists(tmp_path: Path) -> None:
+    assert isinstance(choose_sink("auto", tmp_path / "alpha", admin=tmp_path / "no-such"), AlphaSink)
+    (tmp_path / "admin").mkdir()
+    assert isinstance(choose_sink("auto", tmp_path / "alpha", admin=tmp_path / "admin"), LiveSink)
+    assert isinstance(choose_sink("alpha", tmp_path / "alpha", admin=tmp_path / "admin"), AlphaSink)
+
+
+def test_live_mode_without_openmosix_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SinkError, match="does not exist"):
+        LiveSink(tmp_path / "hpc" / "admin").prepare()
+
+
+def test_live_sink_writes_the_proc_files_in_place(tmp_path: Path) -> None:
+    for name in ("mospe", "config"):
+        (tmp_path / name).write_bytes(b"")
+    LiveSink(tmp_path).write(257, table(2))
+    assert decode_mospe((tmp_path / "mospe").read_bytes()) == 257
+    assert len(decode_config((tmp_path / "config").read_bytes())) == 2
+
+
+def test_alpha_files_are_replaced_atomically_a_reader_never_sees_half(tmp_path: Path) -> None:
+    sink = AlphaSink(tmp_path / "alpha")
+    sink.prepare()
+    sink.write(1, table(1))
+    stop = threading.Event()
+    sizes: set[int] = set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            sizes.add(len(decode_config((tmp_path / "alpha" / "om_config").read_bytes())))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(300):
+        sink.write(1, table(1 + i % 200))
+    stop.set()
+    t.join()
+    assert sizes and all(1 <= s <= 200 for s in sizes)  # decode_config raises on a torn file
+    assert [p.name for p in (tmp_path / "alpha").iterdir() if p.name.startswith(".")] == []  # no temp left
+    assert oct(os.stat(tmp_path / "alpha" / "om_config").st_mode & 0o777) == "0o644"
