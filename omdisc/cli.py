@@ -7,7 +7,7 @@ import sys
 from typing import NoReturn
 
 from . import __version__
-from .config import DEBUG_CATEGORIES, DEFAULT_PATH, parse_debug, parse_interfaces
+from .config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid file held, bind failed
@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         "-m", "--multicast-ttl", metavar="N", type=_ttl, dest="multicast_ttl",
         help="multicast TTL (1..255) for networks joined by real multicast routers: only the first "
         "interface sends and receives, the others become alias entries",
+    )
+    p.add_argument(
+        "--route", action=argparse.BooleanOptionalAction, default=None,
+        help="with several interfaces and no -m: forward announcements between them (the default), "
+        "or, with --no-route, only announce on each",
+    )
+    p.add_argument(
+        "-f", "--family", choices=FAMILIES, default=None,
+        help="discover over IPv4 (the default), IPv6, or both",
     )
     p.add_argument(
         "-n", "--nodaemon", action="store_true",

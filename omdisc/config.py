@@ -20,6 +20,8 @@ MAX_INTERFACES = 6  # the seed's limit
 DEBUG_CATEGORIES = ("net", "membership", "kernel", "config", "gateway")
 KERNEL_MODES = ("auto", "live", "alpha")
 DEFAULT_GROUP = IPv4Address("239.192.77.77")  # organization-local scope; no well-known service uses it
+DEFAULT_GROUP6 = IPv6Address("ff05::7727")  # site-local scope: crosses IPv6 multicast routers, not the site edge
+FAMILIES = ("ipv4", "ipv6", "both")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
@@ -36,7 +38,10 @@ class Config:
     interfaces: tuple[str, ...] = ()
     multicast_ttl: int | None = None
     group: IPv4Address = DEFAULT_GROUP
+    group6: IPv6Address = DEFAULT_GROUP6
     port: int = 7727
+    family: str = "ipv4"
+    route: bool = True
     kernel: str = "auto"
     alpha_dir: Path = Path("/run/omdiscd")
     pid_file: Path = Path("/run/omdiscd/omdiscd.pid")
@@ -141,6 +146,22 @@ def parse_group(value: object) -> IPv4Address:
     return addr
 
 
+def parse_group6(value: object) -> IPv6Address:
+    try:
+        addr = ip_address(str(value)) if isinstance(value, str) else None
+    except ValueError:
+        addr = None
+    if not isinstance(addr, IPv6Address) or not addr.is_multicast:
+        raise ValueError(f"expected an IPv6 multicast address (ff00::/8), got {_describe(value)}")
+    return addr
+
+
+def parse_family(value: object) -> str:
+    if value not in FAMILIES:
+        raise ValueError(f"expected one of {', '.join(FAMILIES)}, got {_describe(value)}")
+    return str(value)
+
+
 def parse_kernel(value: object) -> str:
     if value not in KERNEL_MODES:
         raise ValueError(f"expected one of {', '.join(KERNEL_MODES)}, got {_describe(value)}")
@@ -157,7 +178,10 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "interfaces": parse_interfaces,
     "multicast_ttl": parse_ttl,
     "group": parse_group,
+    "group6": parse_group6,
     "port": parse_port,
+    "family": parse_family,
+    "route": parse_bool,
     "kernel": parse_kernel,
     "alpha_dir": parse_path,
     "pid_file": parse_path,

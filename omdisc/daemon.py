@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -44,32 +45,41 @@ class Plan:
     """Which interfaces take part and how, from the config (seed section 5)."""
 
     interfaces: tuple[str, ...]  # all of them, in the order given: the first gives our primary address
-    announce_on: tuple[str, ...]  # those with a multicast socket
+    announce_on: tuple[str, ...]  # those with multicast sockets
     ttl: int
+    route: bool  # forward announcements between the announce_on interfaces
+    families: tuple[int, ...]  # 4, 6 or both
 
     @property
     def gateway(self) -> bool:
-        return len(self.announce_on) > 1
+        return self.route and len(self.announce_on) > 1
 
 
 def make_plan(cfg: Config) -> Plan:
     names = cfg.interfaces or (interfaces.default_interface(),)
     interfaces.check_exist(names)
+    families = {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}[cfg.family]
     if cfg.multicast_ttl is not None:  # TTL mode: real multicast routing joins the networks
-        return Plan(names, names[:1], cfg.multicast_ttl)
-    return Plan(names, names, 1)
+        return Plan(names, names[:1], cfg.multicast_ttl, False, families)
+    return Plan(names, names, 1, cfg.route, families)
 
 
 def local_node(cfg: Config, plan: Plan) -> LocalNode:
-    addrs: list[IPAddress] = []
-    for name in plan.interfaces:
-        addrs += [a for a in interfaces.ipv4_addresses(name) if a not in addrs]
-    first = interfaces.ipv4_addresses(plan.interfaces[0])
-    if not first:
-        raise StartupError(f"interface {plan.interfaces[0]!r} has no IPv4 address")
-    addrs.remove(first[0])
-    addrs.insert(0, first[0])
-    node_id = check_node_id(cfg.node_id) if cfg.node_id else node_id_for(first[0])
+    """Our addresses: IPv4 first (the first IPv4 address of the first interface is our primary
+    address and gives our node id), then IPv6 where enabled."""
+    v4 = [a for name in plan.interfaces for a in interfaces.ipv4_addresses(name)] if 4 in plan.families else []
+    v6 = [a for name in plan.interfaces for a in interfaces.ipv6_addresses(name)] if 6 in plan.families else []
+    first = plan.interfaces[0]
+    own: list[IPAddress] = [*interfaces.ipv4_addresses(first), *interfaces.ipv6_addresses(first)]
+    primary = next((a for a in own if a in v4 or a in v6), None)
+    if primary is None:
+        wanted = {(4,): "IPv4", (6,): "global IPv6", (4, 6): "IPv4 or global IPv6"}[plan.families]
+        raise StartupError(f"interface {first!r} has no {wanted} address")
+    addrs = list(dict.fromkeys([primary, *v4, *v6]))
+    if cfg.node_id:
+        node_id = check_node_id(cfg.node_id)
+    else:
+        node_id = node_id_for(primary) if isinstance(primary, IPv4Address) else 0
     return LocalNode(node_id, tuple(addrs), FLAG_GATEWAY if plan.gateway else 0)
 
 
@@ -88,8 +98,10 @@ class Daemon:
         self.sink = sink
         self.clock = time.monotonic
         self.pidfile = PidFile(cfg.pid_file)
-        self.handlers: dict[str, MulticastHandler] = {}
+        self.handlers: dict[tuple[str, int], MulticastHandler] = {}
         self.engine = Engine(local_node(cfg, plan), time.time_ns() // 1000, settings_for(cfg), random.Random())
+        self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
+        self._ipv6_only_reported: set[IPAddress] = set()
         self.stats = self.engine.stats
         self._written_version = -1
         self._collisions_reported: set[tuple[int, IPAddress, tuple[IPAddress, ...]]] = set()
@@ -120,7 +132,7 @@ class Daemon:
             events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
                              __version__, self.engine.local.node_id,
                              ", ".join(map(str, self.engine.local.addresses)), ",".join(self.plan.announce_on),
-                             "gateway" if self.plan.gateway else f"ttl {self.plan.ttl}", self.sink.description)
+                             self._mode(), self.sink.description)
             notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status()}")
             on_ready()
             self._next_address_check = now + self.cfg.announce_interval / 2
@@ -153,6 +165,12 @@ class Daemon:
                 self._next_watchdog = now + (self._watchdog or 0)
             self._flush_map(state=bool(out))
 
+    def _mode(self) -> str:
+        families = "+".join(f"IPv{f}" for f in self.plan.families)
+        if self.plan.gateway:
+            return f"{families}, gateway routing between {', '.join(self.plan.announce_on)}"
+        return f"{families}, multicast TTL {self.plan.ttl}"
+
     def stop(self) -> None:
         log.info("stopping: announcing LEAVE")
         self._stopping = True
@@ -167,15 +185,17 @@ class Daemon:
 
     def _open_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        endpoint = Endpoint(self.cfg.group, self.cfg.port, self.plan.ttl)
+        groups: dict[int, IPAddress] = {4: self.cfg.group, 6: self.cfg.group6}
         for name in self.plan.announce_on:
-            try:
-                h = MulticastHandler(name, interfaces.index(name), endpoint, self.stats)
-            except OSError as e:
-                raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: {e.strerror}"
-                                   ) from None
-            self.handlers[name] = h
-            loop.add_reader(h.fileno(), self._on_readable, h)
+            for family in self.plan.families:
+                endpoint = Endpoint(groups[family], self.cfg.port, self.plan.ttl)
+                try:
+                    h = MulticastHandler(name, interfaces.index(name), endpoint, self.stats)
+                except OSError as e:
+                    raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: "
+                                       f"{e.strerror}") from None
+                self.handlers[(name, family)] = h
+                loop.add_reader(h.fileno(), self._on_readable, h)
 
     def _close_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -190,8 +210,8 @@ class Daemon:
             return
         self.stats["batches"] += 1
         now = self.clock()
-        for data, src in batch:
-            self._send(self.engine.receive(data, now, via=src))
+        for data, _src in batch:
+            self._send(self.engine.receive(data, now, interface=handler.ifname))
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush_map)
@@ -199,7 +219,7 @@ class Daemon:
 
     def _send(self, out: list[Outgoing]) -> None:
         for o in out:
-            for name, h in self.handlers.items():
+            for (name, _family), h in self.handlers.items():
                 if o.interfaces is None or name in o.interfaces:
                     h.send(o.data)
 
@@ -225,8 +245,12 @@ class Daemon:
         if table.dropped:
             klog.warning("the map has %d entries; openMosix takes %d: dropped %s", len(table.entries) +
                          len(table.dropped), len(table.entries), ", ".join(e.text() for e in table.dropped))
-        for addr in table.ipv6_only:
-            klog.info("node %s has no IPv4 address: listed by showmap --json, not in the kernel table", addr)
+        for addr in set(table.ipv6_only) - self._ipv6_only_reported:
+            if addr in self.engine.local.addresses:
+                klog.info("this node (%s) is IPv6-only: the openMosix table is IPv4, it has no place there", addr)
+            else:
+                klog.info("node %s has no IPv4 address: listed by showmap --json, not in the kernel table", addr)
+        self._ipv6_only_reported = set(table.ipv6_only)
         events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(self.engine.nodes()),
                          len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
         self._write_state()
@@ -301,10 +325,12 @@ class Daemon:
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: a new %s takes effect only at restart", key)
         now = self.clock()
-        reopen = (plan, cfg.group, cfg.port) != (self.plan, self.cfg.group, self.cfg.port)
+        endpoints = (cfg.group, cfg.group6, cfg.port)
+        reopen = (plan, endpoints) != (self.plan, (self.cfg.group, self.cfg.group6, self.cfg.port))
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)
+        self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
         if reopen:
             self._close_handlers()
             self._open_handlers()
@@ -362,7 +388,8 @@ STARTUP_ERRORS = (interfaces.InterfaceError, StartupError, NodeIdError, SinkErro
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {"interfaces": args.interfaces, "multicast_ttl": args.multicast_ttl, "debug": args.debug}
+    overrides = {"interfaces": args.interfaces, "multicast_ttl": args.multicast_ttl, "debug": args.debug,
+                 "family": args.family, "route": args.route}
     try:
         cfg, cfg_path = load(Path(args.config) if args.config else None)
         cfg = cfg.overridden(**overrides)

@@ -12,26 +12,33 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import events
 from .membership import Change, Claim, Member, Membership
 from .protocol import (
+    FLAG_GATEWAY,
     FLAG_JOIN,
+    MAX_HOPS,
     DecodeError,
     IPAddress,
     Message,
     MsgType,
     decode,
     encode,
+    forwarded,
     snapshot_messages,
+    via,
 )
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")
+gwlog = logging.getLogger("omdisc.gateway")
+
+SEEN_MAX = 8192  # message ids a gateway remembers, so it forwards each message once
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class Settings:
     reply_spread_max: float = 1.0
     join_retries: tuple[float, ...] = (0.25, 1.0)  # re-send JOIN at these delays until answered
     announce_jitter: float = 0.1  # each period is announce_interval x (1 +- jitter)
+    seen_age: float = 60.0  # how long a gateway remembers a forwarded message id
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Outgoing:
 @dataclass
 class _PendingReply:
     due: float
+    interface: str  # where the JOIN came in: the answer goes there only
     covered: set[IPAddress] = field(default_factory=set)
 
 
@@ -85,6 +94,9 @@ class Engine:
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
         self._replies: dict[tuple[IPAddress, int], _PendingReply] = {}
+        # Gateway routing (seed section 3): interfaces between which we forward; empty: none.
+        self.route_between: frozenset[str] = frozenset()
+        self._seen: OrderedDict[tuple[IPAddress, int, int], float] = OrderedDict()
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -94,8 +106,7 @@ class Engine:
 
     def nodes(self) -> list[Member]:
         me = Member(self.local.node_id, self.local.addresses, self.incarnation, self._seq, 0.0, self.local.flags)
-        members = [m for m in self.membership.members.values() if m.node_id]
-        return ([me] if self.local.node_id else []) + members
+        return [me, *self.membership.members.values()]
 
     def table(self) -> Table:
         return build_table(self.nodes())
@@ -133,29 +144,54 @@ class Engine:
 
     # --- input -------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float, via: IPAddress | None = None) -> list[Outgoing]:
-        """One datagram. `via` is the sending gateway when the message was forwarded."""
+    def receive(self, data: bytes, now: float, interface: str = "") -> list[Outgoing]:
+        """One datagram, arrived on `interface`. Returns what to forward, if we are a gateway."""
         self.stats["received"] += 1
         try:
             msg = decode(data)
         except DecodeError as e:
             self.stats["malformed"] += 1
             self.stats[f"malformed:{e.kind}"] += 1
-            netlog.debug("dropped malformed datagram (%s)", e)
+            netlog.debug("dropped malformed datagram on %s (%s)", interface or "?", e)
             return []
         if msg.origin in self.local.addresses:
-            self.stats["own"] += 1  # our own, looped back
+            self.stats["own"] += 1  # our own, looped back or forwarded back by another gateway
             return []
-        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, via if msg.hops else None)
+        out = self._forward(data, msg, interface, now)
+        gateway = via(msg) if msg.hops else None
+        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gateway, interface)
         if msg.type is MsgType.LEAVE:
             self._on_leave(claim, now)
         else:
             self._on_heard(claim, now)
             if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN:
-                self._on_join(msg, now)
+                self._on_join(msg, interface, now)
             elif msg.type is MsgType.SNAPSHOT:
-                self._on_snapshot(msg, claim.via, now)
-        return []
+                self._on_snapshot(msg, claim, now)
+        return out
+
+    def _forward(self, data: bytes, msg: Message, interface: str, now: float) -> list[Outgoing]:
+        """Send a message on to our other networks, once (docs/protocol.md, "Gateways").
+
+        The seen-cache makes every gateway forward a message at most once, whatever the loops
+        between networks; the hop count bounds what an overflowing cache could let through.
+        """
+        if interface not in self.route_between:
+            return []
+        key = msg.message_id
+        if key in self._seen:
+            self.stats["forward_duplicates"] += 1
+            return []
+        self._seen[key] = now
+        self._prune_seen(now)
+        if msg.hops + 1 > MAX_HOPS:
+            self.stats["forward_hop_limit"] += 1
+            return []
+        others = self.route_between - {interface}
+        self.stats["forwarded"] += 1
+        gwlog.debug("forward %s #%d from %s to %s (hops %d)", msg.type.name, msg.seq, msg.origin,
+                    ",".join(sorted(others)), msg.hops + 1)
+        return [Outgoing(forwarded(data, msg, self.local.primary), frozenset(others))]
 
     def _on_heard(self, claim: Claim, now: float) -> None:
         change = self.membership.heard(claim, now)
@@ -174,21 +210,21 @@ class Engine:
         else:
             self.stats["stale"] += 1
 
-    def _on_join(self, msg: Message, now: float) -> None:
+    def _on_join(self, msg: Message, interface: str, now: float) -> None:
         key = (msg.origin, msg.incarnation)
         if key not in self._replies:
             st = self.settings
             spread = min(st.reply_spread_max, st.reply_spread_per_node * (len(self.membership) + 1))
             delay = st.reply_delay_min + self.rng.uniform(0, spread)
-            self._replies[key] = _PendingReply(now + delay, {msg.origin})
+            self._replies[key] = _PendingReply(now + delay, interface, {msg.origin})
 
-    def _on_snapshot(self, msg: Message, via: IPAddress | None, now: float) -> None:
+    def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
         snap = msg.snapshot
         assert snap is not None
         for rec in snap.members:
             if rec.addresses[0] in self.local.addresses:
                 continue
-            change = self.membership.learned(rec, now, via)
+            change = self.membership.learned(rec, now, claim.via, claim.interface)
             if change is Change.JOINED:
                 events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
                                 rec.addresses[0], msg.origin)
@@ -230,7 +266,7 @@ class Engine:
         for key, pending in list(self._replies.items()):
             if now >= pending.due:
                 del self._replies[key]
-                out += self._snapshot(key, now)
+                out += self._snapshot(key, pending.interface, now)
         for m in self.membership.expire(now):
             events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
                             m.primary, now - m.last_heard)
@@ -247,21 +283,46 @@ class Engine:
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags)
 
-    def _snapshot(self, key: tuple[IPAddress, int], now: float) -> list[Outgoing]:
+    def _snapshot(self, key: tuple[IPAddress, int], interface: str, now: float) -> list[Outgoing]:
+        """Answer a JOIN on the network it came from. A host that does not route between its
+        networks tells each only of the nodes it heard there: it must not join them itself."""
         joiner, incarnation = key
-        records = self.membership.records(now, exclude=joiner)
+        records = self.membership.records(now, exclude=joiner, interface=None if self.route_between else interface)
         base = self._message(MsgType.SNAPSHOT)
         messages = snapshot_messages(base, joiner, incarnation, records)
         self._seq = messages[-1].seq
         self.stats["snapshots"] += 1
-        return [self._send(m) for m in messages]
+        where = frozenset({interface}) if interface else None
+        return [self._send(m, where) for m in messages]
 
-    def _send(self, msg: Message) -> Outgoing:
+    def _send(self, msg: Message, interfaces: frozenset[str] | None = None) -> Outgoing:
         self.stats["sent"] += 1
         self.stats[f"sent:{msg.type.name}"] += 1
-        return Outgoing(encode(msg))
+        return Outgoing(encode(msg), interfaces)
+
+    def _prune_seen(self, now: float) -> None:
+        oldest_allowed = now - self.settings.seen_age
+        while self._seen and (len(self._seen) > SEEN_MAX or next(iter(self._seen.values())) < oldest_allowed):
+            self._seen.popitem(last=False)
 
     # --- reporting ---------------------------------------------------------------------------
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Which node is our gateway to which nodes (seed section 7: gateway discovery)."""
+        reached: dict[IPAddress, list[Member]] = {}
+        for m in self.membership.members.values():
+            if m.via is not None:
+                reached.setdefault(m.via, []).append(m)
+        out = []
+        for gw_primary, members in sorted(reached.items(), key=lambda i: str(i[0])):
+            gw = self.membership.members.get(gw_primary)
+            out.append({
+                "id": gw.node_id if gw else None,
+                "address": str(gw_primary),
+                "addresses": [str(a) for a in gw.addresses] if gw else [str(gw_primary)],
+                "reaches": sorted(str(m.primary) for m in members),
+            })
+        return out
 
     def state(self, now: float) -> dict[str, Any]:
         """What showmap --json and STATUS= report beyond the kernel table."""
@@ -276,10 +337,12 @@ class Engine:
                     "addresses": [str(a) for a in m.addresses],
                     "age": round(now - m.last_heard, 3),
                     "via": str(m.via) if m.via else None,
+                    "gateway": bool(m.flags & FLAG_GATEWAY),
                     "leaving": m.leaving,
                 }
                 for m in members
             ],
+            "gateways": self.gateways(),
             "stats": dict(sorted(self.stats.items())),
         }
 

@@ -31,6 +31,7 @@ class Member:
     flags: int = 0
     via: IPAddress | None = None  # the gateway its announcements come through; None when heard directly
     leaving: bool = False
+    interface: str = ""  # where we heard of it last
 
     @property
     def primary(self) -> IPAddress:
@@ -51,6 +52,7 @@ class Claim:
     seq: int
     flags: int = 0
     via: IPAddress | None = None
+    interface: str = ""
 
     @property
     def primary(self) -> IPAddress:
@@ -83,19 +85,22 @@ class Membership:
         if m is None:
             self._tombstones.pop(claim.primary, None)
             self.members[claim.primary] = Member(
-                claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags, claim.via
+                claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags, claim.via,
+                interface=claim.interface,
             )
             self.version += 1
             return Change.JOINED
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
             return Change.STALE
+        m.interface = claim.interface
         return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
                             claim.seq)
 
     def _update(self, m: Member, node_id: int, addresses: tuple[IPAddress, ...], incarnation: int, flags: int,
                 via: IPAddress | None, heard_at: float, seq: int) -> Change:
-        changed = (m.node_id, m.addresses, m.flags, m.incarnation, m.via) != (
-            node_id, addresses, flags, incarnation, via)
+        # The path (via) is no part of the kernel map: with two gateways it may change with every
+        # announcement, and must not cost a map write each time.
+        changed = (m.node_id, m.addresses, m.flags, m.incarnation) != (node_id, addresses, flags, incarnation)
         m.node_id, m.addresses, m.flags, m.via = node_id, addresses, flags, via
         m.incarnation, m.seq = incarnation, seq
         m.last_heard = max(m.last_heard, heard_at)
@@ -105,7 +110,7 @@ class Membership:
             return Change.UPDATED
         return Change.REFRESHED
 
-    def learned(self, rec: MemberRecord, now: float, via: IPAddress | None = None) -> Change:
+    def learned(self, rec: MemberRecord, now: float, via: IPAddress | None = None, interface: str = "") -> Change:
         """A node as another node's SNAPSHOT describes it: second hand, so never newer than it says."""
         primary = rec.addresses[0]
         heard_at = now - rec.age_ms / 1000
@@ -114,7 +119,8 @@ class Membership:
         m = self.members.get(primary)
         if m is None:
             self._tombstones.pop(primary, None)
-            self.members[primary] = Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via)
+            self.members[primary] = Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via,
+                                           interface=interface)
             self.version += 1
             return Change.JOINED
         if rec.incarnation < m.incarnation:
@@ -164,5 +170,7 @@ class Membership:
         times = [m.last_heard + self.dead_interval for m in self.members.values()]
         return min(times) if times else None
 
-    def records(self, now: float, exclude: IPAddress | None = None) -> list[MemberRecord]:
-        return [m.record(now) for p, m in sorted(self.members.items(), key=lambda i: str(i[0])) if p != exclude]
+    def records(self, now: float, exclude: IPAddress | None = None, interface: str | None = None) -> list[MemberRecord]:
+        """What a SNAPSHOT tells: every member, or only those heard of on `interface`."""
+        members = sorted(self.members.items(), key=lambda i: str(i[0]))
+        return [m.record(now) for p, m in members if p != exclude and interface in (None, m.interface)]

@@ -26,6 +26,8 @@ FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
 MEMBER_GATEWAY = 0x01
 
 TRAILER_HMAC_SHA256 = 1  # reserved for shared-key authentication
+TRAILER_VIA = 2  # set by a forwarding gateway: its primary address (the last gateway on the path)
+TRAILER_RESERVE = 64  # room kept free in what we originate, for the trailers above
 
 _HEADER = struct.Struct("!4sBBBBIQIHH")
 HEADER_SIZE = _HEADER.size  # 28
@@ -138,8 +140,29 @@ def encode(msg: Message) -> bytes:
 
 
 def with_hops(data: bytes, hops: int) -> bytes:
-    """The same datagram with another hop count (what a gateway forwards)."""
+    """The same datagram with another hop count."""
     return data[:_HOPS_OFFSET] + bytes([hops]) + data[_HOPS_OFFSET + 1 :]
+
+
+def forwarded(data: bytes, msg: Message, gateway: IPAddress) -> bytes:
+    """What a gateway sends on: header and body as received (so a future HMAC over them still
+    holds) with hops + 1, and the trailer with VIA set to this gateway."""
+    end = HEADER_SIZE + int.from_bytes(data[HEADER_SIZE - 4 : HEADER_SIZE - 2], "big")
+    kept = [(t, v) for t, v in msg.trailer if t != TRAILER_VIA]
+    trailer = b"".join(_TLV.pack(t, len(v)) + v for t, v in [*kept, (TRAILER_VIA, _encode_address(gateway))])
+    return with_hops(data[:end], msg.hops + 1) + trailer
+
+
+def via(msg: Message) -> IPAddress | None:
+    """The gateway that forwarded this message last, if any."""
+    for kind, value in msg.trailer:
+        if kind == TRAILER_VIA:
+            r = _Reader(value, 0, len(value))
+            try:
+                return r.address()
+            except DecodeError:
+                return None
+    return None
 
 
 def member_size(m: MemberRecord) -> int:
@@ -154,7 +177,7 @@ def snapshot_messages(
     `base` gives the sender fields; each part takes the next sequence number.
     """
     fixed = HEADER_SIZE + len(_encode_addresses(base.addresses)) + 1 + reply_to.max_prefixlen // 8
-    room = MAX_DATAGRAM - fixed - _SNAPSHOT.size
+    room = MAX_DATAGRAM - TRAILER_RESERVE - fixed - _SNAPSHOT.size
     chunks: list[list[MemberRecord]] = [[]]
     used = 0
     for m in members:

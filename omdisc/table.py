@@ -65,15 +65,15 @@ def _ranges(nodes: list[tuple[int, IPv4Address]]) -> list[Entry]:
 
 
 def build_table(nodes: Iterable[NodeLike]) -> Table:
-    kept, collisions = settle(nodes)
+    """The kernel's table from every known node, ourselves included. A node with no IPv4 address
+    has no place in it (it is reported); a node without an id (0) neither."""
+    nodes = list(nodes)
+    ipv6_only = [n.addresses[0] for n in nodes if not _ipv4(n.addresses)]
+    kept, collisions = settle(n for n in nodes if n.node_id and _ipv4(n.addresses))
     primaries: list[tuple[int, IPv4Address]] = []
     aliases: list[Entry] = []
-    ipv6_only: list[IPAddress] = []
     for node in kept:
         v4 = _ipv4(node.addresses)
-        if not v4:
-            ipv6_only.append(node.addresses[0])
-            continue
         primaries.append((node.node_id, v4[0]))
         aliases.extend(Entry(node.node_id, ip, 0, alias=True) for ip in v4[1:])
     entries = _ranges(primaries) + sorted(aliases, key=lambda e: (e.node_id, int(e.ip)))

@@ -1,4 +1,5 @@
-"""Multicast sockets: one handler per interface, as wsdd does. No protocol knowledge here."""
+"""Multicast sockets: one handler per interface and address family, as wsdd does. No protocol
+knowledge here."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from .protocol import MAX_DATAGRAM, IPAddress
 
 log = logging.getLogger("omdisc.net")
 
-IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux; absent from older Pythons
+# Linux values; older Pythons lack the names.
+IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
+IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 MAX_BATCH = 256  # datagrams drained per readiness event: bounded so timers still run under a flood
 # Send errors that mean "this interface is down or lost its address for now": logged, not fatal.
 TRANSIENT_SEND_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL, errno.ENODEV,
@@ -23,16 +26,20 @@ TRANSIENT_SEND_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL,
 
 @dataclass(frozen=True)
 class Endpoint:
-    group: IPv4Address
+    group: IPv4Address | IPv6Address
     port: int
     ttl: int = 1
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET if self.group.version == 4 else socket.AF_INET6
 
 
 class MulticastHandler:
     """Receives and sends the group's datagrams on one interface only.
 
-    IP_MULTICAST_ALL=0 plus a membership bound to this interface's index means the socket gets only
-    what arrives on this interface, so the daemon always knows where a datagram came from.
+    IP(V6)_MULTICAST_ALL=0 plus a membership bound to this interface's index means the socket gets
+    only what arrives on this interface, so the daemon always knows where a datagram came from.
     """
 
     def __init__(self, ifname: str, ifindex: int, endpoint: Endpoint, stats: Counter[str]) -> None:
@@ -40,27 +47,43 @@ class MulticastHandler:
         self.ifindex = ifindex
         self.endpoint = endpoint
         self.stats = stats
-        self.sock = self._open()
-
-    def _open(self) -> socket.socket:
-        ep = self.endpoint
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        self.sock = socket.socket(endpoint.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((str(ep.group), ep.port))
-            sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            mreqn = struct.pack("=4s4si", ep.group.packed, bytes(4), self.ifindex)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ep.ttl)
-            # Loop on: two daemons on one host (tests with -i lo) must hear each other; our own
-            # datagrams are recognised by their origin and ignored.
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            sock.setblocking(False)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if endpoint.group.version == 4:
+                self._setup_v4()
+            else:
+                self._setup_v6()
+            self.sock.setblocking(False)
         except OSError:
-            sock.close()
+            self.sock.close()
             raise
-        return sock
+        self.destination: tuple[str, int] | tuple[str, int, int, int] = (
+            (str(endpoint.group), endpoint.port) if endpoint.group.version == 4
+            else (str(endpoint.group), endpoint.port, 0, ifindex))
+
+    def _setup_v4(self) -> None:
+        ep, s = self.endpoint, self.sock
+        s.bind((str(ep.group), ep.port))
+        s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        mreqn = struct.pack("=4s4si", ep.group.packed, bytes(4), self.ifindex)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ep.ttl)
+        # Loop on: two daemons on one host (tests with -i lo) must hear each other; our own
+        # datagrams are recognised by their origin and ignored.
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+
+    def _setup_v6(self) -> None:
+        ep, s = self.endpoint, self.sock
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((str(ep.group), ep.port, 0, self.ifindex))
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        mreq = ep.group.packed + struct.pack("=I", self.ifindex)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ep.ttl)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -77,12 +100,12 @@ class MulticastHandler:
                 self.stats["receive_errors"] += 1
                 log.debug("%s: receive failed: %s", self.ifname, e.strerror)
                 break
-            batch.append((data, ip_address(src[0])))
+            batch.append((data, ip_address(src[0].split("%")[0])))
         return batch
 
     def send(self, data: bytes) -> bool:
         try:
-            self.sock.sendto(data, (str(self.endpoint.group), self.endpoint.port))
+            self.sock.sendto(data, self.destination)
         except OSError as e:
             self.stats["send_errors"] += 1
             level = logging.DEBUG if e.errno in TRANSIENT_SEND_ERRORS else logging.WARNING

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import random
+from ipaddress import ip_address
+
 import pytest
 
-from omdisc.engine import Settings
+from omdisc.engine import Engine, LocalNode, Settings
+from omdisc.protocol import FLAG_JOIN, MAX_HOPS, Message, MsgType, decode, encode, via, with_hops
 from tests.unit.sim import SimLan
 
 FAST = Settings(announce_interval=10.0, dead_interval=30.0)
@@ -62,3 +66,37 @@ def test_periodic_announces_are_jittered_not_synchronised() -> None:
         e.start(0.0)
     deadlines = {round(e.next_announce, 3) for e in lan.engines}
     assert len(deadlines) > 1
+
+
+def _gateway_engine() -> Engine:
+    gw = Engine(LocalNode(510, (ip_address("198.18.1.254"), ip_address("198.18.2.254"))), 1, FAST,
+                random.Random(1))
+    gw.route_between = frozenset({"legA", "legB"})
+    return gw
+
+
+def test_a_gateway_forwards_each_message_once_to_its_other_networks_with_hops_and_via() -> None:
+    gw = _gateway_engine()
+    data = encode(Message(MsgType.ANNOUNCE, 257, 5, 1, (ip_address("198.18.1.1"),)))
+    out = gw.receive(data, now=0.0, interface="legA")
+    assert [o.interfaces for o in out] == [frozenset({"legB"})]
+    fwd = decode(out[0].data)
+    assert fwd.hops == 1 and via(fwd) == ip_address("198.18.1.254")
+    assert out[0].data[:len(data)] == with_hops(data, 1)  # header and body untouched
+    assert gw.receive(out[0].data, now=0.1, interface="legB") == []  # its own copy, back from another gateway
+    assert gw.receive(data, now=0.2, interface="legB") == []  # seen: never forwarded twice
+    assert gw.stats["forward_duplicates"] == 2
+    tired = encode(Message(MsgType.ANNOUNCE, 258, 5, 1, (ip_address("198.18.1.2"),), hops=MAX_HOPS))
+    assert gw.receive(tired, now=0.3, interface="legA") == []  # the hop limit bounds what a cache could miss
+
+
+def test_a_host_that_does_not_route_answers_a_join_only_with_what_it_heard_there() -> None:
+    host = _gateway_engine()
+    host.route_between = frozenset()
+    host.receive(encode(Message(MsgType.ANNOUNCE, 257, 5, 1, (ip_address("198.18.1.1"),))), 0.0, "legA")
+    join = encode(Message(MsgType.ANNOUNCE, 513, 5, 1, (ip_address("198.18.2.1"),), FLAG_JOIN))
+    host.receive(join, 0.0, "legB")
+    out = host.tick(5.0)
+    snaps = [o for o in out if decode(o.data).type is MsgType.SNAPSHOT]
+    assert [o.interfaces for o in snaps] == [frozenset({"legB"})]
+    assert decode(snaps[0].data).snapshot.members == ()  # type: ignore[union-attr]  # nothing from legA
