@@ -136,24 +136,23 @@ def parse_bool(value: object) -> bool:
     return value
 
 
-def parse_group(value: object) -> IPv4Address:
+def _multicast(value: object, version: int) -> IPv4Address | IPv6Address:
     try:
-        addr = ip_address(str(value)) if isinstance(value, str) else None
+        addr = ip_address(value) if isinstance(value, str) else None
     except ValueError:
         addr = None
-    if not isinstance(addr, IPv4Address) or not addr.is_multicast:
-        raise ValueError(f"expected an IPv4 multicast address (224.0.0.0/4), got {_describe(value)}")
+    if addr is None or addr.version != version or not addr.is_multicast:
+        scope = "224.0.0.0/4" if version == 4 else "ff00::/8"
+        raise ValueError(f"expected an IPv{version} multicast address ({scope}), got {_describe(value)}")
     return addr
+
+
+def parse_group(value: object) -> IPv4Address:
+    return IPv4Address(_multicast(value, 4))
 
 
 def parse_group6(value: object) -> IPv6Address:
-    try:
-        addr = ip_address(str(value)) if isinstance(value, str) else None
-    except ValueError:
-        addr = None
-    if not isinstance(addr, IPv6Address) or not addr.is_multicast:
-        raise ValueError(f"expected an IPv6 multicast address (ff00::/8), got {_describe(value)}")
-    return addr
+    return IPv6Address(_multicast(value, 6))
 
 
 def parse_family(value: object) -> str:
