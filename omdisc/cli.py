@@ -109,5 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-d", "--debug", metavar="CATEGORIES", type=_debug,
         help=f"debug messages for these comma-separated categories: {', '.join(DEBUG_CATEGORIES)}, or all",
     )
+    p.add_argument(
+        "--check-config", action="store_true",
+        help="check the configuration (file, conf.d drop-ins, these options), print it as YAML and exit",
+    )
     p.add_argument("--version", action="version", version=f"omdiscd {__version__}")
     return p

@@ -230,54 +230,89 @@ def _construct(node: yaml.Node) -> object:
         loader.dispose()
 
 
-def parse(text: str, source: str = "<config>") -> Config:
+Origins = dict[str, tuple[str, int]]  # key -> (file, line) that set it
+
+
+def _values(text: str, source: str, origins: Origins) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    lines: dict[str, int] = {}
     for key_node, value_node in _mapping(text, source):
         line = key_node.start_mark.line + 1
         key = _construct(key_node)
         if not isinstance(key, str) or key not in PARSERS:
             raise ConfigError(f"unknown key {key!r} (known: {', '.join(PARSERS)})", source, line)
         if key in values:
-            raise ConfigError(f"key {key!r} given twice (first on line {lines[key]})", source, line)
+            raise ConfigError(f"key {key!r} given twice (first on line {origins[key][1]})", source, line)
         try:
-            raw = _construct(value_node)
-            values[key] = PARSERS[key](raw)
+            values[key] = PARSERS[key](_construct(value_node))
         except (ValueError, yaml.YAMLError) as e:
             raise ConfigError(f"{key}: {e}", source, value_node.start_mark.line + 1) from None
-        lines[key] = line
+        origins[key] = (source, line)
+    return values
+
+
+def _checked(values: dict[str, Any], origins: Origins) -> Config:
     cfg = Config(**values)
     try:
         check_intervals(cfg)
     except ConfigError as e:
-        raise ConfigError(str(e), source, lines.get("dead_interval") or lines.get("announce_interval")) from None
+        source, line = origins.get("dead_interval") or origins.get("announce_interval") or ("", 0)
+        raise ConfigError(str(e), source or None, line or None) from None
     return cfg
 
 
-def load(path: Path | None) -> tuple[Config, Path | None]:
-    """The config at `path` (named by the user: must exist), or the default file if present.
+def parse(text: str, source: str = "<config>") -> Config:
+    origins: Origins = {}
+    return _checked(_values(text, source, origins), origins)
 
-    Returns the config and the file it came from (None: built-in defaults).
-    """
-    target = path or DEFAULT_PATH
+
+def _read(path: Path) -> str:
     try:
-        text = target.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if path is None:
-            return Config(), None
-        raise ConfigError(f"cannot read config file {target}: no such file") from None
+        raise ConfigError(f"cannot read config file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError(f"cannot read config file {target}: {reason}") from None
-    return parse(text, str(target)), target
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
 
 
-def dump_defaults() -> str:
-    """Every key with its default, as YAML (the shipped omdiscd.yaml is checked against this)."""
-    cfg = Config()
-    out = {}
+def drop_ins(main: Path) -> list[Path]:
+    """conf.d/*.yaml beside the main file, in name order: each overrides what came before.
+    Tools that manage a host (the Ansible role) write here and leave the packaged file alone."""
+    directory = main.parent / "conf.d"
+    return sorted(p for p in directory.glob("*.yaml") if p.is_file()) if directory.is_dir() else []
+
+
+def load(path: Path | None, default: Path = DEFAULT_PATH) -> tuple[Config, Path | None]:
+    """The config at `path` (named by the user: must exist), or the default file if present, then
+    its conf.d drop-ins.
+
+    Returns the config and the main file (None: no main file, built-in defaults under drop-ins).
+    """
+    main = path or default
+    origins: Origins = {}
+    values: dict[str, Any] = {}
+    found: Path | None = main
+    if path is None and not main.exists():
+        found = None
+    else:
+        values.update(_values(_read(main), str(main), origins))
+    for drop_in in drop_ins(main):
+        seen: Origins = {}
+        values.update(_values(_read(drop_in), str(drop_in), seen))
+        origins.update(seen)
+    return _checked(values, origins), found
+
+
+def dump(cfg: Config) -> str:
+    """A config as YAML that parses back to it (omdiscd --check-config prints this)."""
+    out: dict[str, Any] = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         out[f.name] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, (Path, IPv4Address,
                                                                                       IPv6Address)) else v
     return yaml.safe_dump(out, sort_keys=False)
+
+
+def dump_defaults() -> str:
+    """Every key with its default, as YAML."""
+    return dump(Config())

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__, events, interfaces
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
-from .config import Config, ConfigError, load
+from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .engine import Engine, LocalNode, Outgoing, Settings
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
 from .nodeid import NodeIdError, check_node_id, node_id_for
@@ -396,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"omdiscd: {e}\n")
         return EXIT_CONFIG
+    if args.check_config:
+        main_file = cfg_path or "none: built-in defaults"
+        sys.stdout.write(f"# main file: {main_file}; drop-ins: "
+                         f"{', '.join(map(str, drop_ins(cfg_path or DEFAULT_PATH))) or 'none'}\n{dump(cfg)}")
+        return EXIT_OK
     try:
         plan = make_plan(cfg)
         local_node(cfg, plan)

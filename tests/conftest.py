@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netlab import Lab, sweep
+from tests.lab.netlab import PREFIX, Lab, sweep
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftover_namespaces() -> Iterator[None]:
     if os.geteuid() == 0:
-        sweep()
+        sweep(abandoned_only=True)  # labs of killed runs; never those of a run still going
     yield
     if os.geteuid() == 0:
-        left = sweep()
+        left = sweep(f"{PREFIX}{os.getpid()}x")
         assert not left, f"tests left namespaces behind: {left}"
 
 

@@ -32,10 +32,22 @@ def sh(*args: str, check: bool = True, ns: str | None = None, **kw: Any) -> subp
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
 
 
-def sweep(prefix: str = PREFIX) -> list[str]:
-    """Remove namespaces left by a lab that died before its close() (e.g. SIGKILL of pytest)."""
+def new_prefix() -> str:
+    """Namespace names start with omdt<pid>x: the pid of the process that owns the lab, so a sweep
+    can tell an abandoned lab (its owner is dead) from one another run is still using."""
+    return f"{PREFIX}{os.getpid()}x{secrets.token_hex(2)}"
+
+
+def _owner_alive(name: str) -> bool:
+    digits = name[len(PREFIX):].split("x", 1)[0]
+    return digits.isdigit() and Path(f"/proc/{digits}").exists()
+
+
+def sweep(prefix: str = PREFIX, abandoned_only: bool = False) -> list[str]:
+    """Remove the namespaces whose names start with `prefix`; with abandoned_only, only those whose
+    owner is dead (left by a run that was killed before its close())."""
     out = sh("ip", "netns", "list", check=False).stdout.split()
-    gone = [n for n in out if n.startswith(prefix)]
+    gone = [n for n in out if n.startswith(prefix) and not (abandoned_only and _owner_alive(n))]
     for name in gone:
         kill_ns_processes(name)
         sh("ip", "netns", "del", name, check=False)
@@ -174,7 +186,7 @@ class Lab:
     def __init__(self, tmp: Path, port: int = 7727) -> None:
         self.tmp = tmp
         self.port = port
-        self.prefix = f"{PREFIX}{secrets.token_hex(3)}"
+        self.prefix = new_prefix()
         self.namespaces: list[str] = []
         self.nodes: dict[str, Node] = {}
         self.lans: dict[str, Lan] = {}

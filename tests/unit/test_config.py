@@ -69,3 +69,28 @@ def test_default_file_may_be_absent_a_named_one_may_not(tmp_path: Path) -> None:
 
 def test_dumped_defaults_parse_back_to_the_defaults() -> None:
     assert parse(dump_defaults()) == Config()
+
+
+def test_conf_d_drop_ins_override_in_name_order_and_errors_name_the_drop_in(tmp_path: Path) -> None:
+    main = tmp_path / "omdiscd.yaml"
+    main.write_text("announce_interval: 5\ndebug: net\n")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-ansible.yaml").write_text("announce_interval: 2\ninterfaces: [eth1]\n")
+    (tmp_path / "conf.d" / "10-early.yaml").write_text("announce_interval: 9\nport: 9000\n")
+    (tmp_path / "conf.d" / "README").write_text("not yaml: ignored")
+    cfg, found = load(main)
+    assert found == main
+    assert (cfg.announce_interval, cfg.port, cfg.interfaces, cfg.debug) == (2.0, 9000, ("eth1",), ("net",))
+    (tmp_path / "conf.d" / "60-bad.yaml").write_text("\nport: http\n")
+    with pytest.raises(ConfigError, match=r"60-bad.yaml:2: port: expected an integer"):
+        load(main)
+
+
+def test_drop_ins_apply_without_a_main_file(tmp_path: Path) -> None:
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-ansible.yaml").write_text("dead_interval: 3\n")
+    with pytest.raises(ConfigError, match=r"50-ansible.yaml:1: dead_interval \(3\) must be longer"):
+        load(None, default=tmp_path / "omdiscd.yaml")
+    (tmp_path / "conf.d" / "50-ansible.yaml").write_text("dead_interval: 60\n")
+    cfg, found = load(None, default=tmp_path / "omdiscd.yaml")
+    assert found is None and cfg.dead_interval == 60
