@@ -10,6 +10,7 @@ apt_pkgs=(
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
     python3-yaml python3-netifaces python3-systemd python3-pytest  # the .deb and its build
     lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
+    openssh-client procps                                    # Ansible over SSH; pgrep/pkill
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
 )
 missing=()
