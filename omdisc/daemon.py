@@ -184,18 +184,32 @@ class Daemon:
     # --- sockets -----------------------------------------------------------------------------
 
     def _open_handlers(self) -> None:
+        self._install(self._make_handlers(self.cfg, self.plan))
+
+    def _make_handlers(self, cfg: Config, plan: Plan) -> dict[tuple[str, int], MulticastHandler]:
+        """All of the plan's sockets, or none: on an error the ones opened are closed again."""
+        groups: dict[int, IPAddress] = {4: cfg.group, 6: cfg.group6}
+        made: dict[tuple[str, int], MulticastHandler] = {}
+        try:
+            for name in plan.announce_on:
+                for family in plan.families:
+                    endpoint = Endpoint(groups[family], cfg.port, plan.ttl)
+                    try:
+                        made[(name, family)] = MulticastHandler(name, interfaces.index(name), endpoint, self.stats)
+                    except OSError as e:
+                        raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: "
+                                           f"{e.strerror}") from None
+        except BaseException:
+            for h in made.values():
+                h.close()
+            raise
+        return made
+
+    def _install(self, handlers: dict[tuple[str, int], MulticastHandler]) -> None:
         loop = asyncio.get_running_loop()
-        groups: dict[int, IPAddress] = {4: self.cfg.group, 6: self.cfg.group6}
-        for name in self.plan.announce_on:
-            for family in self.plan.families:
-                endpoint = Endpoint(groups[family], self.cfg.port, self.plan.ttl)
-                try:
-                    h = MulticastHandler(name, interfaces.index(name), endpoint, self.stats)
-                except OSError as e:
-                    raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: "
-                                       f"{e.strerror}") from None
-                self.handlers[(name, family)] = h
-                loop.add_reader(h.fileno(), self._on_readable, h)
+        for key, h in handlers.items():
+            self.handlers[key] = h
+            loop.add_reader(h.fileno(), self._on_readable, h)
 
     def _close_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -327,14 +341,20 @@ class Daemon:
         now = self.clock()
         endpoints = (cfg.group, cfg.group6, cfg.port)
         reopen = (plan, endpoints) != (self.plan, (self.cfg.group, self.cfg.group6, self.cfg.port))
+        # New sockets first: if one cannot be opened, everything stays as it was.
+        handlers = self._make_handlers(cfg, plan) if reopen else {}
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)
         self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
+        out = self.engine.set_local(local, now)  # [LEAVE of the old identity], JOIN; [] if unchanged
         if reopen:
+            self._send(out[:-1])  # the old identity's LEAVE goes where it was known
             self._close_handlers()
-            self._open_handlers()
-        self._send(self.engine.set_local(local, now))
+            self._install(handlers)
+            self.engine.forget_interfaces(frozenset(plan.announce_on))
+            out = self.engine.rejoin(now)  # introduce ourselves where we now are
+        self._send(out)
         log.info("configuration reloaded from %s; %d nodes kept", self.cfg_path or "built-in defaults",
                  len(self.engine.membership))
         self._wake.set()

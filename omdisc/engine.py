@@ -114,9 +114,8 @@ class Engine:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Outgoing]:
-        self._join_retries = [now + d for d in self.settings.join_retries]
         self._schedule_announce(now)
-        return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
+        return self.rejoin(now)
 
     def shutdown(self) -> list[Outgoing]:
         return [self._send(self._message(MsgType.LEAVE))]
@@ -138,9 +137,20 @@ class Engine:
         log.info("this node is now #%d at %s", local.node_id, ", ".join(map(str, local.addresses)))
         self.local = local
         self._local_version += 1
-        out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
+        return out + self.rejoin(now)
+
+    def forget_interfaces(self, keep: frozenset[str]) -> None:
+        """Drop the nodes heard of only on interfaces we no longer use: we cannot hear them leave."""
+        for m in list(self.membership.members.values()):
+            if m.interface and m.interface not in keep:
+                self.membership.forget(m.primary)
+                events.log_peer(log, events.LEAVE, "node #%d %s forgotten (interface %s no longer used)",
+                                m.node_id, m.primary, m.interface)
+
+    def rejoin(self, now: float) -> list[Outgoing]:
+        """JOIN again (new addresses, new sockets): the cluster answers with what it knows."""
         self._join_retries = [now + d for d in self.settings.join_retries]
-        return out
+        return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
 
     # --- input -------------------------------------------------------------------------------
 

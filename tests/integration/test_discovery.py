@@ -120,3 +120,19 @@ def test_address_change_is_picked_up_within_announce_interval(lab: Lab) -> None:
     wait_for(lambda: a.ids() == {256 + 11, 512 + 99}, 3, what="the new address in the peer's map")
     assert b.map()["node_id"] == 512 + 99
 
+
+
+def test_reload_onto_another_interface_leaves_one_lan_and_joins_the_other(lab: Lab) -> None:
+    lan_a, lan_b = lab.lan("lanA"), lab.lan("lanB")
+    mover = lab.node("mover", lan_a, "198.18.1.5/24")
+    mover.add_leg(lan_b, "198.18.2.5/24")
+    a = lab.node("a", lan_a, "198.18.1.1/24").start(dead_interval=60.0)
+    b = lab.node("b", lan_b, "198.18.2.1/24").start(dead_interval=60.0)
+    m = mover.start(interfaces=["eth0"], dead_interval=60.0)
+    wait_for(lambda: a.ids() == {257, 261} and b.ids() == {513}, 10, what="mover on lanA only")
+    cfg = m.dir / "omdiscd.yaml"
+    cfg.write_text(cfg.read_text().replace("- eth0", "- eth1"))
+    m.signal(signal.SIGHUP)
+    # dead_interval is 60 s: only the LEAVE sent on the old interface explains a drop within 3 s
+    wait_for(lambda: a.ids() == {257} and b.ids() == {513, 517}, 3, what="the move to lanB")
+    assert m.map()["node_id"] == 517 and m.ids() == {513, 517}
