@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> str:
         cfg, _ = load(Path(args.config) if args.config else None)
     state_dir = Path(args.alpha_dir) if args.alpha_dir else cfg.alpha_dir  # type: ignore[union-attr]
     if args.live:
+        if not PROC_ADMIN.is_dir():
+            raise ShowmapError(f"this kernel has no openMosix interface ({PROC_ADMIN}); omdiscd writes "
+                               f"the map to alpha files then: run showmap without --live")
         node_id, entries = read_map(PROC_ADMIN / MOSPE, PROC_ADMIN / CONFIG)
     else:
         node_id, entries = read_map(state_dir / ALPHA_MOSPE, state_dir / ALPHA_CONFIG)

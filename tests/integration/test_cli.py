@@ -136,6 +136,11 @@ def test_showmap_missing_and_corrupt_files(tmp_path: Path) -> None:
     assert r.returncode == 1 and "om_config is corrupt" in one_line(r)
 
 
+def test_showmap_live_without_an_openmosix_kernel() -> None:
+    r = showmap("--live")
+    assert r.returncode == 1 and "no openMosix interface" in one_line(r)
+
+
 def test_showmap_finds_the_alpha_dir_from_the_daemon_config(tmp_path: Path) -> None:
     from ipaddress import IPv4Address
 
