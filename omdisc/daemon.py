@@ -29,7 +29,7 @@ from .nodeid import NodeIdError, check_node_id, node_id_for
 from .pidfile import PidFile, PidFileError
 from .protocol import FLAG_GATEWAY, IPAddress
 from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, write_state
-from .table import Table
+from .table import Entry, Table
 from .transport import Endpoint, MulticastHandler
 
 log = logging.getLogger("omdisc")
@@ -102,6 +102,7 @@ class Daemon:
         self.engine = Engine(local_node(cfg, plan), time.time_ns() // 1000, settings_for(cfg), random.Random())
         self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
         self._ipv6_only_reported: set[IPAddress] = set()
+        self._dropped_reported: tuple[Entry, ...] = ()
         self.stats = self.engine.stats
         self._written_version = -1
         self._collisions_reported: set[tuple[int, IPAddress, tuple[IPAddress, ...]]] = set()
@@ -256,9 +257,13 @@ class Daemon:
             return
         self._written_version = version
         self.stats["map_writes"] += 1
-        if table.dropped:
-            klog.warning("the map has %d entries; openMosix takes %d: dropped %s", len(table.entries) +
-                         len(table.dropped), len(table.entries), ", ".join(e.text() for e in table.dropped))
+        if table.dropped != self._dropped_reported:  # once per change, not at every write
+            self._dropped_reported = table.dropped
+            if table.dropped:
+                shown = ", ".join(e.text() for e in table.dropped[:8])
+                more = f" and {len(table.dropped) - 8} more" if len(table.dropped) > 8 else ""
+                klog.warning("the map has %d entries; openMosix takes %d: left out %s%s",
+                             len(table.entries) + len(table.dropped), len(table.entries), shown, more)
         for addr in set(table.ipv6_only) - self._ipv6_only_reported:
             if addr in self.engine.local.addresses:
                 klog.info("this node (%s) is IPv6-only: the openMosix table is IPv4, it has no place there", addr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from tests.lab.netlab import REPO, Lab, wait_for
 
@@ -36,3 +37,21 @@ def test_a_burst_of_joins_is_handled_in_batches_with_few_map_writes(lab: Lab) ->
     writes = stats["map_writes"] - writes_before
     print(f"64 joins in one burst: {writes} map writes, {stats['batches']} batches")
     assert writes <= 16  # one write per batch, not one per datagram
+
+
+def test_past_256_entries_the_table_is_cut_and_it_is_said_once(lab: Lab) -> None:
+    lan = lab.lan()
+    a = lab.node("a", lan, "198.18.0.1/15").start(announce_interval=0.5, dead_interval=30.0)
+    burst = lab.node("burst", lan, "198.18.0.9/15")
+    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "300", cwd=REPO, timeout=30)
+    wait_for(lambda: len(a.state().get("members", [])) == 300, 5, what="300 members")
+    wait_for(lambda: len(a.map()["entries"]) == 256, 5, what="the cut table")
+    assert a.map()["entries"][0] == {"id": 1, "ip": "198.18.0.1", "count": 1}  # lowest ids kept
+    assert "and 37 more" in a.log  # 301 entries: 45 left out, 8 named
+    said, writes = a.log.count("openMosix takes 256"), a.state()["stats"]["map_writes"]
+    # node 2 at 198.18.0.2 joins node 1's range line: the map is written again, the same 45 left out
+    lab.node("b", lan, "198.18.0.2/15").start(announce_interval=0.5, dead_interval=30.0)
+    wait_for(lambda: a.map()["entries"][0] == {"id": 1, "ip": "198.18.0.1", "count": 2}, 5, what="node 2")
+    time.sleep(0.5)
+    assert a.state()["stats"]["map_writes"] > writes
+    assert a.log.count("openMosix takes 256") == said  # said when the cut changes, not at every write

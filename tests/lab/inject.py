@@ -68,8 +68,10 @@ def main() -> None:
             if i % 50 == 49:
                 time.sleep(0.002)  # paced: the receiver's socket buffer is not what is tested here
     else:
+        # ids two apart: no two nodes share a range line, each is an entry of its own
         burst = [
-            protocol.encode(Message(MsgType.ANNOUNCE, 1000 + i, 1, 1, (protocol.ip_address(f"198.19.200.{i + 1}"),)))
+            protocol.encode(Message(MsgType.ANNOUNCE, 1000 + 2 * i, 1, 1,
+                                    (protocol.ip_address(f"198.19.{200 + i // 250}.{i % 250 + 1}"),)))
             for i in range(a.count)
         ]
         for data in burst:
