@@ -53,3 +53,13 @@ def test_shipped_config_shows_every_key_at_its_default() -> None:
     text = (ROOT / "debian" / "omdiscd.yaml").read_text()
     assert parse(text) == Config()
     assert set(re.findall(r"^(\w+):", text, flags=re.M)) == {f.name for f in fields(Config)}
+
+
+def test_every_message_id_is_documented_in_the_man_page_and_docs() -> None:
+    from omdisc import events
+
+    ids = {v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)}
+    assert len(ids) == 8
+    for doc in (MAN / "omdiscd.8", ROOT / "docs" / "journal.md"):
+        text = doc.read_text()
+        assert all(i in text for i in ids), doc
