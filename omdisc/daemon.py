@@ -117,38 +117,43 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
-        loop = asyncio.get_running_loop()
         self.pidfile.acquire()
         try:
-            self.sink.prepare()
-            self._open_handlers()
-            for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                                 (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
-                loop.add_signal_handler(sig, handler)
-            self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
-            now = self.clock()
-            self._ready_at = time.time()
-            self._send(self.engine.start(now))
-            self._flush_map()
-            events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
-                             __version__, self.engine.local.node_id,
-                             ", ".join(map(str, self.engine.local.addresses)), ",".join(self.plan.announce_on),
-                             self._mode(), self.sink.description)
-            notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status()}")
+            self._start()
             on_ready()
-            self._next_address_check = now + self.cfg.announce_interval / 2
-            if self._watchdog:
-                self._next_watchdog = now
             await self._loop()
         finally:
-            notify("STOPPING=1")
-            self._send(self.engine.shutdown())
-            for h in self.handlers.values():
-                loop.remove_reader(h.fileno())
-                h.close()
-            self.pidfile.release()
-            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
+            self._shutdown()
         return EXIT_OK
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.sink.prepare()
+        self._open_handlers()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
+            loop.add_signal_handler(sig, handler)
+        self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
+        now = self.clock()
+        self._ready_at = time.time()
+        self._send(self.engine.start(now))
+        self._flush_map()
+        local = self.engine.local
+        events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
+                         __version__, local.node_id, ", ".join(map(str, local.addresses)),
+                         ",".join(self.plan.announce_on), self._mode(), self.sink.description)
+        notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status()}")
+        self._next_address_check = now + self.cfg.announce_interval / 2
+        if self._watchdog:
+            self._next_watchdog = now
+
+    def _shutdown(self) -> None:
+        notify("STOPPING=1")
+        if self.handlers:  # we had joined: say goodbye
+            self._send(self.engine.shutdown())
+            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
+        self._close_handlers()
+        self.pidfile.release()
 
     async def _loop(self) -> None:
         while not self._stopping:
