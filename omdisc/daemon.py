@@ -262,7 +262,15 @@ class Daemon:
             return
         self._written_version = version
         self.stats["map_writes"] += 1
-        if table.dropped != self._dropped_reported:  # once per change, not at every write
+        self._report_left_out(table)
+        events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(self.engine.nodes()),
+                         len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
+        self._write_state()
+        notify(f"STATUS={self.status()}")
+
+    def _report_left_out(self, table: Table) -> None:
+        """What the kernel table cannot hold, said once per change, not at every write."""
+        if table.dropped != self._dropped_reported:
             self._dropped_reported = table.dropped
             if table.dropped:
                 shown = ", ".join(e.text() for e in table.dropped[:8])
@@ -275,10 +283,6 @@ class Daemon:
             else:
                 klog.info("node %s has no IPv4 address: listed by showmap --json, not in the kernel table", addr)
         self._ipv6_only_reported = set(table.ipv6_only)
-        events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(self.engine.nodes()),
-                         len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
-        self._write_state()
-        notify(f"STATUS={self.status()}")
 
     def _report_collisions(self, table: Table) -> int:
         """Warn once per collision; our own id, or 0 when another node keeps it."""
