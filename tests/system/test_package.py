@@ -102,6 +102,23 @@ def test_killed_service_is_restarted_and_rejoins(cluster3: Cluster) -> None:
     wait_for(lambda: converged(cluster3, 3), 10, what="c3 back in every map")
 
 
+def test_sysvinit_script_runs_the_classic_daemon(cluster3: Cluster) -> None:
+    c1, c2, c3 = cluster3.containers
+    init = "_SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"  # the script itself, as without systemd
+    c3.sh("systemctl stop omdiscd")
+    wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="c3 gone")
+    c3.sh(f"{init} start")
+    pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
+    assert c3.sh(f"readlink /proc/{pid}/exe").stdout.strip().startswith("/usr/bin/python3")
+    assert c3.sh(f"{init} status", check=False).returncode == 0
+    wait_for(lambda: converged(cluster3, 3), 10, what="the classic daemon in every map")
+    c3.sh(f"{init} stop")
+    wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="its LEAVE")
+    assert c3.sh("test -e /run/omdiscd/omdiscd.pid", check=False).returncode != 0
+    c3.sh("systemctl start omdiscd")
+    wait_for(lambda: converged(cluster3, 3), 10, what="the service back")
+
+
 def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> None:
     c2 = cluster3.containers[1]
     c2.sh("sed -i 's/^announce_interval: .*/announce_interval: 7.5/' /etc/omdiscd/omdiscd.yaml")
