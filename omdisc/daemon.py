@@ -328,7 +328,8 @@ class Daemon:
             return
         self.stats.pop("address_problems", None)
         if local != self.engine.local:
-            self._send(self.engine.set_local(local, now))
+            self._send(self.engine.set_local(local))
+            self._send(self.engine.rejoin(now))
             self.logctl.set_field("OMDISC_NODE_ID", local.node_id)
             self._wake.set()
 
@@ -361,14 +362,16 @@ class Daemon:
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)
         self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
-        out = self.engine.set_local(local, now)  # [LEAVE of the old identity], JOIN; [] if unchanged
+        changed = local != self.engine.local
+        self._send(self.engine.set_local(local))  # on the old sockets: where the old identity was known
         if reopen:
-            self._send(out[:-1])  # the old identity's LEAVE goes where it was known
             self._close_handlers()
             self._install(handlers)
             self.engine.forget_interfaces(frozenset(plan.announce_on))
-            out = self.engine.rejoin(now)  # introduce ourselves where we now are
-        self._send(out)
+        if changed or reopen:
+            self._send(self.engine.rejoin(now))  # introduce ourselves where we now are
+        if changed:
+            self.logctl.set_field("OMDISC_NODE_ID", local.node_id)
         log.info("configuration reloaded from %s; %d nodes kept", self.cfg_path or "built-in defaults",
                  len(self.engine.membership))
         self._wake.set()

@@ -127,17 +127,18 @@ class Engine:
         self.membership.remove_on_leave = settings.remove_on_leave
         self._schedule_announce(now)
 
-    def set_local(self, local: LocalNode, now: float) -> list[Outgoing]:
-        """Our addresses or id changed (DHCP renew, SIGHUP): tell the cluster at once."""
+    def set_local(self, local: LocalNode) -> list[Outgoing]:
+        """Our addresses or id changed (DHCP renew, SIGHUP). Returns the LEAVE of the old identity
+        when our primary address changed; the caller then rejoin()s from where we now are."""
         if local == self.local:
             return []
         out = []
         if local.primary != self.local.primary:
-            out.append(self._send(self._message(MsgType.LEAVE)))  # the old identity goes away now
+            out.append(self._send(self._message(MsgType.LEAVE)))
         log.info("this node is now #%d at %s", local.node_id, ", ".join(map(str, local.addresses)))
         self.local = local
         self._local_version += 1
-        return out + self.rejoin(now)
+        return out
 
     def forget_interfaces(self, keep: frozenset[str]) -> None:
         """Drop the nodes heard of only on interfaces we no longer use: we cannot hear them leave."""
