@@ -54,6 +54,11 @@ class Plan:
     def gateway(self) -> bool:
         return self.route and len(self.announce_on) > 1
 
+    @property
+    def route_between(self) -> frozenset[str]:
+        """The interfaces the engine forwards between; none unless we are a gateway."""
+        return frozenset(self.announce_on) if self.gateway else frozenset()
+
 
 def make_plan(cfg: Config) -> Plan:
     names = cfg.interfaces or (interfaces.default_interface(),)
@@ -100,7 +105,7 @@ class Daemon:
         self.pidfile = PidFile(cfg.pid_file)
         self.handlers: dict[tuple[str, int], MulticastHandler] = {}
         self.engine = Engine(local_node(cfg, plan), time.time_ns() // 1000, settings_for(cfg), random.Random())
-        self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
+        self.engine.route_between = plan.route_between
         self._ipv6_only_reported: set[IPAddress] = set()
         self._dropped_reported: tuple[Entry, ...] = ()
         self.stats = self.engine.stats
@@ -361,7 +366,7 @@ class Daemon:
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)
-        self.engine.route_between = frozenset(plan.announce_on) if plan.gateway else frozenset()
+        self.engine.route_between = plan.route_between
         changed = local != self.engine.local
         self._send(self.engine.set_local(local))  # on the old sockets: where the old identity was known
         if reopen:
