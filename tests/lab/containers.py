@@ -8,7 +8,6 @@ serves it (a local apt repository, SSH keys).
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import time
@@ -137,7 +136,3 @@ def _is_container_init(pid: int) -> bool:
             ids = line.split()[1:]
             return len(ids) == 2 and ids[1] == "1"
     return False
-
-
-def q(s: str) -> str:
-    return shlex.quote(s)
