@@ -64,6 +64,15 @@ def _ttl(value: str) -> int:
     return ttl
 
 
+def path_argument(value: str) -> str:
+    """A path on the command line: never empty (-c "" would quietly mean the built-in defaults), no NUL."""
+    if not value:
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    if "\0" in value:
+        raise argparse.ArgumentTypeError("a path cannot contain a NUL byte")
+    return value
+
+
 def _debug(value: str) -> tuple[str, ...]:
     try:
         return parse_debug(value)
@@ -103,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="stay in the foreground and log to standard error (under systemd: the journal)",
     )
     p.add_argument(
-        "-c", "--config", metavar="FILE", help=f"configuration file (default {DEFAULT_PATH}, if present)",
+        "-c", "--config", metavar="FILE", type=path_argument,
+        help=f"configuration file (default {DEFAULT_PATH}, if present)",
     )
     p.add_argument(
         "-d", "--debug", metavar="CATEGORIES", type=_debug,

@@ -50,6 +50,8 @@ class Config:
     remove_on_leave: bool = True
     node_id: int | None = None
     debug: tuple[str, ...] = field(default=())
+    max_nodes: int = 4096
+    state_dir: Path = Path("/var/lib/omdiscd")
 
     def overridden(self, **changes: Any) -> Config:
         """Command-line values over file values; None means 'not given'."""
@@ -170,7 +172,13 @@ def parse_kernel(value: object) -> str:
 def parse_path(value: object) -> Path:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f"expected an absolute path, got {_describe(value)}")
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL byte")
     return Path(value)
+
+
+def parse_max_nodes(value: object) -> int:
+    return _int(value, 16, 1_000_000)
 
 
 PARSERS: dict[str, Callable[[object], Any]] = {
@@ -189,6 +197,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "remove_on_leave": parse_bool,
     "node_id": parse_node_id,
     "debug": parse_debug,
+    "max_nodes": parse_max_nodes,
+    "state_dir": parse_path,
 }
 assert set(PARSERS) == {f.name for f in fields(Config)}
 

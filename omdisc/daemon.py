@@ -1,7 +1,9 @@
-"""omdiscd: the daemon shell around the engine. asyncio loop, sockets, signals, sinks, pid file.
+"""omdiscd: the daemon shell around the engine. asyncio loop, sockets, signals, pid file; it wires
+the rooms together (engine, map writer, link monitor) and keeps nothing a peer can grow.
 
-Data flows one way: socket -> engine (decode, membership) -> batched map -> sinks. Timers feed the
-same engine.
+Data flows one way: socket -> engine (decode, checks, membership) -> throttled map -> sinks.
+Timers and link events feed the same engine. Handling one datagram or one timer is a boundary:
+an unexpected exception there is counted (internal_errors), said once, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -15,81 +17,34 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from . import __version__, events, interfaces
+from . import __version__, events, incarnation, interfaces
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
-from .engine import Engine, LocalNode, Outgoing, Settings
+from .detach import Detacher
+from .engine import Engine, Outgoing, Settings
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
-from .nodeid import NodeIdError, check_node_id, node_id_for
+from .links import Links, Wanted
+from .mapwriter import MapWriter
+from .netlink import LinkMonitor
+from .nodeid import NodeIdError
 from .pidfile import PidFile, PidFileError
-from .protocol import FLAG_GATEWAY, IPAddress
-from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, write_state
-from .table import Entry, Table
-from .transport import Endpoint, MulticastHandler
+from .plan import Addresses, Plan, StartupError, local_node, make_plan
+from .protocol import IPAddress
+from .ratelimit import LogLimiter
+from .sinks import AlphaSink, LiveSink, SinkError, choose_sink
+from .transport import MulticastHandler
 
 log = logging.getLogger("omdisc")
-klog = logging.getLogger("omdisc.kernel")
 
-
-class StartupError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Which interfaces take part and how, from the config (seed section 5)."""
-
-    interfaces: tuple[str, ...]  # all of them, in the order given: the first gives our primary address
-    announce_on: tuple[str, ...]  # those with multicast sockets
-    ttl: int
-    route: bool  # forward announcements between the announce_on interfaces
-    families: tuple[int, ...]  # 4, 6 or both
-
-    @property
-    def gateway(self) -> bool:
-        return self.route and len(self.announce_on) > 1
-
-    @property
-    def route_between(self) -> frozenset[str]:
-        """The interfaces the engine forwards between; none unless we are a gateway."""
-        return frozenset(self.announce_on) if self.gateway else frozenset()
-
-
-def make_plan(cfg: Config) -> Plan:
-    names = cfg.interfaces or (interfaces.default_interface(),)
-    interfaces.check_exist(names)
-    families = {"ipv4": (4,), "ipv6": (6,), "both": (4, 6)}[cfg.family]
-    if cfg.multicast_ttl is not None:  # TTL mode: real multicast routing joins the networks
-        return Plan(names, names[:1], cfg.multicast_ttl, False, families)
-    return Plan(names, names, 1, cfg.route, families)
-
-
-def local_node(cfg: Config, plan: Plan) -> LocalNode:
-    """Our addresses: IPv4 first (the first IPv4 address of the first interface is our primary
-    address and gives our node id), then IPv6 where enabled."""
-    v4 = [a for name in plan.interfaces for a in interfaces.ipv4_addresses(name)] if 4 in plan.families else []
-    v6 = [a for name in plan.interfaces for a in interfaces.ipv6_addresses(name)] if 6 in plan.families else []
-    first = plan.interfaces[0]
-    own: list[IPAddress] = [*interfaces.ipv4_addresses(first), *interfaces.ipv6_addresses(first)]
-    primary = next((a for a in own if a in v4 or a in v6), None)
-    if primary is None:
-        wanted = {(4,): "IPv4", (6,): "global IPv6", (4, 6): "IPv4 or global IPv6"}[plan.families]
-        raise StartupError(f"interface {first!r} has no {wanted} address")
-    addrs = list(dict.fromkeys([primary, *v4, *v6]))
-    if cfg.node_id:
-        node_id = check_node_id(cfg.node_id)
-    else:
-        node_id = node_id_for(primary) if isinstance(primary, IPv4Address) else 0
-    return LocalNode(node_id, tuple(addrs), FLAG_GATEWAY if plan.gateway else 0)
+RESCAN_DELAY = 0.1  # after a link event: let a burst of netlink messages settle, then look once
+ADDRESS_ERRORS = (StartupError, NodeIdError, interfaces.InterfaceError)
 
 
 def settings_for(cfg: Config) -> Settings:
-    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave)
+    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes)
 
 
 class Daemon:
@@ -103,18 +58,23 @@ class Daemon:
         self.sink = sink
         self.clock = time.monotonic
         self.pidfile = PidFile(cfg.pid_file)
-        self.handlers: dict[tuple[str, int], MulticastHandler] = {}
-        self.engine = Engine(local_node(cfg, plan), time.time_ns() // 1000, settings_for(cfg), random.Random())
+        addrs = local_node(cfg, plan)
+        life = incarnation.next_incarnation(cfg.state_dir, time.time_ns() // 1000)
+        self.engine = Engine(addrs.node, life, settings_for(cfg), random.Random(), wall=time.time)
         self.engine.route_between = plan.route_between
-        self._ipv6_only_reported: set[IPAddress] = set()
-        self._dropped_reported: tuple[Entry, ...] = ()
         self.stats = self.engine.stats
-        self._written_version = -1
-        self._collisions_reported: set[tuple[int, IPAddress, tuple[IPAddress, ...]]] = set()
+        self._kept_incarnation = life
+        self._left_out: tuple[IPAddress, ...] = ()
+        self._report_left_out(addrs)
+        self.links = Links(self.stats, self._watch, self._unwatch)
+        self.writer = MapWriter(sink, cfg.alpha_dir, self.stats, self._extra_state, self._on_map_written)
+        self.monitor: LinkMonitor | None = None
+        self._said = LogLimiter()
         self._flush_pending = False
         self._wake = asyncio.Event()
         self._stopping = False
         self._next_address_check = 0.0
+        self._rescan_at = float("inf")
         self._next_watchdog = float("inf")
         self._watchdog = watchdog_seconds()
         self._ready_at = 0.0
@@ -134,15 +94,16 @@ class Daemon:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self.sink.prepare()
-        self._open_handlers()
+        self.links.replace_all(Wanted.of(self.cfg, self.plan))
+        self._open_monitor()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
             loop.add_signal_handler(sig, handler)
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
-        self._send(self.engine.start(now))
-        self._flush_map()
+        self.links.send(self.engine.start(now))
+        self.writer.flush(self.engine, now)
         local = self.engine.local
         events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
                          __version__, local.node_id, ", ".join(map(str, local.addresses)),
@@ -152,29 +113,60 @@ class Daemon:
         if self._watchdog:
             self._next_watchdog = now
 
+    def _open_monitor(self) -> None:
+        try:
+            self.monitor = LinkMonitor()
+        except OSError as e:  # still correct without it: the address poll finds the same, later
+            log.warning("cannot watch interface changes through netlink (%s); polling every %gs", e.strerror or e,
+                        self.cfg.announce_interval / 2)
+            return
+        asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._on_link_event)
+
     def _shutdown(self) -> None:
         notify("STOPPING=1")
-        if self.handlers:  # we had joined: say goodbye
-            self._send(self.engine.shutdown())
+        if self.links:  # we had joined: say goodbye
+            self.links.send(self.engine.shutdown())
             events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
-        self._close_handlers()
+        self.links.close_all()
+        if self.monitor is not None:
+            asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            self.monitor.close()
         self.pidfile.release()
 
     async def _loop(self) -> None:
         while not self._stopping:
-            deadline = min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog)
+            deadline = min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog,
+                           self._rescan_at, self.writer.next_due(self.engine))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
             now = self.clock()
-            out = self.engine.tick(now)
-            self._send(out)
-            if now >= self._next_address_check:
-                self._check_addresses(now)
+            self._guarded("timer", self._tick, now)
+            if now >= self._next_address_check or now >= self._rescan_at:
+                self._guarded("interfaces", self._check_interfaces, now)
             if now >= self._next_watchdog:
                 notify("WATCHDOG=1")
                 self._next_watchdog = now + (self._watchdog or 0)
-            self._flush_map(state=bool(out))
+            self._flush()
+
+    def _tick(self, now: float) -> None:
+        self._send(self.engine.tick(now))
+
+    def _receive(self, data: bytes, now: float, handler: MulticastHandler, source: IPAddress) -> None:
+        self._send(self.engine.receive(data, now, interface=handler.ifname, source=source))
+
+    def _guarded(self, what: str, step: Callable[..., None], *args: Any) -> None:
+        """One datagram or one timer: nothing a peer sends may end the loop. Counted (tests fail on
+        any), said once per kind and hour, with the traceback at debug level."""
+        try:
+            step(*args)
+        except Exception as e:
+            self.stats["internal_errors"] += 1
+            kind = (what, type(e).__name__)
+            if self._said.allow(kind, self.clock()) is not None:
+                log.error("internal error while handling a %s (%s: %s); carrying on. Please report it with "
+                          "the debug log (SIGUSR1)", what, type(e).__name__, e)
+            log.debug("internal error while handling a %s", what, exc_info=True)
 
     def _mode(self) -> str:
         families = "+".join(f"IPv{f}" for f in self.plan.families)
@@ -194,40 +186,11 @@ class Daemon:
 
     # --- sockets -----------------------------------------------------------------------------
 
-    def _open_handlers(self) -> None:
-        self._install(self._make_handlers(self.cfg, self.plan))
+    def _watch(self, h: MulticastHandler) -> None:
+        asyncio.get_running_loop().add_reader(h.fileno(), self._on_readable, h)
 
-    def _make_handlers(self, cfg: Config, plan: Plan) -> dict[tuple[str, int], MulticastHandler]:
-        """All of the plan's sockets, or none: on an error the ones opened are closed again."""
-        groups: dict[int, IPAddress] = {4: cfg.group, 6: cfg.group6}
-        made: dict[tuple[str, int], MulticastHandler] = {}
-        try:
-            for name in plan.announce_on:
-                for family in plan.families:
-                    endpoint = Endpoint(groups[family], cfg.port, plan.ttl)
-                    try:
-                        made[(name, family)] = MulticastHandler(name, interfaces.index(name), endpoint, self.stats)
-                    except OSError as e:
-                        raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: "
-                                           f"{e.strerror}") from None
-        except BaseException:
-            for h in made.values():
-                h.close()
-            raise
-        return made
-
-    def _install(self, handlers: dict[tuple[str, int], MulticastHandler]) -> None:
-        loop = asyncio.get_running_loop()
-        for key, h in handlers.items():
-            self.handlers[key] = h
-            loop.add_reader(h.fileno(), self._on_readable, h)
-
-    def _close_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for h in self.handlers.values():
-            loop.remove_reader(h.fileno())
-            h.close()
-        self.handlers.clear()
+    def _unwatch(self, h: MulticastHandler) -> None:
+        asyncio.get_running_loop().remove_reader(h.fileno())
 
     def _on_readable(self, handler: MulticastHandler) -> None:
         batch = handler.receive_batch()
@@ -235,108 +198,89 @@ class Daemon:
             return
         self.stats["batches"] += 1
         now = self.clock()
-        for data, _src in batch:
-            self._send(self.engine.receive(data, now, interface=handler.ifname))
+        for data, source in batch:
+            self._guarded("datagram", self._receive, data, now, handler, source)
+        self.writer.touch()
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush_map)
+            asyncio.get_running_loop().call_soon(self._flush)
         self._wake.set()  # a JOIN may have scheduled an answer
 
     def _send(self, out: list[Outgoing]) -> None:
-        for o in out:
-            for (name, _family), h in self.handlers.items():
-                if o.interfaces is None or name in o.interfaces:
-                    h.send(o.data)
+        self.links.send(out)
+        if out:
+            self.writer.touch()
+
+    def _on_link_event(self) -> None:
+        assert self.monitor is not None
+        try:
+            changed = self.monitor.changed()
+        except OSError as e:
+            self.stats["netlink_errors"] += 1
+            log.debug("netlink: %s", e)
+            return
+        if changed and self._rescan_at == float("inf"):
+            self._rescan_at = self.clock() + RESCAN_DELAY
+            self._wake.set()
 
     # --- the map -----------------------------------------------------------------------------
 
-    def _flush_map(self, state: bool = False) -> None:
+    def _flush(self) -> None:
         self._flush_pending = False
-        version = self.engine.map_version
-        if version == self._written_version:
-            if state:
-                self._write_state()
-            return
-        table = self.engine.table()
-        my_id = self._report_collisions(table)
-        try:
-            self.sink.write(my_id, table)
-        except OSError as e:
-            self.stats["map_write_errors"] += 1
-            klog.error("cannot write the map to %s: %s (will retry)", self.sink.description, e.strerror or e)
-            return
-        self._written_version = version
-        self.stats["map_writes"] += 1
-        self._report_left_out(table)
-        events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(self.engine.nodes()),
-                         len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
-        self._write_state()
+        self._keep_incarnation()
+        self.writer.flush(self.engine, self.clock())
+
+    def _keep_incarnation(self) -> None:
+        """A refutation or a rejoin took a new incarnation: the next life must start above it."""
+        if self.engine.incarnation != self._kept_incarnation:
+            self._kept_incarnation = self.engine.incarnation
+            incarnation.save(self.cfg.state_dir, self._kept_incarnation)
+
+    def _on_map_written(self) -> None:
         notify(f"STATUS={self.status()}")
 
-    def _report_left_out(self, table: Table) -> None:
-        """What the kernel table cannot hold, said once per change, not at every write."""
-        if table.dropped != self._dropped_reported:
-            self._dropped_reported = table.dropped
-            if table.dropped:
-                shown = ", ".join(e.text() for e in table.dropped[:8])
-                more = f" and {len(table.dropped) - 8} more" if len(table.dropped) > 8 else ""
-                klog.warning("the map has %d entries; openMosix takes %d: left out %s%s",
-                             len(table.entries) + len(table.dropped), len(table.entries), shown, more)
-        for addr in set(table.ipv6_only) - self._ipv6_only_reported:
-            if addr in self.engine.local.addresses:
-                klog.info("this node (%s) is IPv6-only: the openMosix table is IPv4, it has no place there", addr)
-            else:
-                klog.info("node %s has no IPv4 address: listed by showmap --json, not in the kernel table", addr)
-        self._ipv6_only_reported = set(table.ipv6_only)
-
-    def _report_collisions(self, table: Table) -> int:
-        """Warn once per collision; our own id, or 0 when another node keeps it."""
-        me = self.engine.local
-        my_id = me.node_id
-        for c in table.collisions:
-            key = (c.node_id, c.owner, c.losers)
-            if me.primary in c.losers:
-                my_id = 0
-            if key in self._collisions_reported:
-                continue
-            self._collisions_reported.add(key)
-            events.log_event(
-                log, events.COLLISION,
-                "node id %d is claimed by %s and %s: %s keeps it (lowest address wins); "
-                "set node_id on the other%s", c.node_id, c.owner, ", ".join(map(str, c.losers)), c.owner,
-                " -- this node is left out of the map" if me.primary in c.losers else "",
-                level=logging.WARNING, OMDISC_PEER=c.losers[0] if c.owner == me.primary else c.owner,
-                OMDISC_COLLISION_ID=c.node_id)
-        return my_id
-
-    def _write_state(self) -> None:
-        state = self.engine.state(self.clock())
-        state["ready_at"] = self._ready_at  # wall clock: benchmarks time convergence from it
-        state["interfaces"] = list(self.plan.announce_on)
-        state["gateway"] = self.plan.gateway
-        try:
-            write_state(self.cfg.alpha_dir, state)
-        except OSError as e:
-            klog.debug("cannot write state: %s", e)
+    def _extra_state(self) -> dict[str, Any]:
+        return {"ready_at": self._ready_at,  # wall clock: benchmarks time convergence from it
+                "interfaces": list(self.plan.announce_on), "gateway": self.plan.gateway,
+                "pid": os.getpid()}
 
     # --- changes while running ----------------------------------------------------------------
 
-    def _check_addresses(self, now: float) -> None:
-        """DHCP renewals and the like: poll our addresses twice per announce interval."""
+    def _check_interfaces(self, now: float) -> None:
+        """Link events (netlink) and the poll twice per announce interval: sockets for interfaces
+        that were re-created or came back, and our addresses (a DHCP renewal)."""
         self._next_address_check = now + self.cfg.announce_interval / 2
+        self._rescan_at = float("inf")
+        reopened = self.links.sync()
+        changed = self._check_addresses()
+        if changed or reopened:
+            self.engine.renew()
+            self._send(self.engine.rejoin(now))
+            self._wake.set()
+
+    def _check_addresses(self) -> bool:
+        """Our addresses as they are now; True if they changed (then we are someone else)."""
         try:
-            local = local_node(self.cfg, self.plan)
-        except (StartupError, NodeIdError, interfaces.InterfaceError) as e:
+            addrs = local_node(self.cfg, self.plan)
+        except ADDRESS_ERRORS as e:
             self.stats["address_problems"] += 1
             if self.stats["address_problems"] == 1:
                 log.warning("%s; keeping the addresses announced so far", e)
-            return
+            return False
         self.stats.pop("address_problems", None)
-        if local != self.engine.local:
-            self._send(self.engine.set_local(local))
-            self._send(self.engine.rejoin(now))
-            self.logctl.set_field("OMDISC_NODE_ID", local.node_id)
-            self._wake.set()
+        self._report_left_out(addrs)
+        if addrs.node == self.engine.local:
+            return False
+        self._send(self.engine.set_local(addrs.node))
+        self.logctl.set_field("OMDISC_NODE_ID", addrs.node.node_id)
+        return True
+
+    def _report_left_out(self, addrs: Addresses) -> None:
+        if addrs.left_out and addrs.left_out != self._left_out:
+            log.warning("this node has %d addresses; the protocol carries 16: announcing %s; left out %s",
+                        len(addrs.node.addresses) + len(addrs.left_out), ", ".join(map(str, addrs.node.addresses)),
+                        ", ".join(map(str, addrs.left_out)))
+        self._left_out = addrs.left_out
 
     def toggle_debug(self) -> None:
         full = self.logctl.toggle_full()
@@ -346,84 +290,46 @@ class Daemon:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             self._reload()
-        except (ConfigError, StartupError, NodeIdError, interfaces.InterfaceError) as e:
+        except (ConfigError, *ADDRESS_ERRORS) as e:
             log.error("reload failed, the running configuration stays: %s", e)
+        except Exception as e:  # a bug must not end the daemon either
+            self.stats["internal_errors"] += 1
+            log.error("reload failed (internal error %s: %s), the running configuration stays", type(e).__name__, e)
+            log.debug("reload failed", exc_info=True)
         notify(f"READY=1\nSTATUS={self.status()}")
 
     def _reload(self) -> None:
+        """New settings; the sockets are always opened anew (new ones first: if one cannot be
+        opened, everything stays as it was), and we rejoin with a new incarnation."""
         cfg, _ = load(self.cfg_path)
         cfg = cfg.overridden(**self.overrides)
         plan = make_plan(cfg)
-        local = local_node(cfg, plan)
-        for key in ("kernel", "alpha_dir", "pid_file"):
+        addrs = local_node(cfg, plan)
+        for key in ("kernel", "alpha_dir", "pid_file", "state_dir"):
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: a new %s takes effect only at restart", key)
         now = self.clock()
-        endpoints = (cfg.group, cfg.group6, cfg.port)
-        reopen = (plan, endpoints) != (self.plan, (self.cfg.group, self.cfg.group6, self.cfg.port))
-        # New sockets first: if one cannot be opened, everything stays as it was.
-        handlers = self._make_handlers(cfg, plan) if reopen else {}
+        old_links = (self.plan.announce_on, self.plan.families)
+        wanted = Wanted.of(cfg, plan)
+        made = self.links.make(wanted)
+        self._send(self.engine.set_local(addrs.node))  # on the old sockets: where the old identity was known
+        self.links.install(wanted, made)
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)
         self.engine.route_between = plan.route_between
-        changed = local != self.engine.local
-        self._send(self.engine.set_local(local))  # on the old sockets: where the old identity was known
-        if reopen:
-            self._close_handlers()
-            self._install(handlers)
+        self._report_left_out(addrs)
+        if (plan.announce_on, plan.families) != old_links:
             self.engine.forget_interfaces(frozenset(plan.announce_on))
-        if changed or reopen:
-            self._send(self.engine.rejoin(now))  # introduce ourselves where we now are
-        if changed:
-            self.logctl.set_field("OMDISC_NODE_ID", local.node_id)
+        self.engine.renew()
+        self._send(self.engine.rejoin(now))  # introduce ourselves where we now are
+        self.logctl.set_field("OMDISC_NODE_ID", addrs.node.node_id)
         log.info("configuration reloaded from %s; %d nodes kept", self.cfg_path or "built-in defaults",
                  len(self.engine.membership))
         self._wake.set()
 
 
 # --- start-up ------------------------------------------------------------------------------------
-
-
-class _Detacher:
-    """Detach (the seed's classic mode). The parent waits until the child is up or has failed, so a
-    start-up error still reaches the user's terminal and exit status."""
-
-    def __init__(self) -> None:
-        self.fd: int | None = None
-
-    def detach(self) -> None:
-        r, w = os.pipe()
-        if os.fork():
-            os.close(w)
-            with os.fdopen(r, "rb") as f:
-                msg = f.read().decode(errors="replace")
-            sys.stderr.write(msg)
-            os._exit(EXIT_FAILURE if msg else EXIT_OK)
-        os.close(r)
-        os.setsid()
-        if os.fork():
-            os._exit(EXIT_OK)
-        os.chdir("/")
-        os.umask(0o022)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-        self.fd = w
-
-    def up(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # EOF with no message: the parent exits 0
-            self.fd = None
-
-    def fail(self, message: str) -> None:
-        if self.fd is not None:
-            os.write(self.fd, f"omdiscd: {message}\n".encode())
-            self.up()
-        else:
-            sys.stderr.write(f"omdiscd: {message}\n")
-
 
 STARTUP_ERRORS = (interfaces.InterfaceError, StartupError, NodeIdError, SinkError, PidFileError)
 
@@ -433,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"interfaces": args.interfaces, "multicast_ttl": args.multicast_ttl, "debug": args.debug,
                  "family": args.family, "route": args.route}
     try:
-        cfg, cfg_path = load(Path(args.config) if args.config else None)
+        cfg, cfg_path = load(Path(args.config) if args.config is not None else None)
         cfg = cfg.overridden(**overrides)
     except ConfigError as e:
         sys.stderr.write(f"omdiscd: {e}\n")
@@ -452,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     except STARTUP_ERRORS as e:
         sys.stderr.write(f"omdiscd: {e}\n")
         return EXIT_FAILURE
-    detacher = _Detacher()
+    detacher = Detacher()
     detached = not args.nodaemon and not under_systemd()
     if detached:
         detacher.detach()

@@ -1,44 +1,53 @@
 """The discovery engine: what to send and what the cluster looks like, given what was received and
-when. Sans-IO: no sockets, no clock of its own, randomness injected. The daemon loop feeds it
-datagrams and timer ticks; tests do the same without a network.
+when. Sans-IO: no sockets, clocks and randomness injected. The daemon loop feeds it datagrams
+(with their UDP source) and timer ticks; tests do the same without a network.
 
-Join protocol (docs/protocol.md): a starting node multicasts ANNOUNCE+JOIN. Every node that hears
-it schedules a SNAPSHOT of its membership after a random delay; a node that hears another's
-SNAPSHOT already covering everything it knows cancels its own (suppression, as in mDNS and SRM).
-So a join costs about two datagrams however large the cluster.
+Join protocol (docs/protocol.md): a starting node multicasts ANNOUNCE+JOIN; the cluster answers
+with about one SNAPSHOT (answers.py). Every datagram is checked before it counts (docs/protocol.md,
+"Threats"): its source against the addresses it claims, a forwarded one against the gateway that
+says it forwarded it, its incarnation against the clock; a claim made in our own name is refuted.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, OrderedDict
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import events
-from .membership import Change, Claim, Member, Membership
+from . import events, gateway
+from .answers import AnswerLimits, JoinAnswers, JoinKey
+from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
 from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
-    MAX_HOPS,
+    MEMBER_INDIRECT,
     DecodeError,
     IPAddress,
+    MemberRecord,
     Message,
     MsgType,
     decode,
     encode,
-    forwarded,
     snapshot_messages,
-    via,
 )
+from .ratelimit import KeyedBuckets, LogLimiter
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")
-gwlog = logging.getLogger("omdisc.gateway")
 
-SEEN_MAX = 8192  # message ids a gateway remembers, so it forwards each message once
+REJECTIONS = {
+    "source": "its UDP source is not one of the addresses it claims",
+    "via": "it says it was forwarded, but not by a gateway heard directly on this interface",
+    "future": "its incarnation is further ahead of our clock than max_incarnation_ahead",
+    "foreign": "it speaks for a known node none of whose addresses is its source",
+    "full": "the membership is full (max_nodes)",
+    "conflict": "it claims an address of another node as its own",
+}
 
 
 @dataclass(frozen=True)
@@ -46,15 +55,13 @@ class Settings:
     announce_interval: float = 10.0
     dead_interval: float = 35.0
     remove_on_leave: bool = True
-    # A SNAPSHOT answers a JOIN after reply_delay_min + uniform(0, reply_spread_per_node x nodes known,
-    # at most reply_spread_max). Spreading over more time as the cluster grows keeps the first answer
-    # as quick (about min + spread_per_node) and the chance of a duplicate answer as small at any size.
-    reply_delay_min: float = 0.002
-    reply_spread_per_node: float = 0.010
-    reply_spread_max: float = 1.0
+    answers: AnswerLimits = field(default_factory=AnswerLimits)
     join_retries: tuple[float, ...] = (0.25, 1.0)  # re-send JOIN at these delays until answered
     announce_jitter: float = 0.1  # each period is announce_interval x (1 +- jitter)
     seen_age: float = 60.0  # how long a gateway remembers a forwarded message id
+    max_nodes: int = DEFAULT_MAX_NODES
+    max_incarnation_ahead: float = 86400.0  # seconds; an incarnation further ahead of our clock is a lie
+    refute_rate: float = 1.0  # refutations a second at most (burst 2): a flood of claims is not echoed
 
 
 @dataclass(frozen=True)
@@ -74,29 +81,24 @@ class Outgoing:
     interfaces: frozenset[str] | None = None  # None: every interface that announces
 
 
-@dataclass
-class _PendingReply:
-    due: float
-    interface: str  # where the JOIN came in: the answer goes there only
-    covered: set[IPAddress] = field(default_factory=set)
-
-
 class Engine:
-    def __init__(self, local: LocalNode, incarnation: int, settings: Settings, rng: random.Random) -> None:
+    def __init__(self, local: LocalNode, incarnation: int, settings: Settings, rng: random.Random,
+                 wall: Callable[[], float] = time.time) -> None:
         self.local = local
         self.incarnation = incarnation
         self.settings = settings
         self.rng = rng
-        self.membership = Membership(settings.dead_interval, settings.remove_on_leave)
+        self.wall = wall  # seconds since the epoch: only to judge incarnations (start times)
+        self.membership = Membership(settings.dead_interval, settings.remove_on_leave, settings.max_nodes)
         self.stats: Counter[str] = Counter()
+        self.answers = JoinAnswers(settings.answers, rng)
+        self.forwarder = gateway.Forwarder(self.stats, settings.seen_age)
         self._seq = 0
         self._local_version = 0
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
-        self._replies: dict[tuple[IPAddress, int], _PendingReply] = {}
-        # Gateway routing (seed section 3): interfaces between which we forward; empty: none.
-        self.route_between: frozenset[str] = frozenset()
-        self._seen: OrderedDict[tuple[IPAddress, int, int], float] = OrderedDict()
+        self._refutes = KeyedBuckets(settings.refute_rate, 2.0)
+        self._said = LogLimiter()
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -110,6 +112,14 @@ class Engine:
 
     def table(self) -> Table:
         return build_table(self.nodes())
+
+    @property
+    def route_between(self) -> frozenset[str]:
+        return self.forwarder.route_between
+
+    @route_between.setter
+    def route_between(self, interfaces: frozenset[str]) -> None:
+        self.forwarder.route_between = interfaces
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -125,6 +135,7 @@ class Engine:
         self.settings = settings
         self.membership.dead_interval = settings.dead_interval
         self.membership.remove_on_leave = settings.remove_on_leave
+        self.membership.max_nodes = settings.max_nodes
         self._schedule_announce(now)
 
     def set_local(self, local: LocalNode) -> list[Outgoing]:
@@ -148,6 +159,12 @@ class Engine:
                 events.log_peer(log, events.LEAVE, "node #%d %s forgotten (interface %s no longer used)",
                                 m.node_id, m.primary, m.interface)
 
+    def renew(self) -> None:
+        """A new incarnation (new sockets, a re-created interface): our next JOIN is a new one,
+        which every node answers again, even one that answered us a moment ago."""
+        self.incarnation = max(self.incarnation + 1, int(self.wall() * 1e6))
+        self._seq = 0
+
     def rejoin(self, now: float) -> list[Outgoing]:
         """JOIN again (new addresses, new sockets): the cluster answers with what it knows."""
         self._join_retries = [now + d for d in self.settings.join_retries]
@@ -155,57 +172,102 @@ class Engine:
 
     # --- input -------------------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float, interface: str = "") -> list[Outgoing]:
-        """One datagram, arrived on `interface`. Returns what to forward, if we are a gateway."""
+    def receive(self, data: bytes, now: float, interface: str = "", source: IPAddress | None = None) -> list[Outgoing]:
+        """One datagram from UDP `source`, arrived on `interface`. Returns what to send: a gateway's
+        forwarded copy, a refutation."""
         self.stats["received"] += 1
         try:
             msg = decode(data)
         except DecodeError as e:
             self.stats["malformed"] += 1
             self.stats[f"malformed:{e.kind}"] += 1
-            netlog.debug("dropped malformed datagram on %s (%s)", interface or "?", e)
+            netlog.debug("dropped malformed datagram on %s from %s (%s)", interface or "?", source or "?", e)
             return []
         if msg.origin in self.local.addresses:
-            self.stats["own"] += 1  # our own, looped back or forwarded back by another gateway
-            return []
+            return self._about_us(msg, source, interface, now)
+        gw, reason = self._check(msg, source, interface)
+        if reason:
+            return self._reject(reason, msg, source, interface, now)
+        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
+                      source if msg.hops == 0 else None)
+        change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
+        if change is Change.REJECTED:
+            return self._reject(self.membership.rejected, msg, source, interface, now)
         out = self._forward(data, msg, interface, now)
-        gateway = via(msg) if msg.hops else None
-        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gateway, interface)
-        if msg.type is MsgType.LEAVE:
-            self._on_leave(claim, now)
-        else:
-            self._on_heard(claim, now)
-            if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN:
-                self._on_join(msg, interface, now)
-            elif msg.type is MsgType.SNAPSHOT:
-                self._on_snapshot(msg, claim, now)
+        if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN:
+            self._on_join(msg, change, interface, source, now)
+        elif msg.type is MsgType.SNAPSHOT:
+            self._on_snapshot(msg, claim, now)
         return out
 
+    def _check(self, msg: Message, source: IPAddress | None, interface: str) -> tuple[IPAddress | None, str]:
+        """The forwarding gateway (hops above 0) and why the datagram is not to be believed ("" if it is)."""
+        gw = None
+        if msg.hops == 0:
+            if source is not None and source not in msg.addresses:
+                return None, "source"
+        else:
+            gw = gateway.forwarding_gateway(msg, source, interface, self.membership)
+            if gw is None:
+                return None, "via"
+        if msg.incarnation > (self.wall() + self.settings.max_incarnation_ahead) * 1e6:
+            return gw, "future"
+        if any(a in self.local.addresses for a in msg.addresses):
+            return gw, "conflict"
+        return gw, ""
+
+    def _reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str,
+                now: float) -> list[Outgoing]:
+        self.stats["rejected"] += 1
+        self.stats[f"rejected:{reason}"] += 1
+        muted = self._said.allow(("reject", reason), now)
+        if muted is not None:
+            more = f" ({muted} more like it since the last such line)" if muted else ""
+            netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
+                           msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
+        if reason == "conflict" and any(a in self.local.addresses for a in msg.addresses):
+            return self._refute(f"{msg.type.name} claiming one of this node's addresses", msg, source, interface,
+                                now, renew=False)
+        return []
+
+    def _about_us(self, msg: Message, source: IPAddress | None, interface: str, now: float) -> list[Outgoing]:
+        """A message in our name: our own (looped back, or forwarded back by another gateway), an
+        old life's, or someone else's claim to be us, which we refute at once."""
+        if msg.incarnation == self.incarnation and msg.seq <= self._seq:
+            self.stats["own"] += 1
+            return []
+        if (msg.incarnation, msg.seq) <= (self.incarnation, self._seq):
+            self.stats["stale"] += 1
+            return []
+        if msg.incarnation > (self.wall() + self.settings.max_incarnation_ahead) * 1e6:
+            return self._reject("future", msg, source, interface, now)  # nobody believes it: nothing to refute
+        self.stats["claims_about_us"] += 1
+        return self._refute(f"{msg.type.name} in this node's name", msg, source, interface, now, renew=True)
+
+    def _refute(self, what: str, msg: Message, source: IPAddress | None, interface: str, now: float,
+                renew: bool) -> list[Outgoing]:
+        if self._said.allow(("refute", what), now) is not None:
+            log.warning("%s from %s on %s (incarnation %d): refuting it", what, source or "?", interface or "?",
+                        msg.incarnation)
+        if not self._refutes.take("refute", now):
+            return []
+        if renew:  # newer than what was claimed, so every node takes ours over it
+            self.incarnation = max(self.incarnation, msg.incarnation) + 1
+            self._seq = 0
+        self.stats["refuted"] += 1
+        return [self._send(self._message(MsgType.ANNOUNCE))]
+
     def _forward(self, data: bytes, msg: Message, interface: str, now: float) -> list[Outgoing]:
-        """Send a message on to our other networks, once (docs/protocol.md, "Gateways").
+        fwd = self.forwarder.forward(data, msg, interface, self.local.primary, now)
+        return [Outgoing(fwd[0], fwd[1])] if fwd else []
 
-        The seen-cache makes every gateway forward a message at most once, whatever the loops
-        between networks; the hop count bounds what an overflowing cache could let through.
-        """
-        if interface not in self.route_between:
-            return []
-        key = msg.message_id
-        if key in self._seen:
-            self.stats["forward_duplicates"] += 1
-            return []
-        self._seen[key] = now
-        self._prune_seen(now)
-        if msg.hops + 1 > MAX_HOPS:
-            self.stats["forward_hop_limit"] += 1
-            return []
-        others = self.route_between - {interface}
-        self.stats["forwarded"] += 1
-        gwlog.debug("forward %s #%d from %s to %s (hops %d)", msg.type.name, msg.seq, msg.origin,
-                    ",".join(sorted(others)), msg.hops + 1)
-        return [Outgoing(forwarded(data, msg, self.local.primary), frozenset(others))]
-
-    def _on_heard(self, claim: Claim, now: float) -> None:
+    def _on_heard(self, claim: Claim, now: float) -> Change:
         change = self.membership.heard(claim, now)
+        gone = self.membership.replaced
+        if gone is not None:
+            self.stats["replaced"] += 1
+            events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
+                            gone.primary, claim.node_id, claim.primary, claim.source)
         if change is Change.STALE:
             self.stats["stale"] += 1
         elif change is Change.JOINED:
@@ -213,44 +275,69 @@ class Engine:
         elif change is Change.UPDATED:
             events.log_peer(log, events.UPDATE, "node #%d %s changed: %s", claim.node_id, claim.primary,
                             ", ".join(map(str, claim.addresses)))
+        return change
 
-    def _on_leave(self, claim: Claim, now: float) -> None:
-        if self.membership.left(claim, now) is Change.LEFT:
+    def _on_leave(self, claim: Claim, now: float) -> Change:
+        change = self.membership.left(claim, now)
+        if change is Change.LEFT:
             what = "left" if self.settings.remove_on_leave else "is leaving (kept until it expires)"
             events.log_peer(log, events.LEAVE, "node #%d %s " + what, claim.node_id, claim.primary)
-        else:
+        elif change is Change.STALE:
             self.stats["stale"] += 1
+        return change
 
-    def _on_join(self, msg: Message, interface: str, now: float) -> None:
-        key = (msg.origin, msg.incarnation)
-        if key not in self._replies:
-            st = self.settings
-            spread = min(st.reply_spread_max, st.reply_spread_per_node * (len(self.membership) + 1))
-            delay = st.reply_delay_min + self.rng.uniform(0, spread)
-            self._replies[key] = _PendingReply(now + delay, interface, {msg.origin})
+    def _on_join(self, msg: Message, change: Change, interface: str, source: IPAddress | None, now: float) -> None:
+        if change is Change.STALE:  # a repeated or replayed JOIN: answered already, or never to be
+            self.stats["join_unanswered:stale"] += 1
+            return
+        members = self.membership
+        why = self.answers.joined((msg.origin, msg.incarnation), interface, source, len(members) + 1, now,
+                                  hearsay=members.hearsay > 0)
+        if why:
+            self.stats[f"join_unanswered:{why}"] += 1
 
     def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
         snap = msg.snapshot
         assert snap is not None
+        key = (snap.reply_to, snap.reply_to_incarnation)
+        ours = key == (self.local.primary, self.incarnation)
+        if not ours and not self.answers.recent(key):
+            self.stats["snapshot_unsolicited"] += 1  # answers no JOIN we saw: a replay, or made up
+            return
+        if ours:
+            self._join_retries.clear()
         for rec in snap.members:
-            if rec.addresses[0] in self.local.addresses:
+            if any(a in self.local.addresses for a in rec.addresses):
                 continue
-            change = self.membership.learned(rec, now, claim.via, claim.interface)
+            via, path_known = self._path(rec, msg, claim)
+            change = self.membership.learned(rec, now, via, claim.interface, path_known)
             if change is Change.JOINED:
                 events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
                                 rec.addresses[0], msg.origin)
-        if snap.reply_to == self.local.primary and snap.reply_to_incarnation == self.incarnation:
-            self._join_retries.clear()
-        pending = self._replies.get((snap.reply_to, snap.reply_to_incarnation))
-        if pending is not None:
-            pending.covered.add(msg.origin)
-            pending.covered.update(rec.addresses[0] for rec in snap.members)
-            if self._known() <= pending.covered:
-                del self._replies[(snap.reply_to, snap.reply_to_incarnation)]
-                self.stats["suppressed"] += 1
+            elif change is Change.REJECTED:
+                self.stats[f"rejected:{self.membership.rejected}"] += 1
+        told = {rec.addresses[0] for rec in snap.members}
+        if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
+            self.stats["suppressed"] += 1
+
+    def _path(self, rec: MemberRecord, msg: Message, claim: Claim) -> tuple[IPAddress | None, bool]:
+        """Through which gateway we reach a node a SNAPSHOT tells of, and whether that is known."""
+        indirect = bool(rec.flags & MEMBER_INDIRECT)
+        if claim.via is not None:  # the SNAPSHOT came through a gateway
+            if claim.via in rec.addresses:
+                return None, True  # the gateway itself, our neighbour
+            return (claim.via, True) if not indirect else (None, False)
+        if not indirect:
+            return None, True  # on the sender's network, which is ours
+        if msg.flags & FLAG_GATEWAY:
+            return msg.origin, True
+        gateways = [m.primary for m in self.membership.members.values()
+                    if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
+        return (gateways[0], True) if len(gateways) == 1 else (None, False)
 
     def _known(self) -> set[IPAddress]:
-        return {self.local.primary, *self.membership.members}
+        """What our own SNAPSHOT would tell: ourselves and what we heard first-hand."""
+        return {self.local.primary, *(m.primary for m in self.membership.firsthand())}
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -259,10 +346,10 @@ class Engine:
         return self._next_announce
 
     def next_deadline(self) -> float:
-        times = [self._next_announce, *self._join_retries[:1], *(p.due for p in self._replies.values())]
-        expiry = self.membership.next_expiry()
-        if expiry is not None:
-            times.append(expiry)
+        times = [self._next_announce, *self._join_retries[:1]]
+        for t in (self.answers.next_due(), self.membership.next_expiry()):
+            if t is not None:
+                times.append(t)
         return min(times)
 
     def tick(self, now: float) -> list[Outgoing]:
@@ -274,10 +361,8 @@ class Engine:
             self._join_retries.pop(0)
             self.stats["join_retries"] += 1
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
-        for key, pending in list(self._replies.items()):
-            if now >= pending.due:
-                del self._replies[key]
-                out += self._snapshot(key, pending.interface, now)
+        for key, interface in self.answers.due(now):
+            out += self._snapshot(key, interface, now)
         for m in self.membership.expire(now):
             events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
                             m.primary, now - m.last_heard)
@@ -294,14 +379,25 @@ class Engine:
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags)
 
-    def _snapshot(self, key: tuple[IPAddress, int], interface: str, now: float) -> list[Outgoing]:
-        """Answer a JOIN on the network it came from. A host that does not route between its
+    def _records(self, joiner: IPAddress, interface: str, now: float) -> list[MemberRecord]:
+        """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
+        node goes no further than the host that made it up). A host that does not route between its
         networks tells each only of the nodes it heard there: it must not join them itself."""
+        members = sorted(self.membership.firsthand(), key=lambda m: (m.last_heard, str(m.primary)), reverse=True)
+        return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0)
+                for m in members
+                if m.primary != joiner and (self.route_between or not interface or m.interface == interface)]
+
+    def _snapshot(self, key: JoinKey, interface: str, now: float) -> list[Outgoing]:
+        """Answer a JOIN on the network it came from; the most recently heard first, should the
+        membership be more than MAX_PARTS datagrams hold."""
         joiner, incarnation = key
-        records = self.membership.records(now, exclude=joiner, interface=None if self.route_between else interface)
-        base = self._message(MsgType.SNAPSHOT)
-        messages = snapshot_messages(base, joiner, incarnation, records)
+        records = self._records(joiner, interface, now)
+        messages = snapshot_messages(self._message(MsgType.SNAPSHOT), joiner, incarnation, records)
         self._seq = messages[-1].seq
+        told = sum(len(m.snapshot.members) for m in messages if m.snapshot)
+        if told < len(records):
+            self.stats["snapshot_left_out"] += len(records) - told
         self.stats["snapshots"] += 1
         where = frozenset({interface}) if interface else None
         return [self._send(m, where) for m in messages]
@@ -311,29 +407,7 @@ class Engine:
         self.stats[f"sent:{msg.type.name}"] += 1
         return Outgoing(encode(msg), interfaces)
 
-    def _prune_seen(self, now: float) -> None:
-        oldest_allowed = now - self.settings.seen_age
-        while self._seen and (len(self._seen) > SEEN_MAX or next(iter(self._seen.values())) < oldest_allowed):
-            self._seen.popitem(last=False)
-
     # --- reporting ---------------------------------------------------------------------------
-
-    def gateways(self) -> list[dict[str, Any]]:
-        """Which node is our gateway to which nodes (seed section 7: gateway discovery)."""
-        reached: dict[IPAddress, list[Member]] = {}
-        for m in self.membership.members.values():
-            if m.via is not None:
-                reached.setdefault(m.via, []).append(m)
-        out = []
-        for gw_primary, members in sorted(reached.items(), key=lambda i: str(i[0])):
-            gw = self.membership.members.get(gw_primary)
-            out.append({
-                "id": gw.node_id if gw else None,
-                "address": str(gw_primary),
-                "addresses": [str(a) for a in gw.addresses] if gw else [str(gw_primary)],
-                "reaches": sorted(str(m.primary) for m in members),
-            })
-        return out
 
     def state(self, now: float) -> dict[str, Any]:
         """What showmap --json and STATUS= report beyond the kernel table."""
@@ -350,10 +424,10 @@ class Engine:
                     "via": str(m.via) if m.via else None,
                     "gateway": bool(m.flags & FLAG_GATEWAY),
                     "leaving": m.leaving,
+                    "firsthand": m.firsthand,
                 }
                 for m in members
             ],
-            "gateways": self.gateways(),
+            "gateways": gateway.report(self.membership),
             "stats": dict(sorted(self.stats.items())),
         }
-

@@ -24,6 +24,14 @@ def index(name: str) -> int:
         raise InterfaceError(f"interface {name!r} does not exist") from None
 
 
+def index_or_none(name: str) -> int | None:
+    """The interface's index now; None if it does not exist (it may come back, with another)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
 def ipv4_addresses(name: str) -> list[IPv4Address]:
     try:
         entries = netifaces.ifaddresses(name).get(netifaces.AF_INET, [])

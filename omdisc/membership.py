@@ -3,14 +3,26 @@
 A node is known by its primary address (the first it announces). (incarnation, seq) orders what
 it says: a message not newer than the last one taken from that node is stale and ignored, so
 duplicates and reordered datagrams change nothing.
+
+Every peer may be hostile (docs/protocol.md, "Threats"), so what a peer can grow is bounded and
+what it can claim is checked against what the network itself tells:
+- at most `max_nodes` members and as many tombstones;
+- a UDP source address speaks for one node: a new node from a source that already speaks for
+  another replaces it, so one host puts one node in the map however many it makes up;
+- a direct message for a known node must come from one of that node's addresses;
+- second-hand knowledge (a SNAPSHOT's records) only adds nodes we do not know, and is never told
+  on: only what we heard first-hand goes into our own SNAPSHOTs.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
 from .protocol import IPAddress, MemberRecord
+
+DEFAULT_MAX_NODES = 4096
 
 
 class Change(Enum):
@@ -19,6 +31,7 @@ class Change(Enum):
     REFRESHED = "refreshed"
     STALE = "stale"
     LEFT = "left"
+    REJECTED = "rejected"  # see Membership.rejected for why
 
 
 @dataclass
@@ -32,14 +45,22 @@ class Member:
     via: IPAddress | None = None  # the gateway its announcements come through; None when heard directly
     leaving: bool = False
     interface: str = ""  # where we heard of it last
+    firsthand: bool = True  # we had a message from the node itself, not only another's SNAPSHOT
+    source: IPAddress | None = None  # UDP source of its last direct message
+    path_known: bool = True  # `via` is known (not a guess from a SNAPSHOT)
 
     @property
     def primary(self) -> IPAddress:
         return self.addresses[0]
 
-    def record(self, now: float) -> MemberRecord:
+    @property
+    def owner_heard(self) -> bool:
+        """Its last direct message came from its primary address itself."""
+        return self.source == self.primary
+
+    def record(self, now: float, flags: int = 0) -> MemberRecord:
         age_ms = max(0, int((now - self.last_heard) * 1000))
-        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, self.flags)
+        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, self.flags | flags)
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,7 @@ class Claim:
     flags: int = 0
     via: IPAddress | None = None
     interface: str = ""
+    source: IPAddress | None = None  # UDP source when heard directly (hops 0); None when forwarded
 
     @property
     def primary(self) -> IPAddress:
@@ -60,12 +82,18 @@ class Claim:
 
 
 class Membership:
-    def __init__(self, dead_interval: float, remove_on_leave: bool = True) -> None:
+    def __init__(self, dead_interval: float, remove_on_leave: bool = True, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self.dead_interval = dead_interval
         self.remove_on_leave = remove_on_leave
+        self.max_nodes = max_nodes
         self.members: dict[IPAddress, Member] = {}
-        self._tombstones: dict[IPAddress, tuple[int, int, float]] = {}  # primary -> (inc, seq, when)
+        # primary -> (inc, seq, when); oldest first, at most max_nodes
+        self._tombstones: OrderedDict[IPAddress, tuple[int, int, float]] = OrderedDict()
+        self._speaks_for: dict[IPAddress, IPAddress] = {}  # UDP source -> primary of the node it speaks for
         self.version = 0  # bumped whenever the map-relevant content changes
+        self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict"
+        self.replaced: Member | None = None  # the node the last heard() replaced (same source)
+        self.hearsay = 0  # members known only second-hand
 
     def __len__(self) -> int:
         return len(self.members)
@@ -77,24 +105,76 @@ class Membership:
         tomb = self._tombstones.get(primary)
         return tomb is not None and (incarnation, seq) <= tomb[:2]
 
+    def _reject(self, reason: str) -> Change:
+        self.rejected = reason
+        return Change.REJECTED
+
+    def _owned_elsewhere(self, primary: IPAddress, addresses: tuple[IPAddress, ...]) -> bool:
+        """Does the claim list as its own the primary address of another member?"""
+        return any(a != primary and a in self.members for a in addresses)
+
+    def _add(self, m: Member) -> Change:
+        self._tombstones.pop(m.primary, None)
+        self.members[m.primary] = m
+        self.hearsay += not m.firsthand
+        if m.source is not None:
+            self._speaks_for[m.source] = m.primary
+        self.version += 1
+        return Change.JOINED
+
+    def _room_for(self, firsthand: bool) -> bool:
+        """Full: a node heard first-hand may take the place of the oldest known only second-hand."""
+        if len(self.members) < self.max_nodes:
+            return True
+        if not firsthand:
+            return False
+        hearsay = [m for m in self.members.values() if not m.firsthand]
+        if not hearsay:
+            return False
+        self.forget(min(hearsay, key=lambda m: m.last_heard).primary)
+        return True
+
     def heard(self, claim: Claim, now: float) -> Change:
         """A message from the node itself (directly or forwarded by a gateway)."""
+        self.replaced = None
         if self._buried(claim.primary, claim.incarnation, claim.seq):
             return Change.STALE
         m = self.members.get(claim.primary)
         if m is None:
-            self._tombstones.pop(claim.primary, None)
-            self.members[claim.primary] = Member(
-                claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags, claim.via,
-                interface=claim.interface,
-            )
-            self.version += 1
-            return Change.JOINED
-        if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
+            return self._new(claim, now)
+        if claim.source is not None and claim.source not in m.addresses and claim.source != claim.primary:
+            return self._reject("foreign")  # a host speaking for a node it is not
+        if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq) and not self._owner_overrides(claim, m):
             return Change.STALE
         m.interface = claim.interface
+        self.hearsay -= not m.firsthand
+        m.firsthand = True
+        m.path_known = True
+        if claim.source is not None:
+            if m.source is not None and self._speaks_for.get(m.source) == m.primary:
+                del self._speaks_for[m.source]
+            m.source = claim.source
+            self._speaks_for[claim.source] = m.primary
         return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
                             claim.seq)
+
+    @staticmethod
+    def _owner_overrides(claim: Claim, m: Member) -> bool:
+        """The node speaking from its own primary address beats what another host said in its name
+        (an incarnation from the future, say), whatever the order."""
+        return claim.source == claim.primary and not m.owner_heard
+
+    def _new(self, claim: Claim, now: float) -> Change:
+        if self._owned_elsewhere(claim.primary, claim.addresses):
+            return self._reject("conflict")
+        if claim.source is not None:
+            other = self._speaks_for.get(claim.source)
+            if other is not None and other in self.members:
+                self.replaced = self.forget(other)  # one host, one node: the new one takes its place
+        if not self._room_for(True):
+            return self._reject("full")
+        return self._add(Member(claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags,
+                                claim.via, interface=claim.interface, source=claim.source))
 
     def _update(self, m: Member, node_id: int, addresses: tuple[IPAddress, ...], incarnation: int, flags: int,
                 via: IPAddress | None, heard_at: float, seq: int) -> Change:
@@ -110,67 +190,77 @@ class Membership:
             return Change.UPDATED
         return Change.REFRESHED
 
-    def learned(self, rec: MemberRecord, now: float, via: IPAddress | None = None, interface: str = "") -> Change:
-        """A node as another node's SNAPSHOT describes it: second hand, so never newer than it says."""
+    def learned(self, rec: MemberRecord, now: float, via: IPAddress | None = None, interface: str = "",
+                path_known: bool = True) -> Change:
+        """A node as another node's SNAPSHOT describes it: second hand. It adds a node we do not
+        know; it never changes one we know (the node tells us itself) nor refreshes one we heard
+        first-hand (a peer must not keep a dead node alive)."""
         primary = rec.addresses[0]
         heard_at = now - rec.age_ms / 1000
         if heard_at + self.dead_interval <= now or self._buried(primary, rec.incarnation, 0):
             return Change.STALE
         m = self.members.get(primary)
         if m is None:
-            self._tombstones.pop(primary, None)
-            self.members[primary] = Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via,
-                                           interface=interface)
-            self.version += 1
-            return Change.JOINED
-        if rec.incarnation < m.incarnation:
+            if self._owned_elsewhere(primary, rec.addresses):
+                return self._reject("conflict")
+            if not self._room_for(False):
+                return self._reject("full")
+            return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via,
+                                    interface=interface, firsthand=False, path_known=path_known))
+        if m.firsthand or rec.incarnation != m.incarnation:
             return Change.STALE
-        if rec.incarnation == m.incarnation:
-            m.last_heard = max(m.last_heard, heard_at)
-            return Change.REFRESHED
-        return self._update(m, rec.node_id, rec.addresses, rec.incarnation, rec.flags, via, heard_at, 0)
+        m.last_heard = max(m.last_heard, heard_at)
+        return Change.REFRESHED
 
     def left(self, claim: Claim, now: float) -> Change:
-        """A LEAVE. With remove_on_leave the node goes at once; otherwise it stays until it expires."""
+        """A LEAVE. With remove_on_leave the node goes at once; otherwise it stays until it expires.
+        A LEAVE for a node we do not know changes nothing and leaves nothing behind."""
         m = self.members.get(claim.primary)
-        if self._buried(claim.primary, claim.incarnation, claim.seq):
+        if m is None or self._buried(claim.primary, claim.incarnation, claim.seq):
             return Change.STALE
-        if m is not None and (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
+        if claim.source is not None and claim.source not in m.addresses:
+            return self._reject("foreign")
+        if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
             return Change.STALE
-        self._tombstones[claim.primary] = (claim.incarnation, claim.seq, now)
-        if m is None:
-            return Change.STALE
+        self._bury(claim.primary, (claim.incarnation, claim.seq, now))
         if self.remove_on_leave:
-            del self.members[claim.primary]
-            self.version += 1
+            self.forget(claim.primary)
         else:
             m.leaving = True
             m.incarnation, m.seq = claim.incarnation, claim.seq
         return Change.LEFT
 
+    def _bury(self, primary: IPAddress, tomb: tuple[int, int, float]) -> None:
+        self._tombstones.pop(primary, None)
+        self._tombstones[primary] = tomb
+        while len(self._tombstones) > self.max_nodes:
+            self._tombstones.popitem(last=False)
+
     def forget(self, primary: IPAddress) -> Member | None:
         m = self.members.pop(primary, None)
         if m is not None:
             self.version += 1
+            self.hearsay -= not m.firsthand
+            if m.source is not None and self._speaks_for.get(m.source) == primary:
+                del self._speaks_for[m.source]
         return m
 
     def expire(self, now: float) -> list[Member]:
         """Drop every node not heard for dead_interval; also forget old tombstones."""
         gone = [m for m in self.members.values() if now - m.last_heard >= self.dead_interval]
         for m in gone:
-            del self.members[m.primary]
-        if gone:
-            self.version += 1
-        for primary, tomb in list(self._tombstones.items()):
-            if now - tomb[2] >= self.dead_interval:
-                del self._tombstones[primary]
+            self.forget(m.primary)
+        while self._tombstones and now - next(iter(self._tombstones.values()))[2] >= self.dead_interval:
+            self._tombstones.popitem(last=False)
         return gone
 
     def next_expiry(self) -> float | None:
         times = [m.last_heard + self.dead_interval for m in self.members.values()]
         return min(times) if times else None
 
-    def records(self, now: float, exclude: IPAddress | None = None, interface: str | None = None) -> list[MemberRecord]:
-        """What a SNAPSHOT tells: every member, or only those heard of on `interface`."""
-        members = sorted(self.members.items(), key=lambda i: str(i[0]))
-        return [m.record(now) for p, m in members if p != exclude and interface in (None, m.interface)]
+    def firsthand(self) -> list[Member]:
+        return [m for m in self.members.values() if m.firsthand]
+
+    @property
+    def tombstones(self) -> int:
+        return len(self._tombstones)

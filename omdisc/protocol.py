@@ -24,6 +24,10 @@ FLAG_JOIN = 0x01  # ANNOUNCE: the sender has just started and asks for a SNAPSHO
 FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
 
 MEMBER_GATEWAY = 0x01
+# The SNAPSHOT's sender reaches this member through a gateway or on another of its interfaces: it is
+# not on the network the SNAPSHOT is sent to. Lets a receiver tell which gateway reaches whom.
+MEMBER_INDIRECT = 0x02
+MAX_PARTS = 255  # the `parts` byte: a SNAPSHOT never has more
 
 TRAILER_HMAC_SHA256 = 1  # reserved for shared-key authentication
 TRAILER_VIA = 2  # set by a forwarding gateway: its primary address (the last gateway on the path)
@@ -144,13 +148,15 @@ def with_hops(data: bytes, hops: int) -> bytes:
     return data[:_HOPS_OFFSET] + bytes([hops]) + data[_HOPS_OFFSET + 1 :]
 
 
-def forwarded(data: bytes, msg: Message, gateway: IPAddress) -> bytes:
+def forwarded(data: bytes, msg: Message, gateway: IPAddress) -> bytes | None:
     """What a gateway sends on: header and body as received (so a future HMAC over them still
-    holds) with hops + 1, and the trailer with VIA set to this gateway."""
+    holds) with hops + 1, and the trailer with VIA set to this gateway. None when the VIA trailer
+    would grow it past MAX_DATAGRAM: every receiver would drop it as oversized."""
     end = HEADER_SIZE + int.from_bytes(data[HEADER_SIZE - 4 : HEADER_SIZE - 2], "big")
     kept = [(t, v) for t, v in msg.trailer if t != TRAILER_VIA]
     trailer = b"".join(_TLV.pack(t, len(v)) + v for t, v in [*kept, (TRAILER_VIA, _encode_address(gateway))])
-    return with_hops(data[:end], msg.hops + 1) + trailer
+    out = with_hops(data[:end], msg.hops + 1) + trailer
+    return out if len(out) <= MAX_DATAGRAM else None
 
 
 def via(msg: Message) -> IPAddress | None:
@@ -172,7 +178,9 @@ def member_size(m: MemberRecord) -> int:
 def snapshot_messages(
     base: Message, reply_to: IPAddress, reply_to_incarnation: int, members: list[MemberRecord]
 ) -> list[Message]:
-    """Split a membership into as few SNAPSHOT messages as fit MAX_DATAGRAM each.
+    """Split a membership into as few SNAPSHOT messages as fit MAX_DATAGRAM each, at most
+    MAX_PARTS of them: members past what that holds are left out (the caller counts them), so a
+    SNAPSHOT is always encodable whatever the membership.
 
     `base` gives the sender fields; each part takes the next sequence number.
     """
@@ -183,6 +191,8 @@ def snapshot_messages(
     for m in members:
         size = member_size(m)
         if used + size > room and chunks[-1]:
+            if len(chunks) == MAX_PARTS:
+                break
             chunks.append([])
             used = 0
         chunks[-1].append(m)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, path_argument
 from .config import DEFAULT_PATH, ConfigError, load
 from .sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
 from .table import Entry, TableFormatError, decode_config, decode_mospe, format_text
@@ -34,10 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         "78 bad configuration file. See showmap(8).",
     )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--alpha-dir", metavar="DIR",
+    where.add_argument("--alpha-dir", metavar="DIR", type=path_argument,
                        help="read om_mospe and om_config from DIR (default: alpha_dir of omdiscd's config)")
     where.add_argument("--live", action="store_true", help=f"read the openMosix kernel's {PROC_ADMIN}")
-    p.add_argument("-c", "--config", metavar="FILE",
+    p.add_argument("-c", "--config", metavar="FILE", type=path_argument,
                    help=f"omdiscd's configuration, to find alpha_dir (default {DEFAULT_PATH}, if present)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: node_id, entries (id, ip, and count or alias) and what omdiscd knows "

@@ -18,17 +18,21 @@ MOSPE, CONFIG = "mospe", "config"
 ALPHA_MOSPE, ALPHA_CONFIG, STATE = "om_mospe", "om_config", "state.json"
 
 
-class SinkError(RuntimeError):
-    pass
+class SinkError(OSError):
+    """The map could not be written: an OSError, so the loop handles it like any write error."""
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file + rename in the same directory: a reader sees the old file or the new, never half."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
+    """Temp file + rename in the same directory: a reader sees the old file or the new, never half.
+    With `sync`, the data is on disk before the rename (what must survive a power cut)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -93,4 +97,4 @@ def choose_sink(mode: str, alpha_dir: Path, admin: Path = PROC_ADMIN) -> AlphaSi
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
     """What the binary table cannot say (members, gateways, counters), for showmap --json."""
-    write_atomic(directory / STATE, (json.dumps(state, indent=1) + "\n").encode())
+    write_atomic(directory / STATE, (json.dumps(state, separators=(",", ":")) + "\n").encode())

@@ -25,3 +25,6 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         pytest.fail("lab tests need root (network namespaces): run them as root, as CI does")
     with Lab(tmp_path) as lab:
         yield lab
+        bad = lab.internal_errors()
+        if bad:
+            pytest.fail("daemons hit internal errors:\n" + "\n".join(bad))

@@ -162,6 +162,7 @@ class Node:
         (d / "alpha").mkdir(parents=True)
         cfg: dict[str, Any] = {
             "alpha_dir": str(d / "alpha"), "pid_file": str(d / "omdiscd.pid"), "kernel": "alpha",
+            "state_dir": str(self.lab.tmp / f"{self.name}-state"),  # kept across this node's restarts
             "announce_interval": 1.0, "dead_interval": 4.0, "port": self.lab.port,
         }
         cfg.update(config)
@@ -215,6 +216,16 @@ class Lab:
 
     def daemons(self) -> list[Daemon]:
         return [d for n in self.nodes.values() for d in n.daemons]
+
+    def internal_errors(self) -> list[str]:
+        """Daemons that hit a bug (an internal error counted, or a traceback logged): a test that
+        passes with one of these hides it, so the lab fixture fails it."""
+        bad = []
+        for d in self.daemons():
+            errors = d.state().get("stats", {}).get("internal_errors", 0)
+            if errors or "Traceback" in d.log:
+                bad.append(f"{d.node.name} ({d.dir.name}): {errors} internal errors\n{d.log[-3000:]}")
+        return bad
 
     def close(self) -> None:
         for d in self.daemons():

@@ -25,7 +25,7 @@ class SimLan:
     def add(self, addr: str, start: bool = True) -> Engine:
         ip = IPv4Address(addr)
         e = Engine(LocalNode(node_id_for(ip), (ip,)), incarnation=1000 + len(self.engines), settings=self.settings,
-                   rng=random.Random(self.rng.random()))
+                   rng=random.Random(self.rng.random()), wall=lambda: self.now)
         self.engines.append(e)
         if start:
             self._emit(len(self.engines) - 1, e.start(self.now))
@@ -50,7 +50,7 @@ class SimLan:
                 _, _, sender, data = heapq.heappop(self.queue)
                 for i, e in enumerate(self.engines):
                     if i != sender:
-                        self._emit(i, e.receive(data, self.now))
+                        self._emit(i, e.receive(data, self.now, source=self.engines[sender].local.primary))
             else:
                 i = next_timer[1]
                 self._emit(i, self.engines[i].tick(self.now))
@@ -69,7 +69,7 @@ class _Gone(Engine):
     def next_deadline(self) -> float:
         return float("inf")
 
-    def receive(self, data: bytes, now: float, via: object = None) -> list:  # type: ignore[override,type-arg]
+    def receive(self, data: bytes, now: float, interface: str = "", source: object = None) -> list:  # type: ignore[override,type-arg]
         return []
 
     def tick(self, now: float) -> list:  # type: ignore[type-arg]

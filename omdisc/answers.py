@@ -1,0 +1,100 @@
+"""Answering JOINs with SNAPSHOTs: when, how often, and when to keep quiet. Pure.
+
+A JOIN is answered after a random delay whose spread grows with the cluster, unless another
+node's SNAPSHOT covers what we would tell first (suppression, as mDNS and SRM do). Because a JOIN
+is a datagram anyone can send, answering is bounded (docs/protocol.md, "Threats"):
+- at most once per (origin, incarnation), however often the JOIN is repeated or replayed;
+- per UDP source at most `answer_rate` answers a second (burst `answer_burst`);
+- at most `max_pending` answers waiting at once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .protocol import IPAddress
+from .ratelimit import AgedSet, KeyedBuckets
+
+JoinKey = tuple[IPAddress, int]  # (origin, incarnation)
+
+ANSWERED_AGE = 120.0  # how long a JOIN stays answered; a node rejoins with a new incarnation
+ANSWERED_MAX = 8192
+RECENT_JOIN_AGE = 30.0  # a SNAPSHOT's records are taken only when it answers a JOIN this recent
+
+
+@dataclass(frozen=True)
+class AnswerLimits:
+    reply_delay_min: float = 0.002
+    reply_spread_per_node: float = 0.010
+    reply_spread_max: float = 1.0
+    answer_rate: float = 1.0
+    answer_burst: float = 3.0
+    max_pending: int = 64
+
+
+@dataclass
+class Pending:
+    due: float
+    interface: str  # where the JOIN came in: the answer goes there only
+    covered: set[IPAddress] = field(default_factory=set)
+
+
+class JoinAnswers:
+    def __init__(self, limits: AnswerLimits, rng: random.Random) -> None:
+        self.limits = limits
+        self.rng = rng
+        self.pending: dict[JoinKey, Pending] = {}
+        self._answered = AgedSet(ANSWERED_AGE, ANSWERED_MAX)
+        self._recent = AgedSet(RECENT_JOIN_AGE, ANSWERED_MAX)
+        self._per_source = KeyedBuckets(limits.answer_rate, limits.answer_burst)
+
+    def joined(self, key: JoinKey, interface: str, source: IPAddress | None, cluster_size: int,
+               now: float, hearsay: bool = False) -> str | None:
+        """A fresh JOIN. Schedules an answer; returns why not, or None. A node that knows part of the
+        cluster only second-hand (it tells only what it heard first-hand) answers after the others,
+        so a fuller answer comes first and suppresses it."""
+        self._recent.add(key, now)
+        if key in self.pending:
+            return None  # a retry of a JOIN we are about to answer
+        if key in self._answered:
+            return "answered"
+        if len(self.pending) >= self.limits.max_pending:
+            return "pending"
+        if source is not None and not self._per_source.take(source, now):
+            return "rate"
+        lim = self.limits
+        spread = min(lim.reply_spread_max, lim.reply_spread_per_node * cluster_size)
+        delay = lim.reply_delay_min + self.rng.uniform(0, spread) + (spread if hearsay else 0.0)
+        self.pending[key] = Pending(now + delay, interface, {key[0]})
+        return None
+
+    def recent(self, key: JoinKey) -> bool:
+        return key in self._recent
+
+    def heard_snapshot(self, key: JoinKey, sender: IPAddress, told: set[IPAddress], known: set[IPAddress],
+                       now: float) -> bool:
+        """Another node answered `key`: drop our answer if it told everything we would. True if dropped."""
+        pending = self.pending.get(key)
+        if pending is None:
+            return False
+        pending.covered.add(sender)
+        pending.covered |= told
+        if known <= pending.covered:
+            del self.pending[key]
+            self._answered.add(key, now)  # answered by another: a replay later gets nothing from us either
+            return True
+        return False
+
+    def due(self, now: float) -> list[tuple[JoinKey, str]]:
+        """The answers to send now; each JOIN counts as answered from here on."""
+        ready = [(k, p.interface) for k, p in self.pending.items() if now >= p.due]
+        for key, _ in ready:
+            del self.pending[key]
+            self._answered.add(key, now)
+        self._answered.prune(now)
+        self._recent.prune(now)
+        return ready
+
+    def next_due(self) -> float | None:
+        return min((p.due for p in self.pending.values()), default=None)

@@ -1,0 +1,91 @@
+"""Gateways (seed sections 3 and 7): forwarding announcements between networks once, checking what
+was forwarded to us, and telling which gateway reaches which nodes. Pure.
+
+docs/protocol.md, "Gateways", is the specification.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from .membership import Member, Membership
+from .protocol import FLAG_GATEWAY, MAX_HOPS, IPAddress, Message, forwarded, via
+from .ratelimit import AgedSet
+
+log = logging.getLogger("omdisc.gateway")
+
+SEEN_MAX = 8192  # message ids a gateway remembers, so it forwards each message once
+
+
+class Forwarder:
+    def __init__(self, stats: Counter[str], seen_age: float = 60.0) -> None:
+        self.stats = stats
+        self.route_between: frozenset[str] = frozenset()  # interfaces we forward between; empty: none
+        self._seen = AgedSet(seen_age, SEEN_MAX)
+
+    def forward(self, data: bytes, msg: Message, interface: str, gateway: IPAddress,
+                now: float) -> tuple[bytes, frozenset[str]] | None:
+        """What to send on, and where: once per message id, whatever the loops between networks;
+        the hop count bounds what an overflowing seen-cache could let through."""
+        if interface not in self.route_between:
+            return None
+        key = msg.message_id
+        if key in self._seen:
+            self.stats["forward_duplicates"] += 1
+            return None
+        self._seen.add(key, now)
+        if msg.hops + 1 > MAX_HOPS:
+            self.stats["forward_hop_limit"] += 1
+            return None
+        out = forwarded(data, msg, gateway)
+        if out is None:
+            self.stats["forward_oversized"] += 1
+            return None
+        others = self.route_between - {interface}
+        self.stats["forwarded"] += 1
+        log.debug("forward %s #%d from %s to %s (hops %d)", msg.type.name, msg.seq, msg.origin,
+                  ",".join(sorted(others)), msg.hops + 1)
+        return out, others
+
+
+def forwarding_gateway(msg: Message, source: IPAddress | None, interface: str,
+                       membership: Membership) -> IPAddress | None:
+    """The gateway that forwarded `msg` (hops above 0) to us, if we may believe it: its VIA names
+    a gateway that is a member heard first-hand and directly on this interface, and the datagram
+    came from one of that gateway's addresses. None: not to be believed."""
+    gw_primary = via(msg)
+    gw = membership.members.get(gw_primary) if gw_primary is not None else None
+    if gw is None or not gw.firsthand or gw.via is not None or gw.interface != interface:
+        return None
+    if not gw.flags & FLAG_GATEWAY or (source is not None and source not in gw.addresses):
+        return None
+    return gw.primary
+
+
+def reached_through(m: Member, members: dict[IPAddress, Member]) -> IPAddress | None:
+    """The gateway through which we reach `m`, if known; never `m` itself."""
+    if m.via is None or not m.path_known or m.via in m.addresses or m.via not in members:
+        return None
+    return m.via
+
+
+def report(membership: Membership) -> list[dict[str, Any]]:
+    """Which node is our gateway to which nodes (seed section 7: gateway discovery)."""
+    members = membership.members
+    reached: dict[IPAddress, list[Member]] = {}
+    for m in members.values():
+        gw = reached_through(m, members)
+        if gw is not None:
+            reached.setdefault(gw, []).append(m)
+    out = []
+    for gw_primary, nodes in sorted(reached.items(), key=lambda i: str(i[0])):
+        node = members[gw_primary]
+        out.append({
+            "id": node.node_id,
+            "address": str(gw_primary),
+            "addresses": [str(a) for a in node.addresses],
+            "reaches": sorted(str(m.primary) for m in nodes),
+        })
+    return out

@@ -1,0 +1,140 @@
+"""The daemon's multicast sockets, one per interface and address family, kept in step with the
+interfaces as they come and go: an interface re-created (a new ifindex: a hot-plugged NIC, a bond or
+VLAN rebuilt) gets new sockets and group memberships; one that vanished loses its sockets and gets
+them back when it returns."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import interfaces
+from .config import Config
+from .engine import Outgoing
+from .plan import Plan, StartupError
+from .protocol import IPAddress
+from .transport import Endpoint, MulticastHandler
+
+log = logging.getLogger("omdisc.net")
+
+Key = tuple[str, int]  # (interface, family)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The sockets a configuration asks for."""
+
+    names: tuple[str, ...]
+    families: tuple[int, ...]
+    endpoints: dict[int, Endpoint]
+
+    @classmethod
+    def of(cls, cfg: Config, plan: Plan) -> Wanted:
+        groups: dict[int, IPAddress] = {4: cfg.group, 6: cfg.group6}
+        return cls(plan.announce_on, plan.families, {f: Endpoint(groups[f], cfg.port, plan.ttl) for f in plan.families})
+
+
+class Links:
+    def __init__(self, stats: Counter[str], watch: Callable[[MulticastHandler], None],
+                 unwatch: Callable[[MulticastHandler], None]) -> None:
+        self.stats = stats
+        self.watch = watch  # the loop starts reading a new socket
+        self.unwatch = unwatch
+        self.handlers: dict[Key, MulticastHandler] = {}
+        self.wanted: Wanted | None = None
+        self._missing: set[str] = set()  # interfaces that vanished, said once
+
+    def __bool__(self) -> bool:
+        return bool(self.handlers)
+
+    @staticmethod
+    def _open(name: str, family: int, wanted: Wanted, stats: Counter[str]) -> MulticastHandler:
+        endpoint = wanted.endpoints[family]
+        try:
+            return MulticastHandler(name, interfaces.index(name), endpoint, stats)
+        except OSError as e:
+            raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: {e.strerror}") from None
+
+    def replace_all(self, wanted: Wanted) -> None:
+        self.install(wanted, self.make(wanted))
+
+    def make(self, wanted: Wanted) -> dict[Key, MulticastHandler]:
+        """All of `wanted`'s sockets, or none: on an error the new ones are closed again and the old
+        ones stay (a reload that cannot open its sockets changes nothing)."""
+        made: dict[Key, MulticastHandler] = {}
+        try:
+            for name in wanted.names:
+                for family in wanted.families:
+                    made[(name, family)] = self._open(name, family, wanted, self.stats)
+        except BaseException:
+            for h in made.values():
+                h.close()
+            raise
+        return made
+
+    def install(self, wanted: Wanted, made: dict[Key, MulticastHandler]) -> None:
+        """The sockets from make() in place of the old ones."""
+        self.close_all()
+        self.wanted = wanted
+        self._missing.clear()
+        for key, h in made.items():
+            self.handlers[key] = h
+            self.watch(h)
+
+    def sync(self) -> bool:
+        """Match the sockets to the interfaces as they are now. True if any socket was (re)opened:
+        the caller then rejoins, since it may have missed what was said meanwhile."""
+        if self.wanted is None:
+            return False
+        opened = False
+        for name in self.wanted.names:
+            index = interfaces.index_or_none(name)
+            for family in self.wanted.families:
+                h = self.handlers.get((name, family))
+                if h is not None and h.ifindex == index:
+                    continue
+                if h is not None:
+                    self._drop((name, family))
+                if index is None:
+                    self._vanished(name)
+                    continue
+                opened |= self._reopen(name, family)
+        return opened
+
+    def _vanished(self, name: str) -> None:
+        if name not in self._missing:
+            self._missing.add(name)
+            self.stats["interface_lost"] += 1
+            log.warning("interface %s is gone: its sockets are closed until it comes back", name)
+
+    def _reopen(self, name: str, family: int) -> bool:
+        assert self.wanted is not None
+        try:
+            h = self._open(name, family, self.wanted, self.stats)
+        except StartupError as e:
+            self.stats["interface_reopen_errors"] += 1
+            log.warning("%s (will try again)", e)
+            return False
+        self.handlers[(name, family)] = h
+        self.watch(h)
+        self._missing.discard(name)
+        self.stats["interface_reopened"] += 1
+        log.warning("interface %s (index %d): sockets opened again; rejoining", name, h.ifindex)
+        return True
+
+    def _drop(self, key: Key) -> None:
+        h = self.handlers.pop(key)
+        self.unwatch(h)
+        h.close()
+
+    def close_all(self) -> None:
+        for key in list(self.handlers):
+            self._drop(key)
+
+    def send(self, out: list[Outgoing]) -> None:
+        for o in out:
+            for (name, _family), h in self.handlers.items():
+                if o.interfaces is None or name in o.interfaces:
+                    h.send(o.data)

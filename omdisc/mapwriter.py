@@ -1,0 +1,133 @@
+"""The map to its destination: the kernel table to the sink, the rest to state.json, each write
+throttled so that no flood of changes can keep the loop writing; what the table cannot hold and
+who collides, said once per change."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import events
+from .engine import Engine
+from .sinks import AlphaSink, LiveSink, write_state
+from .table import Entry, Table
+
+log = logging.getLogger("omdisc")
+klog = logging.getLogger("omdisc.kernel")
+
+MAP_INTERVAL = 0.1  # the kernel map: at most 10 writes a second
+STATE_INTERVAL = 1.0  # state.json (members, counters): at most one write a second
+COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted in one line
+
+
+class MapWriter:
+    def __init__(self, sink: AlphaSink | LiveSink, state_dir: Path, stats: Counter[str],
+                 extra_state: Callable[[], dict[str, Any]], on_written: Callable[[], None]) -> None:
+        self.sink = sink
+        self.state_dir = state_dir
+        self.stats = stats
+        self.extra_state = extra_state
+        self.on_written = on_written
+        self._written_version = -1
+        self._map_at = float("-inf")
+        self._state_at = float("-inf")
+        self._state_dirty = True
+        self._dropped_reported: tuple[Entry, ...] = ()
+        self._ipv6_only_reported: set[Any] = set()
+        self._collisions_reported: set[tuple[Any, ...]] = set()
+
+    def touch(self) -> None:
+        """Something state.json shows has changed (counters, ages)."""
+        self._state_dirty = True
+
+    def next_due(self, engine: Engine) -> float:
+        """When flush() has something to write that the throttle held back; inf: nothing."""
+        due = float("inf")
+        if engine.map_version != self._written_version:
+            due = self._map_at + MAP_INTERVAL
+        if self._state_dirty:
+            due = min(due, self._state_at + STATE_INTERVAL)
+        return due
+
+    def flush(self, engine: Engine, now: float) -> None:
+        if engine.map_version != self._written_version and now >= self._map_at + MAP_INTERVAL:
+            self._write_map(engine, now)
+        if self._state_dirty and now >= self._state_at + STATE_INTERVAL:
+            self._write_state(engine, now)
+
+    def _write_map(self, engine: Engine, now: float) -> None:
+        version = engine.map_version
+        table = engine.table()
+        my_id = self._report_collisions(engine, table)
+        self._map_at = now
+        try:
+            self.sink.write(my_id, table)
+        except OSError as e:
+            self.stats["map_write_errors"] += 1
+            klog.error("cannot write the map to %s: %s (will retry)", self.sink.description, e.strerror or e)
+            return
+        self._written_version = version
+        self.stats["map_writes"] += 1
+        self._report_left_out(engine, table)
+        events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(engine.membership) + 1,
+                         len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
+        self._state_dirty = True
+        self.on_written()
+
+    def _write_state(self, engine: Engine, now: float) -> None:
+        self._state_at = now
+        self._state_dirty = False
+        state = engine.state(now)
+        state.update(self.extra_state())
+        try:
+            write_state(self.state_dir, state)
+        except OSError as e:
+            klog.debug("cannot write state: %s", e)
+
+    def _report_left_out(self, engine: Engine, table: Table) -> None:
+        """What the kernel table cannot hold, said once per change, not at every write."""
+        if table.dropped != self._dropped_reported:
+            self._dropped_reported = table.dropped
+            if table.dropped:
+                shown = ", ".join(e.text() for e in table.dropped[:8])
+                more = f" and {len(table.dropped) - 8} more" if len(table.dropped) > 8 else ""
+                klog.warning("the map has %d entries; openMosix takes %d: left out %s%s",
+                             len(table.entries) + len(table.dropped), len(table.entries), shown, more)
+        for addr in set(table.ipv6_only) - self._ipv6_only_reported:
+            if addr in engine.local.addresses:
+                klog.info("this node (%s) is IPv6-only: the openMosix table is IPv4, it has no place there", addr)
+            else:
+                klog.info("node %s has no IPv4 address: listed by showmap --json, not in the kernel table", addr)
+        self._ipv6_only_reported = set(table.ipv6_only)
+
+    def _report_collisions(self, engine: Engine, table: Table) -> int:
+        """Warn once per collision while it lasts; our own id, or 0 when another node keeps it.
+        Only the collisions of the current table are remembered, so the set cannot grow past it."""
+        me = engine.local
+        my_id = me.node_id
+        current = set()
+        new = 0
+        for c in table.collisions:
+            key = (c.node_id, c.owner, c.losers)
+            current.add(key)
+            if me.primary in c.losers:
+                my_id = 0
+            if key in self._collisions_reported:
+                continue
+            new += 1
+            if new > COLLISIONS_SAID:
+                continue
+            events.log_event(
+                log, events.COLLISION,
+                "node id %d is claimed by %s and %s: %s keeps it (lowest address wins); "
+                "set node_id on the other%s", c.node_id, c.owner, ", ".join(map(str, c.losers[:8])), c.owner,
+                " -- this node is left out of the map" if me.primary in c.losers else "",
+                level=logging.WARNING, OMDISC_PEER=c.losers[0] if c.owner == me.primary else c.owner,
+                OMDISC_COLLISION_ID=c.node_id)
+        if new > COLLISIONS_SAID:
+            log.warning("and %d more node id collisions (showmap --json lists every member)", new - COLLISIONS_SAID)
+        self._collisions_reported = current
+        return my_id
