@@ -19,7 +19,10 @@ log = logging.getLogger("omdisc")
 klog = logging.getLogger("omdisc.kernel")
 
 MAP_INTERVAL = 0.1  # the kernel map: at most 10 writes a second
-STATE_INTERVAL = 1.0  # state.json (members, counters): at most one write a second
+# state.json: after a map change at most 4 writes a second (showmap --json shows members with the
+# table), for counters and ages alone at most one: no flood can keep the loop writing it.
+STATE_AFTER_MAP = 0.25
+STATE_INTERVAL = 1.0
 COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted in one line
 
 
@@ -35,6 +38,7 @@ class MapWriter:
         self._map_at = float("-inf")
         self._state_at = float("-inf")
         self._state_dirty = True
+        self._state_wait = STATE_INTERVAL
         self._dropped_reported: tuple[Entry, ...] = ()
         self._ipv6_only_reported: set[Any] = set()
         self._collisions_reported: set[tuple[Any, ...]] = set()
@@ -49,13 +53,13 @@ class MapWriter:
         if engine.map_version != self._written_version:
             due = self._map_at + MAP_INTERVAL
         if self._state_dirty:
-            due = min(due, self._state_at + STATE_INTERVAL)
+            due = min(due, self._state_at + self._state_wait)
         return due
 
     def flush(self, engine: Engine, now: float) -> None:
         if engine.map_version != self._written_version and now >= self._map_at + MAP_INTERVAL:
             self._write_map(engine, now)
-        if self._state_dirty and now >= self._state_at + STATE_INTERVAL:
+        if self._state_dirty and now >= self._state_at + self._state_wait:
             self._write_state(engine, now)
 
     def _write_map(self, engine: Engine, now: float) -> None:
@@ -75,11 +79,13 @@ class MapWriter:
         events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(engine.membership) + 1,
                          len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
         self._state_dirty = True
+        self._state_wait = STATE_AFTER_MAP
         self.on_written()
 
     def _write_state(self, engine: Engine, now: float) -> None:
         self._state_at = now
         self._state_dirty = False
+        self._state_wait = STATE_INTERVAL
         state = engine.state(now)
         state.update(self.extra_state())
         try:

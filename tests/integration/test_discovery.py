@@ -117,8 +117,13 @@ def test_address_change_is_picked_up_within_announce_interval(lab: Lab) -> None:
     nodes[1].run("ip", "addr", "flush", "dev", "eth0")
     nodes[1].run("ip", "addr", "add", "198.18.2.99/15", "dev", "eth0")
     nodes[1].run("ip", "route", "replace", "default", "dev", "eth0")
-    wait_for(lambda: a.ids() == {256 + 11, 512 + 99}, 3, what="the new address in the peer's map")
+    wait_for(lambda: 512 + 99 in a.ids(), 3, what="the new address in the peer's map")
     assert b.map()["node_id"] == 512 + 99
+    # The LEAVE of the old identity can only come from the new address now, and a LEAVE whose
+    # source is not among its addresses is never believed (docs/protocol.md, "Threats"): the old
+    # identity expires instead.
+    wait_for(lambda: a.ids() == {256 + 11, 512 + 99}, 4 + 1, what="the old identity to expire")
+    assert a.state()["stats"].get("rejected:source", 0) >= 1
 
 
 

@@ -31,8 +31,10 @@ def test_a_burst_of_joins_is_handled_in_batches_with_few_map_writes(lab: Lab) ->
     burst = lab.node("burst", lan, "198.18.0.9/15")
     wait_for(lambda: a.state().get("stats", {}).get("map_writes"), 5, what="first map")
     writes_before = a.state()["stats"]["map_writes"]
-    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "64", cwd=REPO, timeout=30)
+    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "64", "--repeat", "3",
+              cwd=REPO, timeout=30)
     wait_for(lambda: len(a.ids()) == 65, 5, what="64 new nodes in the map")
+    wait_for(lambda: len(a.state()["members"]) == 64, 3, what="state.json to follow the map")
     stats = a.state()["stats"]
     writes = stats["map_writes"] - writes_before
     print(f"64 joins in one burst: {writes} map writes, {stats['batches']} batches")
@@ -43,8 +45,9 @@ def test_past_256_entries_the_table_is_cut_and_it_is_said_once(lab: Lab) -> None
     lan = lab.lan()
     a = lab.node("a", lan, "198.18.0.1/15").start(announce_interval=0.5, dead_interval=30.0)
     burst = lab.node("burst", lan, "198.18.0.9/15")
-    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "300", cwd=REPO, timeout=30)
-    wait_for(lambda: len(a.state().get("members", [])) == 300, 5, what="300 members")
+    burst.run(sys.executable, "-m", "tests.lab.inject", "announce", "eth0", "300", "--repeat", "5",
+              cwd=REPO, timeout=60)
+    wait_for(lambda: len(a.state().get("members", [])) == 300, 10, what="300 members")
     wait_for(lambda: len(a.map()["entries"]) == 256, 5, what="the cut table")
     assert a.map()["entries"][0] == {"id": 1, "ip": "198.18.0.1", "count": 1}  # lowest ids kept
     assert "and 37 more" in a.log  # 301 entries: 45 left out, 8 named

@@ -2,6 +2,8 @@
 
   python -m tests.lab.inject fuzz IFACE COUNT      random datagrams that omdisc must reject
   python -m tests.lab.inject announce IFACE COUNT  valid ANNOUNCEs from COUNT made-up nodes, in one burst
+                                                   each from an address of its own (added to IFACE:
+                                                   a host speaks for one node), --repeat times
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import random
 import socket
 import struct
+import subprocess
 import time
+from ipaddress import IPv4Address
 
 from omdisc import protocol
 from omdisc.config import DEFAULT_GROUP
@@ -44,11 +48,23 @@ def malformed(rng: random.Random) -> bytes:
             return data
 
 
-def open_socket(iface: str) -> socket.socket:
+def open_socket(iface: str, source: IPv4Address | None = None) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if source is not None:
+        s.bind((str(source), 0))
     mreqn = struct.pack("=4s4si", bytes(4), bytes(4), socket.if_nametoindex(iface))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
     return s
+
+
+def made_up(i: int) -> IPv4Address:
+    return IPv4Address(f"198.19.{200 + i // 250}.{i % 250 + 1}")
+
+
+def add_addresses(iface: str, addrs: list[IPv4Address]) -> None:
+    """Give this host the made-up nodes' addresses, so each sends from its own (as a real one does)."""
+    batch = "".join(f"addr replace {a}/32 dev {iface}\n" for a in addrs)
+    subprocess.run(["ip", "-b", "-"], input=batch, text=True, check=True)
 
 
 def main() -> None:
@@ -58,6 +74,8 @@ def main() -> None:
     p.add_argument("count", type=int)
     p.add_argument("--port", type=int, default=7727)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=1, help="send the burst again (seq + 1): what was dropped is resent")
+    p.add_argument("--pause", type=float, default=0.3, help="seconds between repeats")
     a = p.parse_args()
     rng = random.Random(a.seed)
     s = open_socket(a.iface)
@@ -68,14 +86,15 @@ def main() -> None:
             if i % 50 == 49:
                 time.sleep(0.002)  # paced: the receiver's socket buffer is not what is tested here
     else:
-        # ids two apart: no two nodes share a range line, each is an entry of its own
-        burst = [
-            protocol.encode(Message(MsgType.ANNOUNCE, 1000 + 2 * i, 1, 1,
-                                    (protocol.ip_address(f"198.19.{200 + i // 250}.{i % 250 + 1}"),)))
-            for i in range(a.count)
-        ]
-        for data in burst:
-            s.sendto(data, dest)
+        addrs = [made_up(i) for i in range(a.count)]
+        add_addresses(a.iface, addrs)
+        socks = [open_socket(a.iface, addr) for addr in addrs]
+        for seq in range(1, a.repeat + 1):
+            # ids two apart: no two nodes share a range line, each is an entry of its own
+            for i, (addr, sock) in enumerate(zip(addrs, socks, strict=True)):
+                sock.sendto(protocol.encode(Message(MsgType.ANNOUNCE, 1000 + 2 * i, 1, seq, (addr,))), dest)
+            if seq < a.repeat:
+                time.sleep(a.pause)
 
 
 if __name__ == "__main__":
