@@ -78,8 +78,7 @@ class JoinAnswers:
         pending = self.pending.get(key)
         if pending is None:
             return False
-        pending.covered.add(sender)
-        pending.covered |= told
+        pending.covered |= ({sender} | told) & known  # only what we know counts: a bound on the set
         if known <= pending.covered:
             del self.pending[key]
             self._answered.add(key, now)  # answered by another: a replay later gets nothing from us either

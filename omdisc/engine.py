@@ -420,6 +420,7 @@ class Engine:
                 {
                     "id": m.node_id,
                     "addresses": [str(a) for a in m.addresses],
+                    "incarnation": m.incarnation,
                     "age": round(now - m.last_heard, 3),
                     "via": str(m.via) if m.via else None,
                     "gateway": bool(m.flags & FLAG_GATEWAY),

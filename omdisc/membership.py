@@ -34,7 +34,7 @@ class Change(Enum):
     REJECTED = "rejected"  # see Membership.rejected for why
 
 
-@dataclass
+@dataclass(slots=True)  # thousands of them under a flood: no __dict__ each
 class Member:
     node_id: int
     addresses: tuple[IPAddress, ...]
@@ -63,7 +63,7 @@ class Member:
         return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, self.flags | flags)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     """What one message says about its originator."""
 

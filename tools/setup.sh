@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=(
-    iproute2 iputils-ping tcpdump nftables smcroute          # labs: namespaces, capture, counters, mrouting
+    iproute2 iputils-ping tcpdump nftables smcroute faketime # labs: namespaces, capture, counters, mrouting, a clock behind
     debootstrap systemd-container                            # booted systemd containers
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
     python3-yaml python3-netifaces python3-systemd python3-pytest  # the .deb and its build

@@ -1,6 +1,8 @@
 """Send test datagrams to the omdisc group from inside a lab namespace.
 
   python -m tests.lab.inject fuzz IFACE COUNT      random datagrams that omdisc must reject
+  python -m tests.lab.inject send IFACE FILE       the datagrams in FILE (one hex string a line), paced
+  python -m tests.lab.inject capture IFACE FILE    what arrives on the group for --seconds, as hex lines
   python -m tests.lab.inject announce IFACE COUNT  valid ANNOUNCEs from COUNT made-up nodes, in one burst
                                                    each from an address of its own (added to IFACE:
                                                    a host speaks for one node), --repeat times
@@ -67,26 +69,78 @@ def add_addresses(iface: str, addrs: list[IPv4Address]) -> None:
     subprocess.run(["ip", "-b", "-"], input=batch, text=True, check=True)
 
 
+class SpoofingSocket:
+    """Sends UDP from an address that is not ours (a raw socket, IP header written here): what a host
+    that forges IP sources does, which only the cluster key stops."""
+
+    def __init__(self, iface: str, source: IPv4Address, port: int) -> None:
+        self.source = source
+        self.port = port
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+
+    def sendto(self, data: bytes, dest: tuple[str, int]) -> None:
+        udp = struct.pack("!HHHH", self.port, dest[1], 8 + len(data), 0) + data
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 1, socket.IPPROTO_UDP, 0,
+                         self.source.packed, IPv4Address(dest[0]).packed)
+        self.sock.sendto(ip + udp, (dest[0], 0))
+
+
+def send_file(sock: socket.socket | SpoofingSocket, dest: tuple[str, int], path: str, rate: float) -> None:
+    """At `rate` datagrams a second (0: as fast as it goes)."""
+    start = time.monotonic()
+    with open(path) as f:
+        for i, line in enumerate(f):
+            sock.sendto(bytes.fromhex(line.strip()), dest)
+            if rate and i % 20 == 19 and (ahead := start + i / rate - time.monotonic()) > 0:
+                time.sleep(ahead)
+
+
+def capture(iface: str, port: int, path: str, seconds: float) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((str(DEFAULT_GROUP), port))
+    mreqn = struct.pack("=4s4si", DEFAULT_GROUP.packed, bytes(4), socket.if_nametoindex(iface))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+    deadline = time.monotonic() + seconds
+    with open(path, "w") as out:
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data = s.recv(2048)
+            except TimeoutError:
+                break
+            out.write(data.hex() + "\n")
+            out.flush()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["fuzz", "announce"])
+    p.add_argument("mode", choices=["fuzz", "announce", "send", "capture"])
     p.add_argument("iface")
-    p.add_argument("count", type=int)
+    p.add_argument("what", help="COUNT, or FILE for send and capture")
     p.add_argument("--port", type=int, default=7727)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1, help="send the burst again (seq + 1): what was dropped is resent")
     p.add_argument("--pause", type=float, default=0.3, help="seconds between repeats")
+    p.add_argument("--rate", type=float, default=20000, help="send: datagrams a second (0: unpaced)")
+    p.add_argument("--seconds", type=float, default=5.0, help="capture: for this long")
+    p.add_argument("--spoof", metavar="ADDR", help="send: forge this IPv4 source address (raw socket)")
     a = p.parse_args()
     rng = random.Random(a.seed)
     s = open_socket(a.iface)
     dest = (str(DEFAULT_GROUP), a.port)
-    if a.mode == "fuzz":
-        for i in range(a.count):
+    if a.mode == "send":
+        send_file(SpoofingSocket(a.iface, IPv4Address(a.spoof), a.port) if a.spoof else s, dest, a.what, a.rate)
+    elif a.mode == "capture":
+        capture(a.iface, a.port, a.what, a.seconds)
+    elif a.mode == "fuzz":
+        for i in range(int(a.what)):
             s.sendto(malformed(rng), dest)
             if i % 50 == 49:
                 time.sleep(0.002)  # paced: the receiver's socket buffer is not what is tested here
     else:
-        addrs = [made_up(i) for i in range(a.count)]
+        addrs = [made_up(i) for i in range(int(a.what))]
         add_addresses(a.iface, addrs)
         socks = [open_socket(a.iface, addr) for addr in addrs]
         for seq in range(1, a.repeat + 1):

@@ -156,8 +156,9 @@ class Node:
         self.legs.append(ifname)
         return ifname
 
-    def start(self, args: Iterable[str] = (), wait: bool = True, **config: Any) -> Daemon:
-        """omdiscd -n in this namespace, with fast test intervals unless given."""
+    def start(self, args: Iterable[str] = (), wait: bool = True, prefix: Iterable[str] = (), **config: Any) -> Daemon:
+        """omdiscd -n in this namespace, with fast test intervals unless given; `prefix` runs it
+        under another command (faketime)."""
         d = self.lab.tmp / f"{self.name}-{len(self.daemons)}"
         (d / "alpha").mkdir(parents=True)
         cfg: dict[str, Any] = {
@@ -169,7 +170,7 @@ class Node:
         (d / "omdiscd.yaml").write_text(yaml.safe_dump(cfg))
         log = open(d / "log", "wb")  # noqa: SIM115 - the daemon writes it for its whole life
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "omdisc.daemon", "-n",
+            ["ip", "netns", "exec", self.ns, *prefix, sys.executable, "-m", "omdisc.daemon", "-n",
              "-c", str(d / "omdiscd.yaml"), *args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
