@@ -19,6 +19,7 @@ test: lint
 
 bench: setup
 	$(PY) -m tests.bench.converge 4 8 16
+	$(PY) -m tests.bench.hostile 1000000
 
 clean:
 	rm -rf .venv build *.egg-info

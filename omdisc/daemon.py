@@ -200,6 +200,7 @@ class Daemon:
         now = self.clock()
         for data, source in batch:
             self._guarded("datagram", self._receive, data, now, handler, source)
+        self._gauge_max("slowest_batch_us", now)
         self.writer.touch()
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
@@ -228,7 +229,13 @@ class Daemon:
     def _flush(self) -> None:
         self._flush_pending = False
         self._keep_incarnation()
-        self.writer.flush(self.engine, self.clock())
+        started = self.clock()
+        self.writer.flush(self.engine, started)
+        self._gauge_max("slowest_flush_us", started)
+
+    def _gauge_max(self, name: str, started: float) -> None:
+        """The slowest of something so far, in microseconds (make bench reads it)."""
+        self.stats[name] = max(self.stats[name], int((self.clock() - started) * 1e6))
 
     def _keep_incarnation(self) -> None:
         """A refutation or a rejoin took a new incarnation: the next life must start above it."""

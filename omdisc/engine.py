@@ -20,35 +20,24 @@ from typing import Any
 
 from . import events, gateway
 from .answers import AnswerLimits, JoinAnswers, JoinKey
+from .guard import Guard
 from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
 from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
-    MEMBER_INDIRECT,
     DecodeError,
     IPAddress,
-    MemberRecord,
     Message,
     MsgType,
     decode,
     encode,
     snapshot_messages,
 )
-from .ratelimit import KeyedBuckets, LogLimiter
+from .snapshots import path_of, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")
-
-REJECTIONS = {
-    "source": "its UDP source is not one of the addresses it claims",
-    "via": "it says it was forwarded, but not by a gateway heard directly on this interface",
-    "future": "its incarnation is further ahead of our clock than max_incarnation_ahead",
-    "foreign": "it speaks for a known node none of whose addresses is its source",
-    "full": "the membership is full (max_nodes)",
-    "conflict": "it claims an address of another node as its own",
-}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -88,7 +77,7 @@ class Engine:
         self.incarnation = incarnation
         self.settings = settings
         self.rng = rng
-        self.wall = wall  # seconds since the epoch: only to judge incarnations (start times)
+        self.wall = wall  # seconds since the epoch: for incarnations (start times)
         self.membership = Membership(settings.dead_interval, settings.remove_on_leave, settings.max_nodes)
         self.stats: Counter[str] = Counter()
         self.answers = JoinAnswers(settings.answers, rng)
@@ -97,8 +86,7 @@ class Engine:
         self._local_version = 0
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
-        self._refutes = KeyedBuckets(settings.refute_rate, 2.0)
-        self._said = LogLimiter()
+        self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -185,7 +173,7 @@ class Engine:
             return []
         if msg.origin in self.local.addresses:
             return self._about_us(msg, source, interface, now)
-        gw, reason = self._check(msg, source, interface)
+        gw, reason = self.guard.check(msg, source, interface, self.membership, self.local.addresses)
         if reason:
             return self._reject(reason, msg, source, interface, now)
         claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
@@ -200,31 +188,9 @@ class Engine:
             self._on_snapshot(msg, claim, now)
         return out
 
-    def _check(self, msg: Message, source: IPAddress | None, interface: str) -> tuple[IPAddress | None, str]:
-        """The forwarding gateway (hops above 0) and why the datagram is not to be believed ("" if it is)."""
-        gw = None
-        if msg.hops == 0:
-            if source is not None and source not in msg.addresses:
-                return None, "source"
-        else:
-            gw = gateway.forwarding_gateway(msg, source, interface, self.membership)
-            if gw is None:
-                return None, "via"
-        if msg.incarnation > (self.wall() + self.settings.max_incarnation_ahead) * 1e6:
-            return gw, "future"
-        if any(a in self.local.addresses for a in msg.addresses):
-            return gw, "conflict"
-        return gw, ""
-
     def _reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str,
                 now: float) -> list[Outgoing]:
-        self.stats["rejected"] += 1
-        self.stats[f"rejected:{reason}"] += 1
-        muted = self._said.allow(("reject", reason), now)
-        if muted is not None:
-            more = f" ({muted} more like it since the last such line)" if muted else ""
-            netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
-                           msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
+        self.guard.reject(reason, msg, source, interface, now)
         if reason == "conflict" and any(a in self.local.addresses for a in msg.addresses):
             return self._refute(f"{msg.type.name} claiming one of this node's addresses", msg, source, interface,
                                 now, renew=False)
@@ -239,17 +205,14 @@ class Engine:
         if (msg.incarnation, msg.seq) <= (self.incarnation, self._seq):
             self.stats["stale"] += 1
             return []
-        if msg.incarnation > (self.wall() + self.settings.max_incarnation_ahead) * 1e6:
+        if self.guard.from_the_future(msg.incarnation):
             return self._reject("future", msg, source, interface, now)  # nobody believes it: nothing to refute
         self.stats["claims_about_us"] += 1
         return self._refute(f"{msg.type.name} in this node's name", msg, source, interface, now, renew=True)
 
     def _refute(self, what: str, msg: Message, source: IPAddress | None, interface: str, now: float,
                 renew: bool) -> list[Outgoing]:
-        if self._said.allow(("refute", what), now) is not None:
-            log.warning("%s from %s on %s (incarnation %d): refuting it", what, source or "?", interface or "?",
-                        msg.incarnation)
-        if not self._refutes.take("refute", now):
+        if not self.guard.may_refute(what, msg, source, interface, now):
             return []
         if renew:  # newer than what was claimed, so every node takes ours over it
             self.incarnation = max(self.incarnation, msg.incarnation) + 1
@@ -309,7 +272,7 @@ class Engine:
         for rec in snap.members:
             if any(a in self.local.addresses for a in rec.addresses):
                 continue
-            via, path_known = self._path(rec, msg, claim)
+            via, path_known = path_of(rec, msg, claim, self.membership)
             change = self.membership.learned(rec, now, via, claim.interface, path_known)
             if change is Change.JOINED:
                 events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
@@ -319,21 +282,6 @@ class Engine:
         told = {rec.addresses[0] for rec in snap.members}
         if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
             self.stats["suppressed"] += 1
-
-    def _path(self, rec: MemberRecord, msg: Message, claim: Claim) -> tuple[IPAddress | None, bool]:
-        """Through which gateway we reach a node a SNAPSHOT tells of, and whether that is known."""
-        indirect = bool(rec.flags & MEMBER_INDIRECT)
-        if claim.via is not None:  # the SNAPSHOT came through a gateway
-            if claim.via in rec.addresses:
-                return None, True  # the gateway itself, our neighbour
-            return (claim.via, True) if not indirect else (None, False)
-        if not indirect:
-            return None, True  # on the sender's network, which is ours
-        if msg.flags & FLAG_GATEWAY:
-            return msg.origin, True
-        gateways = [m.primary for m in self.membership.members.values()
-                    if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
-        return (gateways[0], True) if len(gateways) == 1 else (None, False)
 
     def _known(self) -> set[IPAddress]:
         """What our own SNAPSHOT would tell: ourselves and what we heard first-hand."""
@@ -379,20 +327,11 @@ class Engine:
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags)
 
-    def _records(self, joiner: IPAddress, interface: str, now: float) -> list[MemberRecord]:
-        """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
-        node goes no further than the host that made it up). A host that does not route between its
-        networks tells each only of the nodes it heard there: it must not join them itself."""
-        members = sorted(self.membership.firsthand(), key=lambda m: (m.last_heard, str(m.primary)), reverse=True)
-        return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0)
-                for m in members
-                if m.primary != joiner and (self.route_between or not interface or m.interface == interface)]
-
     def _snapshot(self, key: JoinKey, interface: str, now: float) -> list[Outgoing]:
         """Answer a JOIN on the network it came from; the most recently heard first, should the
         membership be more than MAX_PARTS datagrams hold."""
         joiner, incarnation = key
-        records = self._records(joiner, interface, now)
+        records = records_for(self.membership, joiner, interface, bool(self.route_between), now)
         messages = snapshot_messages(self._message(MsgType.SNAPSHOT), joiner, incarnation, records)
         self._seq = messages[-1].seq
         told = sum(len(m.snapshot.members) for m in messages if m.snapshot)

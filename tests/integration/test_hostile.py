@@ -119,21 +119,9 @@ def test_a_flood_of_made_up_nodes_is_bounded_in_memory_and_loses_no_real_node(la
     _lan, _nodes, daemons, evil = cluster(lab)
     time.sleep(1.0)  # a settled baseline
     base = [rss_kib(d) for d in daemons]
-    life = inc_now()
-    flood: list[bytes] = []
-    for i in range(100_000):
-        if i % 10_000 == 0:  # a JOIN of its own now and then, so its SNAPSHOTs answer a recent one
-            flood.append(announce(EVIL, inc=life + i, flags=FLAG_JOIN, node_id=66))
-        if i % 100 == 50:
-            recs = [MemberRecord(3000 + (i + k) % 60000, life, 0, (made_up(200_000 + i * 50 + k),)) for k in range(50)]
-            flood += snapshots(life + i - i % 10_000, recs, 50, i + 2)
-        else:
-            flood.append(announce(made_up(i), addresses=(made_up(i), EVIL), node_id=1000 + i % 60000, inc=life))
-    path = lab.tmp / "flood.hex"
-    path.write_text("".join(d.hex() + "\n" for d in flood))
-    sender = subprocess.Popen(["ip", "netns", "exec", evil.ns, sys.executable, "-m", "tests.lab.inject", "send",
-                               "eth0", str(path), "--rate", "5000"], cwd=REPO, env={**os.environ,
-                                                                                     "PYTHONPATH": str(REPO)})
+    sender = subprocess.Popen(["ip", "netns", "exec", evil.ns, sys.executable, "-m", "tests.lab.inject", "flood",
+                               "eth0", "100000", "--self", str(EVIL), "--rate", "5000"],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     peak = list(base)
     samples = 0
     try:
@@ -241,7 +229,10 @@ def test_seventeen_addresses_announce_sixteen_and_say_which_are_left_out(lab: La
     for a in extra:
         nodes[0].run("ip", "addr", "add", f"{a}/15", "dev", "eth0")
     wait_for(lambda: "left out 198.18.1.115" in daemons[0].log, 5, what="the warning")
-    aliases = lambda d: [e for e in d.map()["entries"] if e.get("alias") and e["id"] == 267]  # noqa: E731
+
+    def aliases(d: Daemon) -> list[dict[str, object]]:
+        return [e for e in d.map()["entries"] if e.get("alias") and e["id"] == 267]
+
     wait_for(lambda: all(len(aliases(d)) == 15 for d in daemons), 5, what="15 aliases everywhere")
     assert daemons[0].alive()
     daemons[0].stop()

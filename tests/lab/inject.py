@@ -3,6 +3,9 @@
   python -m tests.lab.inject fuzz IFACE COUNT      random datagrams that omdisc must reject
   python -m tests.lab.inject send IFACE FILE       the datagrams in FILE (one hex string a line), paced
   python -m tests.lab.inject capture IFACE FILE    what arrives on the group for --seconds, as hex lines
+  python -m tests.lab.inject flood IFACE COUNT     COUNT hostile datagrams from --self: made-up nodes
+                                                   (each a fresh id) in ANNOUNCEs and SNAPSHOTs, and a
+                                                   JOIN of its own every 10,000, at --rate
   python -m tests.lab.inject announce IFACE COUNT  valid ANNOUNCEs from COUNT made-up nodes, in one burst
                                                    each from an address of its own (added to IFACE:
                                                    a host speaks for one node), --repeat times
@@ -16,6 +19,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address
 
 from omdisc import protocol
@@ -88,12 +92,8 @@ class SpoofingSocket:
 
 def send_file(sock: socket.socket | SpoofingSocket, dest: tuple[str, int], path: str, rate: float) -> None:
     """At `rate` datagrams a second (0: as fast as it goes)."""
-    start = time.monotonic()
     with open(path) as f:
-        for i, line in enumerate(f):
-            sock.sendto(bytes.fromhex(line.strip()), dest)
-            if rate and i % 20 == 19 and (ahead := start + i / rate - time.monotonic()) > 0:
-                time.sleep(ahead)
+        send_all(sock, dest, (bytes.fromhex(line.strip()) for line in f), rate)
 
 
 def capture(iface: str, port: int, path: str, seconds: float) -> None:
@@ -114,9 +114,38 @@ def capture(iface: str, port: int, path: str, seconds: float) -> None:
             out.flush()
 
 
+def flood(self_addr: IPv4Address, count: int, now_us: int) -> Iterator[bytes]:
+    """What a host without the key can send to grow the membership: fresh made-up nodes, each
+    ANNOUNCE listing the sender's own address (so its source checks out), and SNAPSHOTs of 50
+    made-up members answering a JOIN of its own (so they answer a JOIN the receivers saw)."""
+    base = int(IPv4Address("198.19.0.0"))
+    for i in range(count):
+        if i % 10_000 == 0:
+            yield protocol.encode(Message(MsgType.ANNOUNCE, 66, now_us + i, 1, (self_addr,), protocol.FLAG_JOIN))
+        if i % 100 == 50:
+            life = now_us + i - i % 10_000
+            recs = tuple(protocol.MemberRecord(3000 + (i + k) % 60000, now_us, 0,
+                                               (IPv4Address(base + 32768 + (i * 50 + k) % 32768),))
+                         for k in range(50))
+            snap = protocol.Snapshot(self_addr, life, 1, 1, recs)
+            yield protocol.encode(Message(MsgType.SNAPSHOT, 66, life, 2 + i, (self_addr,), snapshot=snap))
+        else:
+            made = IPv4Address(base + 1 + i % 32767)
+            yield protocol.encode(Message(MsgType.ANNOUNCE, 1000 + i % 60000, now_us, 1, (made, self_addr)))
+
+
+def send_all(sock: socket.socket | SpoofingSocket, dest: tuple[str, int], datagrams: Iterable[bytes],
+             rate: float) -> None:
+    start = time.monotonic()
+    for i, data in enumerate(datagrams):
+        sock.sendto(data, dest)
+        if rate and i % 20 == 19 and (ahead := start + i / rate - time.monotonic()) > 0:
+            time.sleep(ahead)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["fuzz", "announce", "send", "capture"])
+    p.add_argument("mode", choices=["fuzz", "announce", "send", "capture", "flood"])
     p.add_argument("iface")
     p.add_argument("what", help="COUNT, or FILE for send and capture")
     p.add_argument("--port", type=int, default=7727)
@@ -126,12 +155,15 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=20000, help="send: datagrams a second (0: unpaced)")
     p.add_argument("--seconds", type=float, default=5.0, help="capture: for this long")
     p.add_argument("--spoof", metavar="ADDR", help="send: forge this IPv4 source address (raw socket)")
+    p.add_argument("--self", metavar="ADDR", help="flood: this host's own address")
     a = p.parse_args()
     rng = random.Random(a.seed)
     s = open_socket(a.iface)
     dest = (str(DEFAULT_GROUP), a.port)
     if a.mode == "send":
         send_file(SpoofingSocket(a.iface, IPv4Address(a.spoof), a.port) if a.spoof else s, dest, a.what, a.rate)
+    elif a.mode == "flood":
+        send_all(s, dest, flood(IPv4Address(a.self), int(a.what), time.time_ns() // 1000), a.rate)
     elif a.mode == "capture":
         capture(a.iface, a.port, a.what, a.seconds)
     elif a.mode == "fuzz":

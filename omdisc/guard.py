@@ -1,0 +1,71 @@
+"""What a datagram must show before it counts (docs/protocol.md, "Threats"), and how what fails
+is counted and said: once a minute per reason, naming the source. Pure: the clock is injected."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from . import gateway
+from .membership import Membership
+from .protocol import IPAddress, Message
+from .ratelimit import KeyedBuckets, LogLimiter
+
+netlog = logging.getLogger("omdisc.net")
+log = logging.getLogger("omdisc.membership")
+
+REJECTIONS = {
+    "source": "its UDP source is not one of the addresses it claims",
+    "via": "it says it was forwarded, but not by a gateway heard directly on this interface",
+    "future": "its incarnation is further ahead of our clock than max_incarnation_ahead",
+    "foreign": "it speaks for a known node none of whose addresses is its source",
+    "full": "the membership is full (max_nodes)",
+    "conflict": "it claims an address of another node as its own",
+}
+
+
+class Guard:
+    def __init__(self, stats: Counter[str], wall: Callable[[], float], max_ahead: float, refute_rate: float) -> None:
+        self.stats = stats
+        self.wall = wall  # seconds since the epoch: only to judge incarnations (start times)
+        self.max_ahead = max_ahead
+        self._refutes = KeyedBuckets(refute_rate, 2.0)
+        self._said = LogLimiter()
+
+    def from_the_future(self, incarnation: int) -> bool:
+        return incarnation > (self.wall() + self.max_ahead) * 1e6
+
+    def check(self, msg: Message, source: IPAddress | None, interface: str, membership: Membership,
+              own: tuple[IPAddress, ...]) -> tuple[IPAddress | None, str]:
+        """The forwarding gateway (hops above 0) and why the datagram is not to be believed ("" if it is)."""
+        gw = None
+        if msg.hops == 0:
+            if source is not None and source not in msg.addresses:
+                return None, "source"
+        else:
+            gw = gateway.forwarding_gateway(msg, source, interface, membership)
+            if gw is None:
+                return None, "via"
+        if self.from_the_future(msg.incarnation):
+            return gw, "future"
+        if any(a in own for a in msg.addresses):
+            return gw, "conflict"
+        return gw, ""
+
+    def reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str, now: float) -> None:
+        self.stats["rejected"] += 1
+        self.stats[f"rejected:{reason}"] += 1
+        muted = self._said.allow(("reject", reason), now)
+        if muted is not None:
+            more = f" ({muted} more like it since the last such line)" if muted else ""
+            netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
+                           msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
+
+    def may_refute(self, what: str, msg: Message, source: IPAddress | None, interface: str, now: float) -> bool:
+        """Say (once a minute) that someone spoke in our name; True if a refutation may go out now
+        (at most `refute_rate` a second: a flood of claims is not echoed one for one)."""
+        if self._said.allow(("refute", what), now) is not None:
+            log.warning("%s from %s on %s (incarnation %d): refuting it", what, source or "?", interface or "?",
+                        msg.incarnation)
+        return self._refutes.take("refute", now)

@@ -1,0 +1,34 @@
+"""What a SNAPSHOT tells, and what a receiver makes of where its records are. Pure."""
+
+from __future__ import annotations
+
+from .membership import Claim, Membership
+from .protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
+
+
+def records_for(membership: Membership, joiner: IPAddress, interface: str, routing: bool,
+                now: float) -> list[MemberRecord]:
+    """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
+    node goes no further than the host that made it up), the most recently heard first. A host
+    that does not route between its networks tells each only of the nodes it heard there: it must
+    not join them itself."""
+    members = sorted(membership.firsthand(), key=lambda m: (m.last_heard, str(m.primary)), reverse=True)
+    return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0)
+            for m in members
+            if m.primary != joiner and (routing or not interface or m.interface == interface)]
+
+
+def path_of(rec: MemberRecord, msg: Message, claim: Claim, membership: Membership) -> tuple[IPAddress | None, bool]:
+    """Through which gateway we reach a node a SNAPSHOT tells of, and whether that is known."""
+    indirect = bool(rec.flags & MEMBER_INDIRECT)
+    if claim.via is not None:  # the SNAPSHOT came through a gateway
+        if claim.via in rec.addresses:
+            return None, True  # the gateway itself, our neighbour
+        return (claim.via, True) if not indirect else (None, False)
+    if not indirect:
+        return None, True  # on the sender's network, which is ours
+    if msg.flags & FLAG_GATEWAY:
+        return msg.origin, True
+    gateways = [m.primary for m in membership.members.values()
+                if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
+    return (gateways[0], True) if len(gateways) == 1 else (None, False)
