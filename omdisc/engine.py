@@ -37,6 +37,7 @@ from .snapshots import path_of, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
+UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
 netlog = logging.getLogger("omdisc.net")
 
 @dataclass(frozen=True)
@@ -256,8 +257,11 @@ class Engine:
         members = self.membership
         why = self.answers.joined((msg.origin, msg.incarnation), interface, source, len(members) + 1, now,
                                   hearsay=members.hearsay > 0)
-        if why:
-            self.stats[f"join_unanswered:{why}"] += 1
+        if why == "answered":
+            self.stats["join_unanswered:answered"] += 1
+        elif why:
+            self.guard.limit_hit(f"join_unanswered:{why}", f"JOIN of #{msg.node_id} {msg.origin} from {source} "
+                                 f"left unanswered ({UNANSWERED[why]})", now)
 
     def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
         snap = msg.snapshot

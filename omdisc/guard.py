@@ -62,6 +62,14 @@ class Guard:
             netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
                            msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
 
+    def limit_hit(self, what: str, detail: str, now: float) -> None:
+        """A bound reached: one line a minute per bound, with how many times it was hit meanwhile."""
+        self.stats[what] += 1
+        muted = self._said.allow(("limit", what), now)
+        if muted is not None:
+            more = f" ({muted} more since the last such line)" if muted else ""
+            netlog.warning("%s: %s%s", what, detail, more)
+
     def may_refute(self, what: str, msg: Message, source: IPAddress | None, interface: str, now: float) -> bool:
         """Say (once a minute) that someone spoke in our name; True if a refutation may go out now
         (at most `refute_rate` a second: a flood of claims is not echoed one for one)."""

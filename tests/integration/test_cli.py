@@ -36,6 +36,7 @@ def one_line(r: subprocess.CompletedProcess[str]) -> str:
         (["-m", "x"], "expected an integer"),
         (["-d", "nett"], "unknown debug category 'nett'"),
         (["--frobnicate"], "unrecognized arguments"),
+        (["-c", ""], "expected a path, got ''"),
     ],
 )
 def test_bad_command_line_is_one_line_and_status_2(args: list[str], message: str) -> None:
@@ -54,6 +55,9 @@ def test_bad_command_line_is_one_line_and_status_2(args: list[str], message: str
         ("announce_interval: 10\ndead_interval: 5\n", "dead_interval (5) must be longer than announce_interval"),
         ("- just\n- a list\n", ":1: expected a mapping"),
         ("remove_on_leave: 1\n", ":1: remove_on_leave: expected true or false, got 1"),
+        ('alpha_dir: "/run/om\\0x"\n', ":1: alpha_dir: a path cannot contain a NUL byte"),
+        ('pid_file: "/run/\\0"\n', ":1: pid_file: a path cannot contain a NUL byte"),
+        ("max_nodes: 3\n", ":1: max_nodes: 3 is out of range 16..1000000"),
     ],
 )
 def test_bad_config_file_is_one_line_naming_file_and_line_status_78(tmp_path: Path, text: str, message: str) -> None:
@@ -134,6 +138,15 @@ def test_showmap_missing_and_corrupt_files(tmp_path: Path) -> None:
     (tmp_path / "om_config").write_bytes(b"\x01" * 13)
     r = showmap("--alpha-dir", str(tmp_path))
     assert r.returncode == 1 and "om_config is corrupt" in one_line(r)
+
+
+def test_showmap_bad_paths_are_one_line(tmp_path: Path) -> None:
+    r = showmap("-c", "")
+    assert r.returncode == 2 and "expected a path" in one_line(r)
+    cfg = tmp_path / "nul.yaml"
+    cfg.write_text('alpha_dir: "/run/\\0x"\n')  # a NUL byte, as YAML writes it
+    r = showmap("-c", str(cfg))
+    assert r.returncode == 78 and "a path cannot contain a NUL byte" in one_line(r)
 
 
 def test_showmap_live_without_an_openmosix_kernel() -> None:

@@ -1,0 +1,88 @@
+"""The small rooms of the shell, driven without a network: the incarnation kept across lives, the
+map writer's throttle and its write errors, the rate limits."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from ipaddress import ip_address
+from pathlib import Path
+
+from omdisc import incarnation
+from omdisc.engine import Engine, LocalNode, Settings
+from omdisc.mapwriter import MAP_INTERVAL, MapWriter
+from omdisc.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
+from omdisc.ratelimit import AgedSet, KeyedBuckets, LogLimiter
+from omdisc.sinks import AlphaSink, SinkError
+from omdisc.table import Table
+
+ME = ip_address("198.18.0.1")
+
+
+def test_a_life_after_a_clock_went_back_is_still_a_newer_one(tmp_path: Path) -> None:
+    first = incarnation.next_incarnation(tmp_path, wall_us=5_000_000)
+    assert first == 5_000_000
+    behind = incarnation.next_incarnation(tmp_path, wall_us=5_000_000 - 3_600_000_000)  # an hour behind
+    assert behind == first + 1
+    assert incarnation.next_incarnation(tmp_path, wall_us=9_000_000) == 9_000_000  # the clock is ahead again
+
+
+def test_an_unwritable_state_dir_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert incarnation.next_incarnation(tmp_path / "file" / "sub", wall_us=7) == 7
+
+
+class ShortWrites(AlphaSink):
+    """/proc that takes part of what is written: the sink raises SinkError."""
+
+    def write(self, node_id: int, table: Table) -> None:
+        raise SinkError("short write to /proc/hpc/admin/config")
+
+
+def engine() -> Engine:
+    return Engine(LocalNode(1, (ME,)), 1, Settings(), random.Random(1), wall=lambda: 1.0)
+
+
+def test_a_short_write_to_the_kernel_is_counted_and_retried_not_fatal(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(ShortWrites(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)
+    assert stats["map_write_errors"] == 1 and stats["map_writes"] == 0
+    assert writer.next_due(e) == MAP_INTERVAL  # tried again after the throttle
+
+
+def test_map_writes_are_throttled_but_never_lost(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)
+    for i in range(100):  # a hundred changes within 50 ms
+        e.membership.version += 1
+        writer.flush(e, i * 0.0005)
+    assert stats["map_writes"] == 1
+    assert writer.next_due(e) == MAP_INTERVAL
+    writer.flush(e, MAP_INTERVAL)
+    assert stats["map_writes"] == 2 and writer.next_due(e) > MAP_INTERVAL  # the last change is written
+
+
+def test_a_gateway_does_not_forward_what_its_via_trailer_would_grow_past_the_limit() -> None:
+    msg = Message(MsgType.ANNOUNCE, 7, 1, 1, (ME,), trailer=((9, bytes(MAX_DATAGRAM - 40)),))
+    data = encode(msg)
+    assert len(data) <= MAX_DATAGRAM
+    assert forwarded(data, decode(data), ip_address("198.18.0.254")) is None
+
+
+def test_rate_limits_and_aged_sets_stay_bounded() -> None:
+    buckets = KeyedBuckets(rate=1.0, burst=2.0, max_keys=10)
+    assert [buckets.take("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert buckets.take("a", 1.0)
+    for i in range(1000):
+        buckets.take(i, 2.0)
+    assert len(buckets) == 10
+    said = LogLimiter(period=60.0, max_keys=5)
+    assert said.allow("x", 0.0) == 0 and said.allow("x", 1.0) is None and said.allow("x", 61.0) == 1
+    seen = AgedSet(age=10.0, max_keys=100)
+    for i in range(1000):
+        seen.add(i, float(i) / 100)
+    assert len(seen) == 100 and 999 in seen and 0 not in seen
