@@ -123,5 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-config", action="store_true",
         help="check the configuration (file, conf.d drop-ins, these options), print it as YAML and exit",
     )
+    p.add_argument(
+        "--gen-key", action="store_true",
+        help="print a new cluster key (32 random bytes, base64) and exit; see AUTHENTICATION in omdiscd(8)",
+    )
+    p.add_argument(
+        "--stage-key", action="store_true",
+        help="(for the systemd unit, as root) check the key file and hand the service a copy only it can read",
+    )
     p.add_argument("--version", action="version", version=f"omdiscd {__version__}")
     return p

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
+DEFAULT_KEY_FILE = Path("/etc/omdiscd/cluster.key")  # used when present: no key file, no authentication
 MAX_INTERFACES = 6  # the seed's limit
 DEBUG_CATEGORIES = ("net", "membership", "kernel", "config", "gateway")
 KERNEL_MODES = ("auto", "live", "alpha")
@@ -52,6 +53,8 @@ class Config:
     debug: tuple[str, ...] = field(default=())
     max_nodes: int = 4096
     state_dir: Path = Path("/var/lib/omdiscd")
+    key_file: Path | None = None  # None: DEFAULT_KEY_FILE if it exists; a named file must exist
+    max_clock_skew: float = 5.0
 
     def overridden(self, **changes: Any) -> Config:
         """Command-line values over file values; None means 'not given'."""
@@ -177,6 +180,18 @@ def parse_path(value: object) -> Path:
     return Path(value)
 
 
+def parse_optional_path(value: object) -> Path | None:
+    return None if value is None else parse_path(value)
+
+
+def parse_skew(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+    if not 0.01 <= value <= 3600:
+        raise ValueError(f"{value} is out of range 0.01..3600 seconds")
+    return float(value)
+
+
 def parse_max_nodes(value: object) -> int:
     return _int(value, 16, 1_000_000)
 
@@ -199,6 +214,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "debug": parse_debug,
     "max_nodes": parse_max_nodes,
     "state_dir": parse_path,
+    "key_file": parse_optional_path,
+    "max_clock_skew": parse_skew,
 }
 assert set(PARSERS) == {f.name for f in fields(Config)}
 

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, events, incarnation, interfaces
+from . import __version__, events, incarnation, interfaces, keyfile
+from .auth import Authenticator, KeyFileError, gen_key
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .detach import Detacher
@@ -60,7 +61,9 @@ class Daemon:
         self.pidfile = PidFile(cfg.pid_file)
         addrs = local_node(cfg, plan)
         life = incarnation.next_incarnation(cfg.state_dir, time.time_ns() // 1000)
-        self.engine = Engine(addrs.node, life, settings_for(cfg), random.Random(), wall=time.time)
+        keyring, self.key_path = keyfile.load(cfg)
+        auth = Authenticator(keyring, time.time, cfg.max_clock_skew) if keyring else None
+        self.engine = Engine(addrs.node, life, settings_for(cfg), random.Random(), wall=time.time, auth=auth)
         self.engine.route_between = plan.route_between
         self.stats = self.engine.stats
         self._kept_incarnation = life
@@ -108,10 +111,34 @@ class Daemon:
         events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
                          __version__, local.node_id, ", ".join(map(str, local.addresses)),
                          ",".join(self.plan.announce_on), self._mode(), self.sink.description)
+        self._say_key()
         notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status()}")
         self._next_address_check = now + self.cfg.announce_interval / 2
         if self._watchdog:
             self._next_watchdog = now
+
+    def _say_key(self) -> None:
+        auth = self.engine.auth
+        if auth is None:
+            log.warning("no cluster key: announcements are not authenticated, any host on the network can join "
+                        "the map; make a key with 'omdiscd --gen-key' (see AUTHENTICATION in omdiscd(8))")
+        else:
+            log.info("cluster key from %s: %d key(s), ids %s; signing with %s", self.key_path, len(auth.keyring.keys),
+                     auth.keyring.describe(), auth.keyring.describe().split(",")[0])
+
+    def _reload_keys(self, cfg: Config) -> None:
+        """SIGHUP re-reads the key file: the three steps of a rotation (docs/protocol.md) are reloads."""
+        keyring, path = keyfile.load(cfg)
+        engine = self.engine
+        if keyring is None:
+            engine.auth = None
+        elif engine.auth is None:
+            engine.auth = Authenticator(keyring, time.time, cfg.max_clock_skew)
+        else:  # same replay state: a reload is no restart
+            engine.auth.keyring = keyring
+            engine.auth.max_skew = cfg.max_clock_skew
+        self.key_path = path
+        self._say_key()
 
     def _open_monitor(self) -> None:
         try:
@@ -297,7 +324,7 @@ class Daemon:
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             self._reload()
-        except (ConfigError, *ADDRESS_ERRORS) as e:
+        except (ConfigError, KeyFileError, *ADDRESS_ERRORS) as e:
             log.error("reload failed, the running configuration stays: %s", e)
         except Exception as e:  # a bug must not end the daemon either
             self.stats["internal_errors"] += 1
@@ -312,6 +339,7 @@ class Daemon:
         cfg = cfg.overridden(**self.overrides)
         plan = make_plan(cfg)
         addrs = local_node(cfg, plan)
+        self._reload_keys(cfg)  # before anything else changes: a bad key file changes nothing
         for key in ("kernel", "alpha_dir", "pid_file", "state_dir"):
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: a new %s takes effect only at restart", key)
@@ -338,7 +366,23 @@ class Daemon:
 
 # --- start-up ------------------------------------------------------------------------------------
 
-STARTUP_ERRORS = (interfaces.InterfaceError, StartupError, NodeIdError, SinkError, PidFileError)
+STARTUP_ERRORS = (interfaces.InterfaceError, StartupError, NodeIdError, SinkError, PidFileError, KeyFileError)
+
+
+def _key_command(args: Any, cfg: Config) -> int:
+    """--gen-key and --stage-key: print or hand over a key, and exit."""
+    if args.gen_key:
+        sys.stdout.write(gen_key() + "\n")
+        return EXIT_OK
+    try:
+        sys.stdout.write(f"omdiscd: {keyfile.stage(cfg)}\n")
+    except KeyFileError as e:
+        sys.stderr.write(f"omdiscd: {e}\n")
+        return EXIT_CONFIG
+    except OSError as e:
+        sys.stderr.write(f"omdiscd: cannot hand the key to the service: {e.strerror or e}\n")
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,10 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         sys.stderr.write(f"omdiscd: {e}\n")
         return EXIT_CONFIG
+    if args.gen_key or args.stage_key:
+        return _key_command(args, cfg)
+    try:
+        keyring, key_path = keyfile.load(cfg)
+    except KeyFileError as e:
+        sys.stderr.write(f"omdiscd: {e}\n")
+        return EXIT_CONFIG
     if args.check_config:
         main_file = cfg_path or "none: built-in defaults"
+        keys = (f"{len(keyring.keys)} key(s) in {key_path}, ids {keyring.describe()}" if keyring
+                else "none: announcements are not authenticated")
         sys.stdout.write(f"# main file: {main_file}; drop-ins: "
-                         f"{', '.join(map(str, drop_ins(cfg_path or DEFAULT_PATH))) or 'none'}\n{dump(cfg)}")
+                         f"{', '.join(map(str, drop_ins(cfg_path or DEFAULT_PATH))) or 'none'}\n"
+                         f"# cluster key: {keys}\n{dump(cfg)}")
         return EXIT_OK
     try:
         plan = make_plan(cfg)

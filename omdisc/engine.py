@@ -20,11 +20,13 @@ from typing import Any
 
 from . import events, gateway
 from .answers import AnswerLimits, JoinAnswers, JoinKey
+from .auth import Authenticator
 from .guard import Guard
 from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
 from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
+    MAX_DATAGRAM,
     DecodeError,
     IPAddress,
     Message,
@@ -73,7 +75,7 @@ class Outgoing:
 
 class Engine:
     def __init__(self, local: LocalNode, incarnation: int, settings: Settings, rng: random.Random,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, auth: Authenticator | None = None) -> None:
         self.local = local
         self.incarnation = incarnation
         self.settings = settings
@@ -88,6 +90,7 @@ class Engine:
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
+        self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -172,6 +175,8 @@ class Engine:
             self.stats[f"malformed:{e.kind}"] += 1
             netlog.debug("dropped malformed datagram on %s from %s (%s)", interface or "?", source or "?", e)
             return []
+        if self.auth is not None and not self._authentic(data, msg, source, interface, now):
+            return []
         if msg.origin in self.local.addresses:
             return self._about_us(msg, source, interface, now)
         gw, reason = self.guard.check(msg, source, interface, self.membership, self.local.addresses)
@@ -188,6 +193,17 @@ class Engine:
         elif msg.type is MsgType.SNAPSHOT:
             self._on_snapshot(msg, claim, now)
         return out
+
+    def _authentic(self, data: bytes, msg: Message, source: IPAddress | None, interface: str, now: float) -> bool:
+        assert self.auth is not None
+        reason, skew_us = self.auth.verify(data, msg)
+        if not reason:
+            return True
+        if reason == "duplicate":  # a copy of what we took (the other family, another gateway): harmless
+            self.stats["auth:duplicate"] += 1
+        else:
+            self.guard.auth_failed(reason, msg, source, interface, skew_us, self.auth.max_skew, now)
+        return False
 
     def _reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str,
                 now: float) -> list[Outgoing]:
@@ -223,7 +239,15 @@ class Engine:
 
     def _forward(self, data: bytes, msg: Message, interface: str, now: float) -> list[Outgoing]:
         fwd = self.forwarder.forward(data, msg, interface, self.local.primary, now)
-        return [Outgoing(fwd[0], fwd[1])] if fwd else []
+        if fwd is None:
+            return []
+        out, where = fwd
+        if self.auth is not None:
+            out = self.auth.sign_forward(out)
+            if len(out) > MAX_DATAGRAM:
+                self.stats["forward_oversized"] += 1
+                return []
+        return [Outgoing(out, where)]
 
     def _on_heard(self, claim: Claim, now: float) -> Change:
         change = self.membership.heard(claim, now)
@@ -348,7 +372,8 @@ class Engine:
     def _send(self, msg: Message, interfaces: frozenset[str] | None = None) -> Outgoing:
         self.stats["sent"] += 1
         self.stats[f"sent:{msg.type.name}"] += 1
-        return Outgoing(encode(msg), interfaces)
+        data = encode(msg)
+        return Outgoing(self.auth.sign(data) if self.auth is not None else data, interfaces)
 
     # --- reporting ---------------------------------------------------------------------------
 

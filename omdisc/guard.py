@@ -25,6 +25,14 @@ REJECTIONS = {
 }
 
 
+AUTH_FAILURES = {
+    "unsigned": "it is not signed, and this node has a cluster key",
+    "unknown-key": "it is signed with a key that is not in our key file",
+    "bad": "its signature does not match (tampered with, or forwarded by a host without the key)",
+    "replay": "it is a replay (not newer than what this node took from its origin, or sent before we started)",
+}
+
+
 class Guard:
     def __init__(self, stats: Counter[str], wall: Callable[[], float], max_ahead: float, refute_rate: float) -> None:
         self.stats = stats
@@ -61,6 +69,25 @@ class Guard:
             more = f" ({muted} more like it since the last such line)" if muted else ""
             netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
                            msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
+
+    def auth_failed(self, reason: str, msg: Message, source: IPAddress | None, interface: str, skew_us: int,
+                    max_skew: float, now: float) -> None:
+        """A datagram the cluster key does not vouch for: counted, and said once a minute per reason
+        (a clock out of the window once per peer), naming the source; never a key."""
+        self.stats["auth"] += 1
+        self.stats[f"auth:{reason}"] += 1
+        key = ("auth", reason, source if reason == "skew" else None)
+        muted = self._said.allow(key, now)
+        if muted is None:
+            return
+        more = f" ({muted} more like it since the last such line)" if muted else ""
+        if reason == "skew":
+            netlog.warning("dropped %s from %s on %s: its clock is %+.1fs off ours, more than max_clock_skew "
+                           "(%gs); with a cluster key every node's clock must be synchronised (NTP)%s",
+                           msg.type.name, source or "?", interface or "?", skew_us / 1e6, max_skew, more)
+        else:
+            netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id, msg.origin,
+                           source or "?", interface or "?", AUTH_FAILURES.get(reason, reason), more)
 
     def limit_hit(self, what: str, detail: str, now: float) -> None:
         """A bound reached: one line a minute per bound, with how many times it was hit meanwhile."""

@@ -29,9 +29,10 @@ MEMBER_GATEWAY = 0x01
 MEMBER_INDIRECT = 0x02
 MAX_PARTS = 255  # the `parts` byte: a SNAPSHOT never has more
 
-TRAILER_HMAC_SHA256 = 1  # reserved for shared-key authentication
+TRAILER_AUTH = 1  # the originator's HMAC-SHA256 with the cluster key (auth.py)
 TRAILER_VIA = 2  # set by a forwarding gateway: its primary address (the last gateway on the path)
-TRAILER_RESERVE = 64  # room kept free in what we originate, for the trailers above
+TRAILER_FORWARD_AUTH = 3  # a forwarding gateway's HMAC over all it sends on (hops and VIA included)
+TRAILER_RESERVE = 112  # room kept free in what we originate, for the trailers above
 
 _HEADER = struct.Struct("!4sBBBBIQIHH")
 HEADER_SIZE = _HEADER.size  # 28
@@ -143,6 +144,15 @@ def encode(msg: Message) -> bytes:
     return data
 
 
+def tlv(kind: int, value: bytes) -> bytes:
+    return _TLV.pack(kind, len(value)) + value
+
+
+def body_end(data: bytes) -> int:
+    """Where the trailer of a (decoded, so valid) datagram starts."""
+    return HEADER_SIZE + int.from_bytes(data[HEADER_SIZE - 4 : HEADER_SIZE - 2], "big")
+
+
 def with_hops(data: bytes, hops: int) -> bytes:
     """The same datagram with another hop count."""
     return data[:_HOPS_OFFSET] + bytes([hops]) + data[_HOPS_OFFSET + 1 :]
@@ -152,10 +162,9 @@ def forwarded(data: bytes, msg: Message, gateway: IPAddress) -> bytes | None:
     """What a gateway sends on: header and body as received (so a future HMAC over them still
     holds) with hops + 1, and the trailer with VIA set to this gateway. None when the VIA trailer
     would grow it past MAX_DATAGRAM: every receiver would drop it as oversized."""
-    end = HEADER_SIZE + int.from_bytes(data[HEADER_SIZE - 4 : HEADER_SIZE - 2], "big")
-    kept = [(t, v) for t, v in msg.trailer if t != TRAILER_VIA]
-    trailer = b"".join(_TLV.pack(t, len(v)) + v for t, v in [*kept, (TRAILER_VIA, _encode_address(gateway))])
-    out = with_hops(data[:end], msg.hops + 1) + trailer
+    kept = [(t, v) for t, v in msg.trailer if t not in (TRAILER_VIA, TRAILER_FORWARD_AUTH)]
+    trailer = b"".join(tlv(t, v) for t, v in [*kept, (TRAILER_VIA, _encode_address(gateway))])
+    out = with_hops(data[:body_end(data)], msg.hops + 1) + trailer
     return out if len(out) <= MAX_DATAGRAM else None
 
 

@@ -2,16 +2,22 @@
 
   python -m tests.bench.converge [N ...]      (default: 4 8 16)
 
-For each N: start N daemons at once and time convergence from the last start; then one more
-node joins the converged cluster and every datagram sent for it is counted; RSS of one daemon.
+For each N, without and with a cluster key: start N daemons at once and time convergence from the
+last start; then one more node joins the converged cluster and every datagram sent for it is
+counted; RSS of one daemon. First, what the MAC costs per datagram (sign, and check).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
+from ipaddress import ip_address
 from pathlib import Path
+
+from omdisc.auth import Authenticator, Keyring, gen_key
+from omdisc.protocol import Message, MsgType, decode, encode
 
 from tests.lab.netlab import Daemon, Lab, require_root, wait_for
 
@@ -29,11 +35,32 @@ def rss_kib(d: Daemon) -> int:
     return 0
 
 
-def run(n: int) -> dict[str, float]:
+def mac_cost(count: int = 20000) -> tuple[float, float]:
+    """Microseconds to sign and to check one ANNOUNCE, in this process."""
+    ring = Keyring((os.urandom(32),))
+    sender, receiver = Authenticator(ring, time.time, 5.0), Authenticator(ring, time.time, 5.0)
+    plain = [encode(Message(MsgType.ANNOUNCE, 7, 1, i, (ip_address("198.18.0.1"),))) for i in range(count)]
+    t0 = time.perf_counter()
+    signed = [sender.sign(d) for d in plain]
+    t1 = time.perf_counter()
+    msgs = [decode(d) for d in signed]
+    t2 = time.perf_counter()
+    assert all(receiver.verify(d, m)[0] == "" for d, m in zip(signed, msgs, strict=True))
+    t3 = time.perf_counter()
+    return (t1 - t0) / count * 1e6, (t3 - t2) / count * 1e6
+
+
+def run(n: int, keyed: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         lan = lab.lan()
         nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n + 1)]
-        daemons = [nodes[i].start(wait=False, **QUIET) for i in range(n)]
+        cfg: dict[str, object] = dict(QUIET)
+        if keyed:
+            key = lab.tmp / "cluster.key"
+            key.write_text(gen_key() + "\n")
+            key.chmod(0o600)
+            cfg["key_file"] = str(key)
+        daemons = [nodes[i].start(wait=False, **cfg) for i in range(n)]
         last_start = time.monotonic()
         wait_for(lambda: all(len(d.state().get("members", [])) == n - 1 for d in daemons), 30, interval=0.01,
                  what=f"{n} nodes to converge")
@@ -42,7 +69,7 @@ def run(n: int) -> dict[str, float]:
         time.sleep(1.5)  # join retries and answers over
         before = sent(daemons)
         t0 = time.monotonic()
-        late = nodes[n].start(wait=False, **QUIET)
+        late = nodes[n].start(wait=False, **cfg)
         wait_for(lambda: len(late.state().get("members", [])) == n
                  and all(len(d.state().get("members", [])) == n for d in daemons), 30, interval=0.01,
                  what="the late joiner")
@@ -56,14 +83,18 @@ def run(n: int) -> dict[str, float]:
 def main() -> None:
     require_root()
     sizes = [int(a) for a in sys.argv[1:]] or [4, 8, 16]
+    sign_us, check_us = mac_cost()
+    print(f"HMAC-SHA256 per datagram: {sign_us:.1f} us to sign, {check_us:.1f} us to check (one core)\n")
     print("converged: all maps complete, timed from the last daemon's spawn (Python start-up on 2 shared\n"
           "cores included) and from its first announce (the protocol alone); late join: from spawn")
-    print(f"{'nodes':>5} {'from last spawn':>16} {'from last announce':>19} {'late join':>10} "
+    print(f"{'key':>4} {'nodes':>5} {'from last spawn':>16} {'from last announce':>19} {'late join':>10} "
           f"{'datagrams/join':>15} {'RSS':>9}")
     for n in sizes:
-        r = run(n)
-        print(f"{r['n']:>5} {r['converge_s']:>15.3f}s {r['converge_ready_s']:>18.3f}s {r['join_s']:>9.3f}s "
-              f"{r['datagrams_per_join']:>15} {r['rss_kib'] / 1024:>7.1f}MiB", flush=True)
+        for keyed in (False, True):
+            r = run(n, keyed)
+            print(f"{'yes' if keyed else 'no':>4} {r['n']:>5} {r['converge_s']:>15.3f}s "
+                  f"{r['converge_ready_s']:>18.3f}s {r['join_s']:>9.3f}s {r['datagrams_per_join']:>15} "
+                  f"{r['rss_kib'] / 1024:>7.1f}MiB", flush=True)
 
 
 if __name__ == "__main__":

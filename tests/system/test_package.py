@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from tests.lab.containers import Cluster, Container
@@ -80,6 +81,33 @@ def test_reload_keeps_the_map(cluster3: Cluster) -> None:
     wait_for(lambda: "2 nodes kept" in c1.sh("journalctl -u omdiscd -o cat").stdout, 10, what="reload logged")
     assert len(ids(c1)) == 3
     assert c1.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "0"
+
+
+def test_a_cluster_key_reaches_the_sandboxed_service_on_reload_and_never_shows(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    assert "no cluster key: announcements are not authenticated" in c1.sh("journalctl -u omdiscd -o cat").stdout
+    key = c1.sh("omdiscd --gen-key").stdout.strip()
+    for c in cluster3.containers:  # as the docs say: the same key file everywhere, then reload
+        c.sh(f"umask 077 && echo '{key}' > /etc/omdiscd/cluster.key")
+    for c in cluster3.containers:
+        c.sh("systemctl reload omdiscd")
+    for c in cluster3.containers:
+        wait_for(lambda c=c: "cluster key from /run/omdiscd/cluster.key" in c.sh("journalctl -u omdiscd -o cat").stdout,
+                 10, what="the key in force")
+        assert c.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "0"
+    assert c1.sh("stat -c '%a %U' /run/omdiscd/cluster.key").stdout.split()[0] == "400"
+    time.sleep(3)  # announcements now signed and checked both ways
+    wait_for(lambda: converged(cluster3, 3), 10, what="3 nodes in every map, keyed")
+    state = json.loads(c1.sh("cat /run/omdiscd/state.json").stdout)["stats"]
+    assert not any(k.startswith("auth:") and k != "auth:duplicate" for k in state), state
+    shown = (c1.sh("journalctl -u omdiscd -o json").stdout + c1.sh("showmap --json").stdout
+             + c1.sh("omdiscd --check-config").stdout)
+    assert key not in shown and "cluster key: 1 key(s) in /etc/omdiscd/cluster.key" in shown
+    c1.sh("chmod 644 /etc/omdiscd/cluster.key")  # readable by all: refused, the service keeps its key
+    assert c1.sh("systemctl reload omdiscd", check=False).returncode != 0
+    assert "may be read by others than its owner" in c1.sh("journalctl -u omdiscd -o cat").stdout
+    assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    c1.sh("chmod 600 /etc/omdiscd/cluster.key && systemctl reload omdiscd")
 
 
 def test_stop_removes_the_node_from_the_others_at_once(cluster3: Cluster) -> None:

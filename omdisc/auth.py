@@ -1,0 +1,198 @@
+"""The cluster key: signing and checking datagrams, and refusing replays. Pure: clock injected.
+
+With a keyring, every datagram carries an AUTH trailer (docs/protocol.md, "Authentication"):
+key id (4 bytes), timestamp (8, microseconds since the epoch, strictly increasing per sender) and
+HMAC-SHA256 over the header with `hops` zeroed, the body, the key id and the timestamp. A gateway
+keeps it (so it forwards without breaking it) and adds a FORWARD_AUTH trailer: key id and
+HMAC-SHA256 over all it sends on before that trailer, hops and VIA included.
+
+A datagram counts only if its MACs check out with a key of the keyring and its timestamp is
+- within `max_clock_skew` of our clock (a capture replayed later is too old),
+- after our own start (a capture replayed after we restarted is too old, however soon),
+- newer than the last one taken from its origin (a capture replayed at once is not newer).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import struct
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .protocol import (
+    HEADER_SIZE,
+    TRAILER_AUTH,
+    TRAILER_FORWARD_AUTH,
+    IPAddress,
+    Message,
+    body_end,
+    tlv,
+    with_hops,
+)
+
+KEY_SIZE = 32
+_AUTH = struct.Struct("!4sQ32s")
+_FORWARD = struct.Struct("!4s32s")
+RECENT_MACS = 8
+
+
+class KeyFileError(ValueError):
+    """A key file that cannot be used; str() is the one line the user sees (exit 78)."""
+
+
+def gen_key() -> str:
+    """One new key line: 32 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(KEY_SIZE)).decode()
+
+
+def key_id(key: bytes) -> bytes:
+    """Names a key on the wire without telling anything about it."""
+    return hashlib.sha256(b"omdisc key id\0" + key).digest()[:4]
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keys: tuple[bytes, ...]  # the first signs; every one is accepted
+    by_id: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ValueError("a keyring has at least one key")
+        object.__setattr__(self, "by_id", {key_id(k): k for k in self.keys})
+
+    def describe(self) -> str:
+        """What may be said of the keyring in logs: ids, never keys."""
+        return ", ".join(key_id(k).hex() for k in self.keys)
+
+
+def parse_keys(text: str, source: str) -> Keyring:
+    keys: list[bytes] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            key = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            raise KeyFileError(f"{source}:{n}: not a base64 key (make one with: omdiscd --gen-key)") from None
+        if len(key) != KEY_SIZE:
+            raise KeyFileError(f"{source}:{n}: a key is {KEY_SIZE} bytes, this one {len(key)}")
+        if key not in keys:
+            keys.append(key)
+    if not keys:
+        raise KeyFileError(f"{source}: no key in it (make one with: omdiscd --gen-key)")
+    return Keyring(tuple(keys))
+
+
+def load_keyring(path: Path) -> Keyring:
+    """The key file, refused when others than its owner may read it (as ssh refuses a private key)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise KeyFileError(f"key file {path} may be read by others than its owner (mode "
+                               f"{stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
+        try:
+            text = f.read(65536).decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFileError(f"key file {path} is not text (make a key with: omdiscd --gen-key)") from None
+    return parse_keys(text, str(path))
+
+
+def _signed_part(data: bytes) -> bytes:
+    """Header (hops zeroed: a gateway changes it) and body: what the originator's MAC covers."""
+    return with_hops(data[: body_end(data)], 0)
+
+
+def _trailer(msg: Message, kind: int) -> bytes | None:
+    return next((v for t, v in msg.trailer if t == kind), None)
+
+
+class Authenticator:
+    def __init__(self, keyring: Keyring, wall: Callable[[], float], max_skew: float, max_origins: int = 8192) -> None:
+        self.keyring = keyring
+        self.wall = wall
+        self.max_skew = max_skew
+        self.started_us = int(wall() * 1e6)
+        self.max_origins = max_origins
+        self._last_sent = 0
+        # origin -> (newest timestamp taken, MACs of the last few taken): a copy of one of those (the
+        # other address family, another gateway) is a duplicate; anything else not newer, a replay
+        self._latest: OrderedDict[IPAddress, tuple[int, deque[bytes]]] = OrderedDict()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def sign(self, data: bytes) -> bytes:
+        key = self.keyring.keys[0]
+        kid = key_id(key)
+        self._last_sent = ts = max(int(self.wall() * 1e6), self._last_sent + 1)
+        mac = hmac.new(key, _signed_part(data) + kid + ts.to_bytes(8, "big"), hashlib.sha256).digest()
+        return data + tlv(TRAILER_AUTH, _AUTH.pack(kid, ts, mac))
+
+    def sign_forward(self, data: bytes) -> bytes:
+        """A gateway's own MAC over what it sends on: hops and VIA cannot be forged without the key."""
+        key = self.keyring.keys[0]
+        kid = key_id(key)
+        mac = hmac.new(key, data, hashlib.sha256).digest()
+        return data + tlv(TRAILER_FORWARD_AUTH, _FORWARD.pack(kid, mac))
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    def verify(self, data: bytes, msg: Message) -> tuple[str, int]:
+        """("", 0) for a datagram to take, else (why not, by how many microseconds its clock is off
+        where that is the reason). Reasons: unsigned, unknown-key, bad, skew, replay, duplicate."""
+        auth = _trailer(msg, TRAILER_AUTH)
+        if auth is None or len(auth) != _AUTH.size:
+            return "unsigned", 0
+        kid, ts, mac = _AUTH.unpack(auth)
+        key = self.keyring.by_id.get(kid)
+        if key is None:
+            return "unknown-key", 0
+        want = hmac.new(key, _signed_part(data) + kid + ts.to_bytes(8, "big"), hashlib.sha256).digest()
+        if not hmac.compare_digest(mac, want):
+            return "bad", 0
+        if msg.hops and not self._forward_ok(data, msg):
+            return "bad", 0
+        now_us = int(self.wall() * 1e6)
+        if abs(ts - now_us) > self.max_skew * 1e6:
+            return "skew", ts - now_us
+        return self._fresh(msg.origin, ts, mac), 0
+
+    def _forward_ok(self, data: bytes, msg: Message) -> bool:
+        fwd = _trailer(msg, TRAILER_FORWARD_AUTH)
+        if fwd is None or len(fwd) != _FORWARD.size:
+            return False
+        kid, mac = _FORWARD.unpack(fwd)
+        key = self.keyring.by_id.get(kid)
+        signed = data[: len(data) - len(tlv(TRAILER_FORWARD_AUTH, fwd))]
+        if key is None or not data.endswith(tlv(TRAILER_FORWARD_AUTH, fwd)) or len(signed) < HEADER_SIZE:
+            return False
+        return hmac.compare_digest(mac, hmac.new(key, signed, hashlib.sha256).digest())
+
+    def _fresh(self, origin: IPAddress, ts: int, mac: bytes) -> str:
+        if ts < self.started_us:
+            return "replay"  # sent before we started: a capture, whatever our memory lost
+        newest, recent = self._latest.pop(origin, (0, deque(maxlen=RECENT_MACS)))
+        self._latest[origin] = (newest, recent)
+        if mac in recent:
+            return "duplicate"
+        if ts <= newest:
+            return "replay"
+        recent.append(mac)
+        self._latest[origin] = (ts, recent)
+        while len(self._latest) > self.max_origins:  # beyond: the skew window still bounds a replay
+            self._latest.popitem(last=False)
+        return ""

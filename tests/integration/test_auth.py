@@ -1,0 +1,163 @@
+"""The cluster key between real daemons: a keyed cluster, hosts without the key or with another,
+tampered and replayed datagrams (sent from a forged source address, so only the key stops them),
+a mixed cluster, and a key rotated in three reloads while every announcement is counted."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from omdisc.auth import gen_key, key_id
+from omdisc.protocol import MsgType, decode
+from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, wait_for
+
+REAL = [IPv4Address(f"198.18.1.{i}") for i in (11, 12, 13)]
+IDS = {267, 268, 269}
+EVIL = IPv4Address("198.18.0.66")
+
+
+def key_file(lab: Lab, name: str, *keys: str) -> Path:
+    path = lab.tmp / f"{name}.key"
+    path.write_text("# cluster key, first line signs\n" + "".join(k + "\n" for k in keys))
+    os.chmod(path, 0o600)
+    return path
+
+
+def keyed(lab: Lab, key: str, **cfg: object) -> tuple[Lan, list[Node], list[Daemon]]:
+    lan = lab.lan()
+    nodes = [lab.node(f"n{i}", lan, f"{a}/15") for i, a in enumerate(REAL, 1)]
+    daemons = [n.start(key_file=str(key_file(lab, n.name, key)), **cfg) for n in nodes]
+    wait_for(lambda: all(d.ids() == IDS for d in daemons), 10, what="a keyed cluster of 3")
+    return lan, nodes, daemons
+
+
+def auth_failures(d: Daemon) -> dict[str, int]:
+    return {k: v for k, v in d.state().get("stats", {}).items() if k.startswith("auth:") and k != "auth:duplicate"}
+
+
+def capture(lab: Lab, evil: Node, seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["ip", "netns", "exec", evil.ns, sys.executable, "-m", "tests.lab.inject", "capture",
+                             "eth0", str(lab.tmp / "capture.hex"), "--seconds", str(seconds)],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def captured(lab: Lab, origin: IPv4Address, kind: MsgType | None = None) -> list[bytes]:
+    out = []
+    for line in (lab.tmp / "capture.hex").read_text().split():
+        data = bytes.fromhex(line)
+        msg = decode(data)
+        if msg.origin == origin and (kind is None or msg.type is kind):
+            out.append(data)
+    return out
+
+
+def replay(lab: Lab, evil: Node, datagrams: list[bytes], forged: IPv4Address) -> None:
+    """Sent again from the evil host with the origin's address forged: only the key stops them."""
+    path = lab.tmp / f"replay-{time.monotonic_ns()}.hex"
+    path.write_text("".join(d.hex() + "\n" for d in datagrams))
+    evil.run(sys.executable, "-m", "tests.lab.inject", "send", "eth0", str(path), "--spoof", str(forged),
+             cwd=REPO, timeout=60)
+
+
+def test_hosts_without_the_key_or_with_another_are_in_no_keyed_map_but_see_the_keyed_nodes(lab: Lab) -> None:
+    lan, _nodes, daemons = keyed(lab, gen_key())
+    bare = lab.node("bare", lan, "198.18.2.1/15").start()
+    other = lab.node("other", lan, "198.18.2.2/15")
+    wrong = other.start(key_file=str(key_file(lab, "other", gen_key())))
+    wait_for(lambda: bare.ids() >= IDS, 5, what="the unkeyed node to hear the keyed ones")
+    time.sleep(2.5)  # over two announce intervals
+    assert all(d.ids() == IDS for d in daemons)  # neither got in
+    assert wrong.ids() == {512 + 2}  # the wrong key hears nobody, and is heard by nobody
+    stats = daemons[0].state()["stats"]
+    assert stats["auth:unsigned"] > 0 and stats["auth:unknown-key"] > 0
+    assert "it is not signed, and this node has a cluster key" in daemons[0].log
+    assert "no cluster key: announcements are not authenticated" in bare.log
+
+
+def test_a_tampered_datagram_from_a_forged_source_changes_no_map(lab: Lab) -> None:
+    lan, _nodes, daemons = keyed(lab, gen_key())
+    evil = lab.node("evil", lan, f"{EVIL}/15")
+    capture(lab, evil, 2.5).wait(10)
+    original = captured(lab, REAL[2], MsgType.ANNOUNCE)[-1]
+    before = [d.map()["entries"] for d in daemons[:2]]
+    flipped = bytearray(original)
+    flipped[29 + 1 + 3] ^= 0x01  # the last byte of its first address: 198.18.1.13 -> .12
+    replay(lab, evil, [bytes(flipped)] * 3, REAL[2])
+    wait_for(lambda: all(d.state()["stats"].get("auth:bad", 0) >= 1 for d in daemons[:2]), 5, what="auth:bad")
+    assert [d.map()["entries"] for d in daemons[:2]] == before
+
+
+def test_replays_change_nothing_alive_left_dead_or_after_a_receiver_restarted(lab: Lab) -> None:
+    key = gen_key()
+    lan, nodes, daemons = keyed(lab, key)
+    evil = lab.node("evil", lan, f"{EVIL}/15")
+    listener = capture(lab, evil, 3.5)
+    time.sleep(2.0)
+    # while it lives: its datagrams, sent again, are refused (a copy of one just taken, or not newer)
+    def refused(d: Daemon) -> int:
+        stats = d.state()["stats"]
+        return int(stats.get("auth:replay", 0) + stats.get("auth:duplicate", 0))
+
+    before = [refused(d) for d in daemons[:2]]
+    replay(lab, evil, captured(lab, REAL[2], MsgType.ANNOUNCE)[:1], REAL[2])
+    wait_for(lambda: all(refused(d) > b for d, b in zip(daemons[:2], before, strict=True)), 3,
+             what="the replay refused while its origin lives")
+    daemons[2].stop()  # its LEAVE is captured too
+    listener.wait(10)
+    announces = captured(lab, REAL[2], MsgType.ANNOUNCE)
+    assert announces and captured(lab, REAL[2], MsgType.LEAVE)
+    wait_for(lambda: all(d.ids() == {267, 268} for d in daemons[:2]), 3, what="the LEAVE")
+    # after it left: replayed, it must not come back
+    replay(lab, evil, announces, REAL[2])
+    time.sleep(1.0)
+    assert all(d.ids() == {267, 268} for d in daemons[:2])
+    # a new life of it, killed; a receiver restarted at once: it remembers nothing of that life, yet
+    # takes none of its datagrams replayed seconds later (they were sent before it started)
+    again = nodes[2].start(key_file=str(lab.tmp / "n3.key"), pid_file=daemons[2].config["pid_file"])
+    wait_for(lambda: all(d.ids() == IDS for d in daemons[:2]), 5, what="its new life")
+    listener = capture(lab, evil, 2.0)
+    listener.wait(10)
+    last_life = captured(lab, REAL[2], MsgType.ANNOUNCE)
+    again.proc.kill()
+    again.proc.wait()
+    daemons[0].stop()
+    fresh = nodes[0].start(key_file=str(lab.tmp / "n1.key"), pid_file=daemons[0].config["pid_file"])
+    replay(lab, evil, last_life, REAL[2])
+    wait_for(lambda: fresh.state()["stats"].get("auth:replay", 0) >= 1, 3, what="the replays refused")
+    # it may know the dead node second-hand (n2's answer to its JOIN), but the replays did not
+    # refresh it: it goes from the fresh node's map when it goes from n2's
+    wait_for(lambda: daemons[1].ids() == {267, 268}, 6, what="expiry")
+    wait_for(lambda: fresh.ids() == {267, 268}, 1.0, what="expiry at the restarted node as well")
+    # after it expired everywhere: too old for anyone
+    replay(lab, evil, last_life, REAL[2])
+    wait_for(lambda: daemons[1].state()["stats"].get("auth:skew", 0) >= 1, 3, what="the replays refused")
+    time.sleep(1.0)
+    assert daemons[1].ids() == {267, 268} and fresh.ids() == {267, 268}
+
+
+def test_a_key_rotated_in_three_reloads_loses_no_announcement(lab: Lab) -> None:
+    old, new = gen_key(), gen_key()
+    _lan, nodes, daemons = keyed(lab, old, announce_interval=1.0, dead_interval=4.0)
+    steps = [(old, new), (new, old), (new,)]
+    for step, keys in enumerate(steps, 1):
+        for n, d in zip(nodes, daemons, strict=True):  # one node after the other, as a rollout goes
+            key_file(lab, n.name, *keys)
+            d.signal(signal.SIGHUP)
+            time.sleep(0.4)
+        for d in daemons:
+            wait_for(lambda d=d, step=step: d.log.count("cluster key from") == step + 1, 5, what=f"step {step}")
+        time.sleep(1.5)  # every node announces at least once with this step's keys
+    sent = sum(d.state()["stats"]["sent:ANNOUNCE"] for d in daemons)
+    lost = {d.node.name: auth_failures(d) for d in daemons}
+    print(f"rotation in three reloads: {sent} announcements sent, rejected by a peer: {lost}")
+    assert all(f == {} for f in lost.values())
+    assert all(d.ids() == IDS for d in daemons)
+    assert not any("expired" in d.log for d in daemons)
+    new_id = key_id(base64.b64decode(new)).hex()
+    assert all(d.log.rsplit("signing with ", 1)[1][:8] == new_id for d in daemons)
