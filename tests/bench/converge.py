@@ -18,7 +18,6 @@ from pathlib import Path
 
 from omdisc.auth import Authenticator, Keyring, gen_key
 from omdisc.protocol import Message, MsgType, decode, encode
-
 from tests.lab.netlab import Daemon, Lab, require_root, wait_for
 
 QUIET = {"announce_interval": 30.0, "dead_interval": 90.0}  # no periodic traffic during the counts
