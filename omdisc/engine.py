@@ -184,10 +184,17 @@ class Engine:
             return self._reject(reason, msg, source, interface, now)
         claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
                       source if msg.hops == 0 else None)
+        self.membership.replaced = None
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
             return self._reject(self.membership.rejected, msg, source, interface, now)
-        out = self._forward(data, msg, interface, now)
+        if self.membership.replaced is not None and self.route_between:
+            # a host that speaks for a new node each time: taken here (one node), never carried on,
+            # where the far side could not tell it from a new node each time
+            self.stats["forward_refused:replaced"] += 1
+            out = []
+        else:
+            out = self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN:
             self._on_join(msg, change, interface, source, now)
         elif msg.type is MsgType.SNAPSHOT:
@@ -279,7 +286,9 @@ class Engine:
             self.stats["join_unanswered:stale"] += 1
             return
         members = self.membership
-        why = self.answers.joined((msg.origin, msg.incarnation), interface, source, len(members) + 1, now,
+        # answers a second per UDP source; for a forwarded JOIN (its source the gateway) per origin
+        per = source if msg.hops == 0 else msg.origin
+        why = self.answers.joined((msg.origin, msg.incarnation), interface, per, len(members) + 1, now,
                                   hearsay=members.hearsay > 0)
         if why == "answered":
             self.stats["join_unanswered:answered"] += 1

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from omdisc.auth import gen_key, key_id
-from omdisc.protocol import MsgType, decode
+from omdisc.protocol import MsgType, decode, with_hops
 from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, wait_for
 
 REAL = [IPv4Address(f"198.18.1.{i}") for i in (11, 12, 13)]
@@ -161,3 +161,26 @@ def test_a_key_rotated_in_three_reloads_loses_no_announcement(lab: Lab) -> None:
     assert not any("expired" in d.log for d in daemons)
     new_id = key_id(base64.b64decode(new)).hex()
     assert all(d.log.rsplit("signing with ", 1)[1][:8] == new_id for d in daemons)
+
+
+def test_a_keyed_gateway_forwards_signed_datagrams_and_its_hops_and_via_cannot_be_forged(lab: Lab) -> None:
+    key = gen_key()
+    lan_a, lan_b = lab.lan("lanA"), lab.lan("lanB")
+    a1 = lab.node("a1", lan_a, "198.18.1.1/24")
+    b1 = lab.node("b1", lan_b, "198.18.2.1/24")
+    gw = lab.node("gw")
+    gw.add_leg(lan_a, "198.18.1.254/24", "leg0")
+    gw.add_leg(lan_b, "198.18.2.254/24", "leg1")
+    evil = lab.node("evil", lan_b, "198.18.2.66/24")
+    g = gw.start(["-i", "leg0,leg1"], key_file=str(key_file(lab, "gw", key)))
+    da = a1.start(key_file=str(key_file(lab, "a1", key)))
+    db = b1.start(key_file=str(key_file(lab, "b1", key)))
+    wait_for(lambda: all(d.ids() == {257, 510, 513} for d in (da, db, g)), 10, what="both LANs through the gateway")
+    assert da.state()["stats"].get("auth", 0) == 0 and g.state()["stats"]["forwarded"] > 0
+    # on lanB, the evil host takes a1's forwarded announcement and sends it on as if it were the
+    # gateway (its source forged), with one more hop: FORWARD_AUTH no longer matches
+    capture(lab, evil, 2.0).wait(10)
+    fwd = [d for d in captured(lab, IPv4Address("198.18.1.1")) if decode(d).hops == 1]
+    assert fwd, "no forwarded datagram captured"
+    replay(lab, evil, [with_hops(fwd[-1], 2)], IPv4Address("198.18.2.254"))
+    wait_for(lambda: db.state()["stats"].get("auth:bad", 0) >= 1, 3, what="the forged hop count refused")

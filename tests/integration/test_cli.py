@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -67,6 +68,22 @@ def test_bad_config_file_is_one_line_naming_file_and_line_status_78(tmp_path: Pa
     assert r.returncode == 78
     line = one_line(r)
     assert line.startswith(f"omdiscd: {cfg}") and message in line
+
+
+def test_a_key_file_others_may_read_is_refused_and_keys_are_made_by_gen_key(tmp_path: Path) -> None:
+    key = omdiscd("--gen-key").stdout.strip()
+    assert len(base64.b64decode(key)) == 32 and omdiscd("--gen-key").stdout.strip() != key
+    path = tmp_path / "cluster.key"
+    path.write_text(key + "\n")
+    path.chmod(0o644)
+    cfg = tmp_path / "omdiscd.yaml"
+    cfg.write_text(f"key_file: {path}\n")
+    for args in (["-n", "-c", str(cfg)], ["--check-config", "-c", str(cfg)]):
+        r = omdiscd(*args)
+        assert r.returncode == 78 and f"chmod 600 {path}" in one_line(r)
+    path.chmod(0o600)
+    r = omdiscd("--check-config", "-c", str(cfg))
+    assert r.returncode == 0 and "# cluster key: 1 key(s)" in r.stdout and key not in r.stdout
 
 
 def test_missing_named_config_is_an_error(tmp_path: Path) -> None:

@@ -199,3 +199,18 @@ def test_leaves_for_unknown_nodes_leave_nothing_behind() -> None:
     for i in range(1000):
         e.receive(msg(MsgType.LEAVE, addr(i), addresses=(addr(i), EVIL)), 0.0, "eth0", EVIL)
     assert e.membership.tombstones == 0 and len(e.membership) == 0
+
+
+def test_a_gateway_does_not_carry_a_flood_of_made_up_nodes_to_its_other_networks() -> None:
+    gw = Engine(LocalNode(510, (ip_address("198.18.0.254"), ip_address("198.18.2.254")), FLAG_GATEWAY), INC,
+                SETTINGS, random.Random(1), wall=lambda: NOW_WALL)
+    gw.route_between = frozenset({"legA", "legB"})
+    forwarded = 0
+    for i in range(1000):
+        out = gw.receive(msg(MsgType.ANNOUNCE, addr(i), addresses=(addr(i), EVIL), node_id=i + 2), 0.001 * i,
+                         "legA", EVIL)
+        forwarded += len(out)
+    assert forwarded == 1 and gw.stats["forward_refused:replaced"] == 999
+    real = ip_address("198.18.0.5")
+    for seq in (1, 2):  # a real node is carried on, every message
+        assert len(gw.receive(msg(MsgType.ANNOUNCE, real, seq=seq), 2.0, "legA", real)) == 1
