@@ -20,7 +20,6 @@ JoinKey = tuple[IPAddress, int]  # (origin, incarnation)
 
 ANSWERED_AGE = 120.0  # how long a JOIN stays answered; a node rejoins with a new incarnation
 ANSWERED_MAX = 8192
-RECENT_JOIN_AGE = 30.0  # a SNAPSHOT's records are taken only when it answers a JOIN this recent
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,6 @@ class JoinAnswers:
         self.rng = rng
         self.pending: dict[JoinKey, Pending] = {}
         self._answered = AgedSet(ANSWERED_AGE, ANSWERED_MAX)
-        self._recent = AgedSet(RECENT_JOIN_AGE, ANSWERED_MAX)
         self._per_source = KeyedBuckets(limits.answer_rate, limits.answer_burst)
 
     def joined(self, key: JoinKey, interface: str, source: IPAddress | None, cluster_size: int,
@@ -54,7 +52,6 @@ class JoinAnswers:
         """A fresh JOIN. Schedules an answer; returns why not, or None. A node that knows part of the
         cluster only second-hand (it tells only what it heard first-hand) answers after the others,
         so a fuller answer comes first and suppresses it."""
-        self._recent.add(key, now)
         if key in self.pending:
             return None  # a retry of a JOIN we are about to answer
         if key in self._answered:
@@ -68,9 +65,6 @@ class JoinAnswers:
         delay = lim.reply_delay_min + self.rng.uniform(0, spread) + (spread if hearsay else 0.0)
         self.pending[key] = Pending(now + delay, interface, {key[0]})
         return None
-
-    def recent(self, key: JoinKey) -> bool:
-        return key in self._recent
 
     def heard_snapshot(self, key: JoinKey, sender: IPAddress, told: set[IPAddress], known: set[IPAddress],
                        now: float) -> bool:
@@ -92,7 +86,6 @@ class JoinAnswers:
             del self.pending[key]
             self._answered.add(key, now)
         self._answered.prune(now)
-        self._recent.prune(now)
         return ready
 
     def next_due(self) -> float | None:

@@ -22,6 +22,7 @@ import os
 import secrets
 import stat
 import struct
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from .protocol import (
 KEY_SIZE = 32
 _AUTH = struct.Struct("!4sQ32s")
 _FORWARD = struct.Struct("!4s32s")
-RECENT_MACS = 8
+RECENT_MACS = 64  # per origin: a SNAPSHOT of 64 parts read twice (two families, two gateways) is no replay
 
 
 class KeyFileError(ValueError):
@@ -60,7 +61,7 @@ def key_id(key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Keyring:
-    keys: tuple[bytes, ...]  # the first signs; every one is accepted
+    keys: tuple[bytes, ...] = field(repr=False)  # the first signs; every one is accepted
     by_id: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,12 +122,26 @@ def _trailer(msg: Message, kind: int) -> bytes | None:
     return next((v for t, v in msg.trailer if t == kind), None)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What verify() found: why not to take the datagram ("" to take it), and what take() records."""
+
+    reason: str
+    skew_us: int = 0  # with "skew": how far its clock is from ours
+    origin: IPAddress | None = None
+    ts: int = 0
+    mac: bytes = b""
+
+
 class Authenticator:
-    def __init__(self, keyring: Keyring, wall: Callable[[], float], max_skew: float, max_origins: int = 8192) -> None:
+    def __init__(self, keyring: Keyring, wall: Callable[[], float], max_skew: float,
+                 mono: Callable[[], float] = time.monotonic, max_origins: int = 8192) -> None:
         self.keyring = keyring
         self.wall = wall
+        self.mono = mono
         self.max_skew = max_skew
         self.started_us = int(wall() * 1e6)
+        self._mono_start = mono()
         self.max_origins = max_origins
         self._last_sent = 0
         # origin -> (newest timestamp taken, MACs of the last few taken): a copy of one of those (the
@@ -138,7 +153,10 @@ class Authenticator:
     def sign(self, data: bytes) -> bytes:
         key = self.keyring.keys[0]
         kid = key_id(key)
-        self._last_sent = ts = max(int(self.wall() * 1e6), self._last_sent + 1)
+        now_us = int(self.wall() * 1e6)
+        if self._last_sent > now_us + self.max_skew * 1e6:
+            self._last_sent = now_us - 1  # the clock was set back (NTP): what we stamped ahead nobody took
+        self._last_sent = ts = max(now_us, self._last_sent + 1)
         mac = hmac.new(key, _signed_part(data) + kid + ts.to_bytes(8, "big"), hashlib.sha256).digest()
         return data + tlv(TRAILER_AUTH, _AUTH.pack(kid, ts, mac))
 
@@ -151,25 +169,27 @@ class Authenticator:
 
     # --- receiving ---------------------------------------------------------------------------
 
-    def verify(self, data: bytes, msg: Message) -> tuple[str, int]:
-        """("", 0) for a datagram to take, else (why not, by how many microseconds its clock is off
-        where that is the reason). Reasons: unsigned, unknown-key, bad, skew, replay, duplicate."""
+    def verify(self, data: bytes, msg: Message) -> Verdict:
+        """Whether a datagram may be taken: its MACs check out with a key of ours and its timestamp
+        is in the window and newer than what we took from its origin. Records nothing: take() does,
+        once every other check has passed too (a copy dropped for another reason must not make the
+        good copy a duplicate). Reasons: unsigned, unknown-key, bad, skew, replay, duplicate."""
         auth = _trailer(msg, TRAILER_AUTH)
         if auth is None or len(auth) != _AUTH.size:
-            return "unsigned", 0
+            return Verdict("unsigned")
         kid, ts, mac = _AUTH.unpack(auth)
         key = self.keyring.by_id.get(kid)
         if key is None:
-            return "unknown-key", 0
+            return Verdict("unknown-key")
         want = hmac.new(key, _signed_part(data) + kid + ts.to_bytes(8, "big"), hashlib.sha256).digest()
         if not hmac.compare_digest(mac, want):
-            return "bad", 0
+            return Verdict("bad")
         if msg.hops and not self._forward_ok(data, msg):
-            return "bad", 0
+            return Verdict("bad")
         now_us = int(self.wall() * 1e6)
         if abs(ts - now_us) > self.max_skew * 1e6:
-            return "skew", ts - now_us
-        return self._fresh(msg.origin, ts, mac), 0
+            return Verdict("skew", ts - now_us)
+        return Verdict(self._freshness(msg.origin, ts, mac, now_us), 0, msg.origin, ts, mac)
 
     def _forward_ok(self, data: bytes, msg: Message) -> bool:
         fwd = _trailer(msg, TRAILER_FORWARD_AUTH)
@@ -177,22 +197,27 @@ class Authenticator:
             return False
         kid, mac = _FORWARD.unpack(fwd)
         key = self.keyring.by_id.get(kid)
-        signed = data[: len(data) - len(tlv(TRAILER_FORWARD_AUTH, fwd))]
-        if key is None or not data.endswith(tlv(TRAILER_FORWARD_AUTH, fwd)) or len(signed) < HEADER_SIZE:
+        last = tlv(TRAILER_FORWARD_AUTH, fwd)
+        signed = data[: len(data) - len(last)]
+        if key is None or not data.endswith(last) or len(signed) < HEADER_SIZE:
             return False
         return hmac.compare_digest(mac, hmac.new(key, signed, hashlib.sha256).digest())
 
-    def _fresh(self, origin: IPAddress, ts: int, mac: bytes) -> str:
+    def _freshness(self, origin: IPAddress, ts: int, mac: bytes, now_us: int) -> str:
+        # our start as this clock now has it: a clock set back after we started moves it back too
+        self.started_us = min(self.started_us, now_us - int((self.mono() - self._mono_start) * 1e6))
         if ts < self.started_us:
             return "replay"  # sent before we started: a capture, whatever our memory lost
-        newest, recent = self._latest.pop(origin, (0, deque(maxlen=RECENT_MACS)))
-        self._latest[origin] = (newest, recent)
+        newest, recent = self._latest.get(origin, (0, ()))
         if mac in recent:
             return "duplicate"
-        if ts <= newest:
-            return "replay"
-        recent.append(mac)
-        self._latest[origin] = (ts, recent)
+        return "replay" if ts <= newest else ""
+
+    def take(self, verdict: Verdict) -> None:
+        """The datagram of `verdict` was taken: from its origin only newer ones count now."""
+        assert verdict.origin is not None and not verdict.reason
+        _, recent = self._latest.pop(verdict.origin, (0, deque(maxlen=RECENT_MACS)))
+        recent.append(verdict.mac)
+        self._latest[verdict.origin] = (verdict.ts, recent)
         while len(self._latest) > self.max_origins:  # beyond: the skew window still bounds a replay
             self._latest.popitem(last=False)
-        return ""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, events, incarnation, interfaces, keyfile
-from .auth import Authenticator, KeyFileError, gen_key
+from .auth import Authenticator, KeyFileError, gen_key, key_id
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .detach import Detacher
@@ -105,7 +105,7 @@ class Daemon:
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
-        self.links.send(self.engine.start(now))
+        self._send(self.engine.start(now))
         self.writer.flush(self.engine, now)
         local = self.engine.local
         events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
@@ -152,7 +152,7 @@ class Daemon:
     def _shutdown(self) -> None:
         notify("STOPPING=1")
         if self.links:  # we had joined: say goodbye
-            self.links.send(self.engine.shutdown())
+            self._send(self.engine.shutdown())
             events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
         self.links.close_all()
         if self.monitor is not None:
@@ -235,7 +235,7 @@ class Daemon:
         self._wake.set()  # a JOIN may have scheduled an answer
 
     def _send(self, out: list[Outgoing]) -> None:
-        self.links.send(out)
+        self.links.send(out, frozenset(a.version for a in self.engine.local.addresses))
         if out:
             self.writer.touch()
 
@@ -274,9 +274,12 @@ class Daemon:
         notify(f"STATUS={self.status()}")
 
     def _extra_state(self) -> dict[str, Any]:
+        auth = self.engine.auth
+        keys = None if auth is None else {"signing": key_id(auth.keyring.keys[0]).hex(),
+                                          "accepted": [key_id(k).hex() for k in auth.keyring.keys]}
         return {"ready_at": self._ready_at,  # wall clock: benchmarks time convergence from it
                 "interfaces": list(self.plan.announce_on), "gateway": self.plan.gateway,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "keys": keys}  # key ids (what rotate-key.yml checks), never keys
 
     # --- changes while running ----------------------------------------------------------------
 
@@ -321,25 +324,36 @@ class Daemon:
         log.warning("SIGUSR1: debug messages %s", "all on" if full else "back to the configured categories")
 
     def reload(self) -> None:
+        """SIGHUP. The key file first and on its own: a rotation step must not wait on anything else
+        in the configuration (a bad drop-in, an interface away for the moment)."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            self._reload()
-        except (ConfigError, KeyFileError, *ADDRESS_ERRORS) as e:
+            cfg: Config | None = load(self.cfg_path)[0].overridden(**self.overrides)
+        except ConfigError as e:
             log.error("reload failed, the running configuration stays: %s", e)
-        except Exception as e:  # a bug must not end the daemon either
-            self.stats["internal_errors"] += 1
-            log.error("reload failed (internal error %s: %s), the running configuration stays", type(e).__name__, e)
-            log.debug("reload failed", exc_info=True)
+            cfg = None
+        try:
+            self._reload_keys(cfg or self.cfg)
+        except KeyFileError as e:
+            log.error("reload of the key file failed, the keys in force stay: %s", e)
+        if cfg is not None:
+            try:
+                self._reload(cfg)
+            except ADDRESS_ERRORS as e:
+                log.error("reload failed, the running configuration stays: %s", e)
+            except Exception as e:  # a bug must not end the daemon either
+                self.stats["internal_errors"] += 1
+                log.error("reload failed (internal error %s: %s), the running configuration stays",
+                          type(e).__name__, e)
+                log.debug("reload failed", exc_info=True)
         notify(f"READY=1\nSTATUS={self.status()}")
 
-    def _reload(self) -> None:
+    def _reload(self, cfg: Config) -> None:
         """New settings; the sockets are always opened anew (new ones first: if one cannot be
-        opened, everything stays as it was), and we rejoin with a new incarnation."""
-        cfg, _ = load(self.cfg_path)
-        cfg = cfg.overridden(**self.overrides)
+        opened, everything stays as it was; the old ones drained before they close), and we rejoin
+        with a new incarnation."""
         plan = make_plan(cfg)
         addrs = local_node(cfg, plan)
-        self._reload_keys(cfg)  # before anything else changes: a bad key file changes nothing
         for key in ("kernel", "alpha_dir", "pid_file", "state_dir"):
             if getattr(cfg, key) != getattr(self.cfg, key):
                 log.warning("reload: a new %s takes effect only at restart", key)
@@ -348,7 +362,7 @@ class Daemon:
         wanted = Wanted.of(cfg, plan)
         made = self.links.make(wanted)
         self._send(self.engine.set_local(addrs.node))  # on the old sockets: where the old identity was known
-        self.links.install(wanted, made)
+        self.links.install(wanted, made, drain=self._on_readable)
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
         self.engine.reconfigure(settings_for(cfg), now)

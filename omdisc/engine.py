@@ -20,7 +20,7 @@ from typing import Any
 
 from . import events, gateway
 from .answers import AnswerLimits, JoinAnswers, JoinKey
-from .auth import Authenticator
+from .auth import Authenticator, Verdict
 from .guard import Guard
 from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
 from .protocol import (
@@ -35,7 +35,7 @@ from .protocol import (
     encode,
     snapshot_messages,
 )
-from .snapshots import path_of, records_for
+from .snapshots import paths, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
@@ -175,15 +175,21 @@ class Engine:
             self.stats[f"malformed:{e.kind}"] += 1
             netlog.debug("dropped malformed datagram on %s from %s (%s)", interface or "?", source or "?", e)
             return []
-        if self.auth is not None and not self._authentic(data, msg, source, interface, now):
+        verdict = self._authentic(data, msg, source, interface, now) if self.auth is not None else None
+        if verdict is False:
             return []
         if msg.origin in self.local.addresses:
+            self._taken(verdict)
             return self._about_us(msg, source, interface, now)
-        gw, reason = self.guard.check(msg, source, interface, self.membership, self.local.addresses)
+        # signed: the key vouches for its origin, wherever it was sent from (an address that just
+        # changed, say); unsigned: its UDP source must be one of the addresses it claims
+        checked_source = None if verdict else source
+        gw, reason = self.guard.check(msg, checked_source, interface, self.membership, self.local.addresses)
         if reason:
             return self._reject(reason, msg, source, interface, now)
+        self._taken(verdict)
         claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
-                      source if msg.hops == 0 else None)
+                      checked_source if msg.hops == 0 else None)
         self.membership.replaced = None
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
@@ -193,24 +199,32 @@ class Engine:
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
             out = []
+        elif msg.type is MsgType.SNAPSHOT:
+            out = []  # an answer is for the joiner's network; the gateway there answers for us all
         else:
             out = self._forward(data, msg, interface, now)
-        if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN:
-            self._on_join(msg, change, interface, source, now)
+        if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
+            self._on_join(msg, change, interface, checked_source, now)
         elif msg.type is MsgType.SNAPSHOT:
             self._on_snapshot(msg, claim, now)
         return out
 
-    def _authentic(self, data: bytes, msg: Message, source: IPAddress | None, interface: str, now: float) -> bool:
+    def _authentic(self, data: bytes, msg: Message, source: IPAddress | None, interface: str,
+                   now: float) -> Verdict | bool:
+        """The key's verdict to take later, or False: not to be taken (counted and said here)."""
         assert self.auth is not None
-        reason, skew_us = self.auth.verify(data, msg)
-        if not reason:
-            return True
-        if reason == "duplicate":  # a copy of what we took (the other family, another gateway): harmless
+        verdict = self.auth.verify(data, msg)
+        if not verdict.reason:
+            return verdict
+        if verdict.reason == "duplicate":  # a copy of what we took (the other family, another gateway)
             self.stats["auth:duplicate"] += 1
         else:
-            self.guard.auth_failed(reason, msg, source, interface, skew_us, self.auth.max_skew, now)
+            self.guard.auth_failed(verdict.reason, msg, source, interface, verdict.skew_us, self.auth.max_skew, now)
         return False
+
+    def _taken(self, verdict: Verdict | bool | None) -> None:
+        if isinstance(verdict, Verdict) and self.auth is not None:
+            self.auth.take(verdict)
 
     def _reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str,
                 now: float) -> list[Outgoing]:
@@ -286,8 +300,8 @@ class Engine:
             self.stats["join_unanswered:stale"] += 1
             return
         members = self.membership
-        # answers a second per UDP source; for a forwarded JOIN (its source the gateway) per origin
-        per = source if msg.hops == 0 else msg.origin
+        # answers a second per UDP source; per origin for a signed JOIN (its origin vouched for)
+        per = source if source is not None else msg.origin
         why = self.answers.joined((msg.origin, msg.incarnation), interface, per, len(members) + 1, now,
                                   hearsay=members.hearsay > 0)
         if why == "answered":
@@ -297,28 +311,29 @@ class Engine:
                                  f"left unanswered ({UNANSWERED[why]})", now)
 
     def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
+        """Another node's answer to a JOIN: to ours, we learn from it; to one we are about to answer,
+        it may make ours needless. Nobody else learns from it (a host could make up its records)."""
         snap = msg.snapshot
         assert snap is not None
         key = (snap.reply_to, snap.reply_to_incarnation)
-        ours = key == (self.local.primary, self.incarnation)
-        if not ours and not self.answers.recent(key):
-            self.stats["snapshot_unsolicited"] += 1  # answers no JOIN we saw: a replay, or made up
+        if key in self.answers.pending:
+            told = {rec.addresses[0] for rec in snap.members}
+            if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
+                self.stats["suppressed"] += 1
+        if key != (self.local.primary, self.incarnation):
             return
-        if ours:
-            self._join_retries.clear()
+        self._join_retries.clear()
+        path_of = paths(msg, claim, self.membership)
         for rec in snap.members:
             if any(a in self.local.addresses for a in rec.addresses):
                 continue
-            via, path_known = path_of(rec, msg, claim, self.membership)
+            via, path_known = path_of(rec)
             change = self.membership.learned(rec, now, via, claim.interface, path_known)
             if change is Change.JOINED:
                 events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
                                 rec.addresses[0], msg.origin)
             elif change is Change.REJECTED:
                 self.stats[f"rejected:{self.membership.rejected}"] += 1
-        told = {rec.addresses[0] for rec in snap.members}
-        if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
-            self.stats["suppressed"] += 1
 
     def _known(self) -> set[IPAddress]:
         """What our own SNAPSHOT would tell: ourselves and what we heard first-hand."""

@@ -22,6 +22,7 @@ REJECTIONS = {
     "foreign": "it speaks for a known node none of whose addresses is its source",
     "full": "the membership is full (max_nodes)",
     "conflict": "it claims an address of another node as its own",
+    "path": "it says it was forwarded by a gateway, about a node heard directly here",
 }
 
 

@@ -74,8 +74,11 @@ class Links:
             raise
         return made
 
-    def install(self, wanted: Wanted, made: dict[Key, MulticastHandler]) -> None:
-        """The sockets from make() in place of the old ones."""
+    def install(self, wanted: Wanted, made: dict[Key, MulticastHandler],
+                drain: Callable[[MulticastHandler], None] | None = None) -> None:
+        """The sockets from make() in place of the old ones (drained first with `drain`)."""
+        if drain is not None:
+            self.drain(drain)
         self.close_all()
         self.wanted = wanted
         self._missing.clear()
@@ -133,8 +136,15 @@ class Links:
         for key in list(self.handlers):
             self._drop(key)
 
-    def send(self, out: list[Outgoing]) -> None:
+    def send(self, out: list[Outgoing], families: frozenset[int]) -> None:
+        """On the sockets of `families` only: the families we have an address of. (A copy sent on
+        IPv6 from a link-local address would be dropped by every peer: it is none of ours.)"""
         for o in out:
-            for (name, _family), h in self.handlers.items():
-                if o.interfaces is None or name in o.interfaces:
+            for (name, family), h in self.handlers.items():
+                if family in families and (o.interfaces is None or name in o.interfaces):
                     h.send(o.data)
+
+    def drain(self, read: Callable[[MulticastHandler], None]) -> None:
+        """What the sockets hold, read before they are replaced: nothing queued is lost."""
+        for h in self.handlers.values():
+            read(h)

@@ -91,7 +91,7 @@ class Membership:
         self._tombstones: OrderedDict[IPAddress, tuple[int, int, float]] = OrderedDict()
         self._speaks_for: dict[IPAddress, IPAddress] = {}  # UDP source -> primary of the node it speaks for
         self.version = 0  # bumped whenever the map-relevant content changes
-        self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict"
+        self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict", "path"
         self.replaced: Member | None = None  # the node the last heard() replaced (same source)
         self.hearsay = 0  # members known only second-hand
 
@@ -142,10 +142,15 @@ class Membership:
         m = self.members.get(claim.primary)
         if m is None:
             return self._new(claim, now)
-        if claim.source is not None and claim.source not in m.addresses and claim.source != claim.primary:
+        if claim.source is not None and claim.source not in m.addresses:
             return self._reject("foreign")  # a host speaking for a node it is not
+        path = self._path_check(m, claim, now)
+        if path:
+            return self._reject(path) if path == "path" else Change.STALE
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq) and not self._owner_overrides(claim, m):
             return Change.STALE
+        if self._owned_elsewhere(claim.primary, claim.addresses):
+            return self._reject("conflict")
         m.interface = claim.interface
         self.hearsay -= not m.firsthand
         m.firsthand = True
@@ -157,6 +162,18 @@ class Membership:
             self._speaks_for[claim.source] = m.primary
         return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
                             claim.seq)
+
+    def _path_check(self, m: Member, claim: Claim, now: float) -> str:
+        """A forwarded claim (via a gateway) about a node we know first-hand: "path" when the node is
+        heard directly (a gateway has nothing to tell about our neighbour: a host posing as one
+        would evict or take it over); "other" when it comes through another gateway than the node's
+        (with two gateways every message comes twice; a switch waits until its path is silent for
+        half of dead_interval, as when its gateway died). "" when it may be taken."""
+        if claim.via is None or not m.firsthand or m.via == claim.via:
+            return ""
+        if m.via is None and m.source is not None:
+            return "path"
+        return "" if now - m.last_heard >= self.dead_interval / 2 else "other"
 
     @staticmethod
     def _owner_overrides(claim: Claim, m: Member) -> bool:
@@ -220,6 +237,9 @@ class Membership:
             return Change.STALE
         if claim.source is not None and claim.source not in m.addresses:
             return self._reject("foreign")
+        path = self._path_check(m, claim, now)
+        if path:
+            return self._reject(path) if path == "path" else Change.STALE
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
             return Change.STALE
         self._bury(claim.primary, (claim.incarnation, claim.seq, now))

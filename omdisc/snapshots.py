@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .membership import Claim, Membership
 from .protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
 
@@ -18,17 +20,32 @@ def records_for(membership: Membership, joiner: IPAddress, interface: str, routi
             if m.primary != joiner and (routing or not interface or m.interface == interface)]
 
 
-def path_of(rec: MemberRecord, msg: Message, claim: Claim, membership: Membership) -> tuple[IPAddress | None, bool]:
-    """Through which gateway we reach a node a SNAPSHOT tells of, and whether that is known."""
-    indirect = bool(rec.flags & MEMBER_INDIRECT)
-    if claim.via is not None:  # the SNAPSHOT came through a gateway
-        if claim.via in rec.addresses:
-            return None, True  # the gateway itself, our neighbour
-        return (claim.via, True) if not indirect else (None, False)
-    if not indirect:
-        return None, True  # on the sender's network, which is ours
-    if msg.flags & FLAG_GATEWAY:
-        return msg.origin, True
-    gateways = [m.primary for m in membership.members.values()
-                if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
-    return (gateways[0], True) if len(gateways) == 1 else (None, False)
+Path = tuple[IPAddress | None, bool]  # (the gateway we reach a node through, whether that is known)
+
+
+def paths(msg: Message, claim: Claim, membership: Membership) -> Callable[[MemberRecord], Path]:
+    """For a SNAPSHOT: through which gateway we reach each node it tells of, and whether that is
+    known. What depends on the SNAPSHOT alone is worked out once, not once per record."""
+    gateways: list[IPAddress] | None = None
+
+    def the_gateway_here() -> IPAddress | None:
+        nonlocal gateways
+        if gateways is None:
+            gateways = [m.primary for m in membership.members.values()
+                        if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
+        return gateways[0] if len(gateways) == 1 else None
+
+    def path_of(rec: MemberRecord) -> Path:
+        indirect = bool(rec.flags & MEMBER_INDIRECT)
+        if claim.via is not None:  # the SNAPSHOT came through a gateway
+            if claim.via in rec.addresses:
+                return None, True  # the gateway itself, our neighbour
+            return (claim.via, True) if not indirect else (None, False)
+        if not indirect:
+            return None, True  # on the sender's network, which is ours
+        if msg.flags & FLAG_GATEWAY:
+            return msg.origin, True
+        gw = the_gateway_here()
+        return gw, gw is not None
+
+    return path_of
