@@ -55,7 +55,8 @@ def main() -> None:
         print(f"{name:>22} " + " ".join(f"{v / 1024:>9.1f}" for v in row))
     for key in ("slowest_batch_us", "slowest_flush_us"):
         print(f"{key.replace('_us', ' ms'):>22} " + " ".join(f"{s.get(key, 0) / 1000:>9.1f}" for s in stats))
-    print(f"{'rejected:full':>22} " + " ".join(f"{s.get('rejected:full', 0):>9}" for s in stats))
+    for key in ("replaced", "rejected:conflict", "rejected:full"):
+        print(f"{key:>22} " + " ".join(f"{s.get(key, 0):>9}" for s in stats))
     print(f"JOINs of the attacker: {joins}; SNAPSHOTs the real nodes sent: {packets} datagrams, {size} bytes "
           f"({size / joins:.0f} bytes per JOIN)")
     print(f"real nodes missing from a map in a sample: {lost}; real nodes expired: {expired}")

@@ -101,16 +101,19 @@ def test_a_snapshot_flood_then_a_join_crashes_nothing_and_costs_one_small_answer
     v6 = [MemberRecord(2, life, 0, tuple(IPv6Address(f"2001:db8:{i:x}::{k + 1}") for k in range(16)))
           for i in range(1_100)]
     join = announce(EVIL, inc=life, flags=FLAG_JOIN, node_id=66)
-    send(lab, evil, [join, *snapshots(life, v4, 50, 2), *snapshots(life, v6, 4, 1000)], rate=5000)
-    wait_for(lambda: all(d.state()["stats"].get("rejected:full", 0) > 0 for d in daemons), 20,
-             what="every daemon full (max_nodes)")
-    assert all(len(d.state()["members"]) <= 4096 for d in daemons)
+    flood = [join, *snapshots(life, v4, 50, 2), *snapshots(life, v6, 4, 1000)]
+    received = [d.state()["stats"]["received"] for d in daemons]
+    send(lab, evil, flood, rate=5000)
+    # a flood fills socket buffers: some of it is lost, as it would be on a real LAN
+    wait_for(lambda: all(d.state()["stats"]["received"] - r >= 0.8 * len(flood)
+                         for d, r in zip(daemons, received, strict=True)), 20, what="the flood received")
+    assert all(len(d.state()["members"]) <= 3 for d in daemons)  # an answer to its own JOIN teaches nobody
     before = wire_snapshots(lan)
     send(lab, evil, [announce(EVIL, inc=life + 1, flags=FLAG_JOIN, node_id=66)])  # a JOIN after the flood
     wait_for(lambda: wire_snapshots(lan)[0] > before[0], 5, what="the answer")
     time.sleep(3.0)  # the whole answer window (spread 1 s, doubled for a node that knows hearsay): all in
     packets, size = (a - b for a, b in zip(wire_snapshots(lan), before, strict=True))
-    print(f"after a flood of 16,100 made-up members, one JOIN: {packets} SNAPSHOT datagrams, {size} bytes")
+    print(f"after SNAPSHOTs of 16,100 made-up members, one JOIN: {packets} SNAPSHOT datagrams, {size} bytes")
     assert all(d.alive() for d in daemons)
     assert packets <= 3 and size <= 3 * (MAX_DATAGRAM + 42)  # hearsay is never told on: one datagram each at most
 
@@ -123,12 +126,13 @@ def test_a_flood_of_made_up_nodes_is_bounded_in_memory_and_loses_no_real_node(la
                                "eth0", "100000", "--self", str(EVIL), "--rate", "5000"],
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     peak = list(base)
-    samples = 0
+    samples, most = 0, 0
     try:
         while sender.poll() is None:
             for i, d in enumerate(daemons):
                 peak[i] = max(peak[i], rss_kib(d))
                 assert d.ids() >= IDS, f"a real node left {d.node.name}'s map during the flood"
+                most = max(most, len(d.state().get("members", [])))
             samples += 1
             time.sleep(0.25)
     finally:
@@ -138,14 +142,17 @@ def test_a_flood_of_made_up_nodes_is_bounded_in_memory_and_loses_no_real_node(la
     wait_for(lambda: all(len(d.state()["members"]) == 2 for d in daemons), 15, what="every made-up node expired")
     time.sleep(1.0)
     after = [rss_kib(d) for d in daemons]
-    print(f"RSS KiB before {base}, peak during 100,000 datagrams {peak}, after expiry {after}")
+    print(f"RSS KiB before {base}, peak during 100,000 datagrams {peak}, after expiry {after}; "
+          f"at most {most} members")
+    assert most <= 3  # the 2 others and the attacker: one host, one node; its SNAPSHOTs teach nobody
     for d in daemons:
         assert "expired" not in "\n".join(line for line in d.log.splitlines() if "198.18.1.1" in line)
-        assert d.state()["stats"].get("rejected:full", 0) > 0
-    # bounded by max_nodes (4096 made-up members at most, seen here: about +7 MiB); what Python's
-    # allocator keeps of it after the expiry is no more than that peak
-    assert all(p - b < 12_288 for p, b in zip(peak, base, strict=True))
-    assert all(a - b < 8_192 for a, b in zip(after, base, strict=True))
+        stats = d.state()["stats"]  # each made-up node replaced the last, or claimed the attacker's own address
+        assert stats.get("replaced", 0) + stats.get("rejected:conflict", 0) > 10_000
+    # none of the made-up nodes got in (seen here: +0.2 MiB); the bounds leave room for the
+    # allocator, and would still hold with max_nodes (4096) of them (seen: +7 MiB)
+    assert all(p - b < 8_192 for p, b in zip(peak, base, strict=True))
+    assert all(a - b < 6_144 for a, b in zip(after, base, strict=True))
 
 
 def test_spoofed_leave_hijack_and_id_steal_from_another_host_change_no_map(lab: Lab) -> None:

@@ -223,3 +223,23 @@ def test_a_gateway_does_not_carry_a_flood_of_made_up_nodes_to_its_other_networks
     real = ip_address("198.18.0.5")
     for seq in (1, 2):  # a real node is carried on, every message
         assert len(gw.receive(msg(MsgType.ANNOUNCE, real, seq=seq), 2.0, "legA", real)) == 1
+
+
+def test_a_host_posing_as_a_gateway_cannot_evict_or_take_over_a_node_heard_directly() -> None:
+    e = engine()
+    e.receive(msg(MsgType.ANNOUNCE, N1, seq=5), 0.1, "eth0", N1)
+    e.receive(msg(MsgType.ANNOUNCE, EVIL, flags=FLAG_GATEWAY, node_id=66), 0.2, "eth0", EVIL)  # "I am a gateway"
+    via_evil = ((2, bytes([4]) + EVIL.packed),)
+    e.receive(msg(MsgType.LEAVE, N1, seq=6, hops=1, trailer=via_evil), 0.3, "eth0", EVIL)
+    e.receive(msg(MsgType.ANNOUNCE, N1, seq=1, inc=INC + 3600 * 10**6, addresses=(N1, EVIL), hops=1,
+                  trailer=via_evil), 0.4, "eth0", EVIL)
+    assert e.membership.members[N1].addresses == (N1,) and e.stats["rejected:path"] == 2
+    assert e.receive(msg(MsgType.ANNOUNCE, N1, seq=7), 0.5, "eth0", N1) == [] and e.stats["stale"] == 0
+
+
+def test_a_node_cannot_take_another_nodes_address_as_its_own_later() -> None:
+    e = engine()
+    e.receive(msg(MsgType.ANNOUNCE, N1), 0.0, "eth0", N1)
+    e.receive(msg(MsgType.ANNOUNCE, EVIL, seq=1, node_id=66), 0.1, "eth0", EVIL)
+    e.receive(msg(MsgType.ANNOUNCE, EVIL, seq=2, node_id=66, addresses=(EVIL, N1)), 0.2, "eth0", EVIL)
+    assert e.membership.members[EVIL].addresses == (EVIL,) and e.stats["rejected:conflict"] == 1
