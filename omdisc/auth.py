@@ -94,15 +94,18 @@ def parse_keys(text: str, source: str) -> Keyring:
 
 
 def load_keyring(path: Path) -> Keyring:
-    """The key file, refused when others than its owner may read it (as ssh refuses a private key)."""
+    """The key file, refused when others than its owner may read it or its owner is someone else
+    than root or us (as ssh refuses a private key)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"key file {path} is not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise KeyFileError(f"key file {path} belongs to uid {st.st_uid}, neither root nor this process's user")
         if st.st_mode & 0o077:
             raise KeyFileError(f"key file {path} may be read by others than its owner (mode "
                                f"{stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
