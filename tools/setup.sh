@@ -11,6 +11,7 @@ apt_pkgs=(
     python3-yaml python3-netifaces python3-systemd python3-pytest  # the .deb and its build
     lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
     openssh-client procps                                    # Ansible over SSH; pgrep/pkill
+    prometheus-node-exporter                                 # reads the metrics file (its service is never started)
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
 )
 missing=()
