@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from .events import KINDS as EVENT_KINDS
+
 DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
 DEFAULT_KEY_FILE = Path("/etc/omdiscd/cluster.key")  # used when present: no key file, no authentication
 MAX_INTERFACES = 6  # the seed's limit
@@ -24,6 +26,25 @@ DEFAULT_GROUP = IPv4Address("239.192.77.77")  # organization-local scope; no wel
 DEFAULT_GROUP6 = IPv6Address("ff05::7727")  # site-local scope: crosses IPv6 multicast routers, not the site edge
 FAMILIES = ("ipv4", "ipv6", "both")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One entry of `handlers`: the program `run` is started for each event of these kinds."""
+
+    events: tuple[str, ...]
+    run: Path
+
+    def wants(self, kind: str) -> bool:
+        return kind in self.events
+
+
+class ItemError(ValueError):
+    """A bad item of a list value: the error names the line of item `index`."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class ConfigError(ValueError):
@@ -55,6 +76,9 @@ class Config:
     state_dir: Path = Path("/var/lib/omdiscd")
     key_file: Path | None = None  # None: DEFAULT_KEY_FILE if it exists; a named file must exist
     max_clock_skew: float = 5.0
+    handlers: tuple[HandlerSpec, ...] = ()
+    handler_timeout: float = 10.0
+    metrics_file: Path | None = None
 
     def overridden(self, **changes: Any) -> Config:
         """Command-line values over file values; None means 'not given'."""
@@ -196,6 +220,50 @@ def parse_max_nodes(value: object) -> int:
     return _int(value, 16, 1_000_000)
 
 
+def _handler(item: object) -> HandlerSpec:
+    if not isinstance(item, dict):
+        raise ValueError(f"expected a mapping with 'events' and 'run', got {_describe(item)}")
+    unknown = sorted(str(k) for k in item if k not in ("events", "run"))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: events, run)")
+    if "events" not in item or "run" not in item:
+        raise ValueError(f"'{'events' if 'events' not in item else 'run'}' is missing")
+    kinds = _names(item["events"], "event kinds")
+    if not kinds:
+        raise ValueError(f"events: none given (choose from {', '.join(EVENT_KINDS)})")
+    for kind in kinds:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event {kind!r} (choose from {', '.join(EVENT_KINDS)})")
+    try:
+        run = parse_path(item["run"])
+    except ValueError as e:
+        raise ValueError(f"run: {e}") from None
+    return HandlerSpec(tuple(dict.fromkeys(kinds)), run)
+
+
+def parse_handlers(value: object) -> tuple[HandlerSpec, ...]:
+    """A list of {events: [...], run: /path}; an error names the line of the bad entry."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of {{events: [...], run: /path}}, got {_describe(value)}")
+    specs = []
+    for i, item in enumerate(value):
+        try:
+            specs.append(_handler(item))
+        except ValueError as e:
+            raise ItemError(f"entry {i + 1}: {e}", i) from None
+    return tuple(specs)
+
+
+def parse_handler_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+    if not 0.1 <= value <= 3600:
+        raise ValueError(f"{value} is out of range 0.1..3600 seconds")
+    return float(value)
+
+
 PARSERS: dict[str, Callable[[object], Any]] = {
     "interfaces": parse_interfaces,
     "multicast_ttl": parse_ttl,
@@ -216,6 +284,9 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "state_dir": parse_path,
     "key_file": parse_optional_path,
     "max_clock_skew": parse_skew,
+    "handlers": parse_handlers,
+    "handler_timeout": parse_handler_timeout,
+    "metrics_file": parse_optional_path,
 }
 assert set(PARSERS) == {f.name for f in fields(Config)}
 
@@ -272,7 +343,10 @@ def _values(text: str, source: str, origins: Origins) -> dict[str, Any]:
         try:
             values[key] = PARSERS[key](_construct(value_node))
         except (ValueError, yaml.YAMLError) as e:
-            raise ConfigError(f"{key}: {e}", source, value_node.start_mark.line + 1) from None
+            at = value_node
+            if isinstance(e, ItemError) and isinstance(at, yaml.SequenceNode) and e.index < len(at.value):
+                at = at.value[e.index]  # the bad entry of a list, not where the list starts
+            raise ConfigError(f"{key}: {e}", source, at.start_mark.line + 1) from None
         origins[key] = (source, line)
     return values
 
@@ -335,6 +409,8 @@ def dump(cfg: Config) -> str:
     out: dict[str, Any] = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
+        if f.name == "handlers":
+            v = [{"events": list(h.events), "run": str(h.run)} for h in v]
         out[f.name] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, (Path, IPv4Address,
                                                                                       IPv6Address)) else v
     return yaml.safe_dump(out, sort_keys=False)

@@ -26,6 +26,7 @@ from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .detach import Detacher
 from .engine import Engine, Outgoing, Settings
+from .handlers import Runner
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
 from .links import Links, Wanted
 from .mapwriter import MapWriter
@@ -35,6 +36,7 @@ from .pidfile import PidFile, PidFileError
 from .plan import Addresses, Plan, StartupError, local_node, make_plan
 from .protocol import IPAddress
 from .ratelimit import LogLimiter
+from .showmap import as_json
 from .sinks import AlphaSink, LiveSink, SinkError, choose_sink
 from .transport import MulticastHandler
 
@@ -70,7 +72,11 @@ class Daemon:
         self._left_out: tuple[IPAddress, ...] = ()
         self._report_left_out(addrs)
         self.links = Links(self.stats, self._watch, self._unwatch)
-        self.writer = MapWriter(sink, cfg.alpha_dir, self.stats, self._extra_state, self._on_map_written)
+        self.writer = MapWriter(sink, cfg.alpha_dir, self.stats, self._extra_state, self._on_map_written,
+                                on_event=self.engine.events.add, metrics_file=cfg.metrics_file,
+                                gauges=self._gauges)
+        self.handlers = Runner(self.stats, self._map_document)
+        self._document: tuple[int, float, bytes] | None = None  # (map version, when, JSON): reused briefly
         self.monitor: LinkMonitor | None = None
         self._said = LogLimiter()
         self._flush_pending = False
@@ -99,6 +105,7 @@ class Daemon:
         self.sink.prepare()
         self.links.replace_all(Wanted.of(self.cfg, self.plan))
         self._open_monitor()
+        self._configure_handlers(self.cfg)
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
                              (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
             loop.add_signal_handler(sig, handler)
@@ -155,6 +162,7 @@ class Daemon:
             self._send(self.engine.shutdown())
             events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
         self.links.close_all()
+        self.handlers.close()
         if self.monitor is not None:
             asyncio.get_running_loop().remove_reader(self.monitor.fileno())
             self.monitor.close()
@@ -259,6 +267,8 @@ class Daemon:
         started = self.clock()
         self.writer.flush(self.engine, started)
         self._gauge_max("slowest_flush_us", started)
+        if len(self.engine.events):
+            self.handlers.submit(self.engine.events.drain())
 
     def _gauge_max(self, name: str, started: float) -> None:
         """The slowest of something so far, in microseconds (make bench reads it)."""
@@ -272,6 +282,39 @@ class Daemon:
 
     def _on_map_written(self) -> None:
         notify(f"STATUS={self.status()}")
+        local = self.engine.local
+        self.engine.events.add("map", local.node_id, local.addresses)
+
+    def _gauges(self) -> dict[str, float]:
+        written = self.writer.written
+        return {"members": len(self.engine.membership) + 1,
+                "map_entries": len(written.entries) if written else 0,
+                "collisions": len(written.collisions) if written else 0}
+
+    def _map_document(self) -> bytes:
+        """What a handler reads on stdin: showmap --json of the map now. Made at most once per map
+        version and second, however many handlers start."""
+        now = self.clock()
+        version = self.engine.map_version
+        if self._document is not None and self._document[0] == version and now - self._document[1] < 1.0:
+            return self._document[2]
+        state = self.engine.state(now)
+        state.update(self._extra_state())
+        written = self.writer.written
+        table = written if written is not None else self.engine.table()
+        node_id = self.writer.written_id if written is not None else self.engine.local.node_id
+        data = (as_json(node_id, list(table.entries), state) + "\n").encode()
+        self._document = (version, now, data)
+        return data
+
+    def _configure_handlers(self, cfg: Config) -> None:
+        self.handlers.configure(cfg.handlers, cfg.handler_timeout)
+        self.engine.events.enabled = self.handlers.wanted
+        if not self.handlers.wanted:
+            self.engine.events.drain()
+        for spec in cfg.handlers:
+            if not os.access(spec.run, os.X_OK):
+                log.warning("handler %s is not an executable file: its events will fail", spec.run)
 
     def _extra_state(self) -> dict[str, Any]:
         auth = self.engine.auth
@@ -365,6 +408,8 @@ class Daemon:
         self.links.install(wanted, made, drain=self._on_readable)
         self.cfg, self.plan = cfg, plan
         self.logctl.set_categories(cfg.debug)
+        self._configure_handlers(cfg)
+        self.writer.metrics_file = cfg.metrics_file
         self.engine.reconfigure(settings_for(cfg), now)
         self.engine.route_between = plan.route_between
         self._report_left_out(addrs)

@@ -91,6 +91,7 @@ class Engine:
         self._join_retries: list[float] = []
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
+        self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Engine:
         for m in list(self.membership.members.values()):
             if m.interface and m.interface not in keep:
                 self.membership.forget(m.primary)
+                self.events.add("leave", m.node_id, m.addresses)
                 events.log_peer(log, events.LEAVE, "node #%d %s forgotten (interface %s no longer used)",
                                 m.node_id, m.primary, m.interface)
 
@@ -275,13 +277,16 @@ class Engine:
         gone = self.membership.replaced
         if gone is not None:
             self.stats["replaced"] += 1
+            self.events.add("leave", gone.node_id, gone.addresses)
             events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
                             gone.primary, claim.node_id, claim.primary, claim.source)
         if change is Change.STALE:
             self.stats["stale"] += 1
         elif change is Change.JOINED:
+            self.events.add("join", claim.node_id, claim.addresses)
             events.log_peer(log, events.JOIN, "node #%d %s joined", claim.node_id, claim.primary)
         elif change is Change.UPDATED:
+            self.events.add("update", claim.node_id, claim.addresses)
             events.log_peer(log, events.UPDATE, "node #%d %s changed: %s", claim.node_id, claim.primary,
                             ", ".join(map(str, claim.addresses)))
         return change
@@ -289,6 +294,7 @@ class Engine:
     def _on_leave(self, claim: Claim, now: float) -> Change:
         change = self.membership.left(claim, now)
         if change is Change.LEFT:
+            self.events.add("leave", claim.node_id, claim.addresses)
             what = "left" if self.settings.remove_on_leave else "is leaving (kept until it expires)"
             events.log_peer(log, events.LEAVE, "node #%d %s " + what, claim.node_id, claim.primary)
         elif change is Change.STALE:
@@ -330,6 +336,7 @@ class Engine:
             via, path_known = path_of(rec)
             change = self.membership.learned(rec, now, via, claim.interface, path_known)
             if change is Change.JOINED:
+                self.events.add("join", rec.node_id, rec.addresses)
                 events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
                                 rec.addresses[0], msg.origin)
             elif change is Change.REJECTED:
@@ -364,6 +371,7 @@ class Engine:
         for key, interface in self.answers.due(now):
             out += self._snapshot(key, interface, now)
         for m in self.membership.expire(now):
+            self.events.add("expire", m.node_id, m.addresses)
             events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
                             m.primary, now - m.last_heard)
         return out

@@ -1,11 +1,17 @@
 """Journal MESSAGE_IDs, one per kind of event, so `journalctl MESSAGE_ID=...` finds them all.
 
 The ids are part of the interface (docs/journal.md, omdiscd(8)): never change one.
+
+Beside the log lines, a Recorder keeps what happened (join, leave, expire, update, collision, map)
+for the event handlers (handlers.py): the engine and the map writer append, the daemon drains it
+each loop pass. Pure and bounded: nothing is kept unless handlers want it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
@@ -29,3 +35,42 @@ def log_event(logger: logging.Logger, message_id: str, fmt: str, *args: object,
               level: int = logging.INFO, **fields: object) -> None:
     extra = {"MESSAGE_ID": message_id, **{k: str(v) for k, v in fields.items()}}
     logger.log(level, fmt, *args, extra={"journal": extra})
+
+
+# --- what happened, for the event handlers --------------------------------------------------------
+
+KINDS = ("join", "leave", "expire", "update", "collision", "map")
+RECORDED = 4096  # events kept between two drains (one loop pass): an expiry of max_nodes members fits
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str  # one of KINDS
+    node_id: int
+    addresses: tuple[IPv4Address | IPv6Address, ...]
+
+
+class Recorder:
+    """Events since the daemon last drained them. Off (nothing kept) unless a handler is configured;
+    past `limit` an event is counted (handler_events_dropped), never kept: memory stays bounded."""
+
+    def __init__(self, stats: Counter[str], limit: int = RECORDED) -> None:
+        self.stats = stats
+        self.limit = limit
+        self.enabled = False
+        self._events: list[Event] = []
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def add(self, kind: str, node_id: int, addresses: tuple[IPv4Address | IPv6Address, ...]) -> None:
+        if not self.enabled:
+            return
+        if len(self._events) >= self.limit:
+            self.stats["handler_events_dropped"] += 1
+            return
+        self._events.append(Event(kind, node_id, addresses))
+
+    def drain(self) -> list[Event]:
+        out, self._events = self._events, []
+        return out

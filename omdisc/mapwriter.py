@@ -1,6 +1,6 @@
 """The map to its destination: the kernel table to the sink, the rest to state.json, each write
 throttled so that no flood of changes can keep the loop writing; what the table cannot hold and
-who collides, said once per change."""
+who collides, said once per change. The metrics file (Prometheus text) goes with state.json."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import events
+from . import events, metrics
 from .engine import Engine
-from .sinks import AlphaSink, LiveSink, write_state
+from .protocol import IPAddress
+from .sinks import AlphaSink, LiveSink, write_atomic, write_state
 from .table import Entry, Table
 
 log = logging.getLogger("omdisc")
@@ -28,8 +29,16 @@ COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted 
 
 class MapWriter:
     def __init__(self, sink: AlphaSink | LiveSink, state_dir: Path, stats: Counter[str],
-                 extra_state: Callable[[], dict[str, Any]], on_written: Callable[[], None]) -> None:
+                 extra_state: Callable[[], dict[str, Any]], on_written: Callable[[], None],
+                 on_event: Callable[[str, int, tuple[IPAddress, ...]], None] = lambda *a: None,
+                 metrics_file: Path | None = None, gauges: Callable[[], dict[str, float]] = dict) -> None:
         self.sink = sink
+        self.on_event = on_event  # a new collision (the event handlers' `collision`)
+        self.metrics_file = metrics_file
+        self.gauges = gauges
+        self.written: Table | None = None  # the table last given to the kernel, and our id in it
+        self.written_id = 0
+        self._metrics_failed = False
         self.state_dir = state_dir
         self.stats = stats
         self.extra_state = extra_state
@@ -74,6 +83,7 @@ class MapWriter:
             klog.error("cannot write the map to %s: %s (will retry)", self.sink.description, e.strerror or e)
             return
         self._written_version = version
+        self.written, self.written_id = table, my_id
         self.stats["map_writes"] += 1
         self._report_left_out(engine, table)
         events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(engine.membership) + 1,
@@ -92,6 +102,20 @@ class MapWriter:
             write_state(self.state_dir, state)
         except OSError as e:
             klog.debug("cannot write state: %s", e)
+        if self.metrics_file is not None:
+            self._write_metrics(self.metrics_file)
+
+    def _write_metrics(self, path: Path) -> None:
+        """node_exporter's textfile collector reads it: atomically, readable by its user."""
+        try:
+            write_atomic(path, metrics.render(self.stats, self.gauges()).encode())
+        except OSError as e:
+            self.stats["metrics_write_errors"] += 1
+            if not self._metrics_failed:  # said once until it works again
+                log.warning("cannot write the metrics file %s: %s", path, e.strerror or e)
+            self._metrics_failed = True
+            return
+        self._metrics_failed = False
 
     def _report_left_out(self, engine: Engine, table: Table) -> None:
         """What the kernel table cannot hold, said once per change, not at every write."""
@@ -123,6 +147,7 @@ class MapWriter:
                 my_id = 0
             if key in self._collisions_reported:
                 continue
+            self.on_event("collision", c.node_id, (c.owner, *c.losers))
             new += 1
             if new > COLLISIONS_SAID:
                 continue

@@ -12,6 +12,7 @@ apt_pkgs=(
     lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
     openssh-client procps                                    # Ansible over SSH; pgrep/pkill
     tmux                                                     # showmap --watch in a real terminal
+    prometheus-node-exporter                                 # reads the metrics file (its service is never started)
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
 )
 missing=()
@@ -23,6 +24,10 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The tests run node_exporter themselves, on 127.0.0.1; its packaged service has no business here.
+if command -v systemctl >/dev/null && systemctl is-enabled prometheus-node-exporter >/dev/null 2>&1; then
+    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 venv=.venv

@@ -45,7 +45,8 @@ def test_showmap_help_and_man_page_list_the_same_options() -> None:
 
 def test_config_man_page_documents_every_key() -> None:
     page = (MAN / "omdiscd.yaml.5").read_text()
-    documented = set(re.findall(r"^\.TP\n\.B (\w+)$", page, flags=re.M))
+    keys = page.split("\n.SH KEYS\n", 1)[1].split("\n.SH ", 1)[0]
+    documented = set(re.findall(r"^\.TP\n\.B (\w+)$", keys, flags=re.M))
     assert documented == {f.name for f in fields(Config)}
 
 
