@@ -14,26 +14,31 @@ EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid
 EXIT_USAGE = 2  # a bad command line
 EXIT_CONFIG = 78  # a bad configuration file (EX_CONFIG)
 
+HELP_WIDTH = 79  # the options and the text below them wrap at one width, whatever the terminal
+
 DESCRIPTION = """\
-Find every other omdiscd host on the network by IP multicast and keep the openMosix cluster map
-(node ids, addresses, gateway aliases) up to date: in the kernel (/proc/hpc/admin) or, without an
-openMosix kernel, in alpha files that showmap(8) reads."""
+Find every other omdiscd host on the network by IP multicast and keep the
+openMosix cluster map (node ids, addresses, gateway aliases) up to date: in the
+kernel (/proc/hpc/admin) or, without an openMosix kernel, in alpha files that
+showmap(1) reads."""
 
 EPILOG = f"""\
 signals:
   SIGTERM, SIGINT  announce LEAVE to the cluster, then exit
-  SIGHUP           reload the configuration (interfaces, intervals, debug); the map is kept
-  SIGUSR1          toggle between the configured debug categories and full debug
+  SIGHUP           reload the configuration and the key file; the map is kept
+  SIGUSR1          toggle between the configured debug categories and all
 
 files:
-  {DEFAULT_PATH}  configuration, see omdiscd.yaml(5)
-  /run/omdiscd/omdiscd.pid     pid file (pid_file)
-  /run/omdiscd/om_mospe, om_config, state.json
-                               the map in alpha mode, read by showmap(8)
+  {DEFAULT_PATH!s:<34}configuration: omdiscd.yaml(5)
+  {"/etc/omdiscd/cluster.key":<34}the cluster key (key_file)
+  {"/run/omdiscd/omdiscd.pid":<34}pid file (pid_file)
+  {"/run/omdiscd/om_mospe, om_config":<34}alpha mode's map (alpha_dir)
+  {"/run/omdiscd/state.json":<34}members, counters: showmap(1)
+  {"/var/lib/omdiscd/incarnation":<34}this node's last life (state_dir)
 
 exit status:
-  0 success; 1 the system refused (no such interface, no default route, already running, ...);
-  2 bad command line; 78 bad configuration file.
+  0 success; 1 the system refused (no such interface, no default route,
+  already running, ...); 2 bad command line; 78 bad configuration or key file.
 
 See omdiscd(8) for the full manual."""
 
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="omdiscd",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, width=HELP_WIDTH),
     )
     p.add_argument(
         "-i", "--interface", metavar="IF[,IF...]", type=_interfaces, dest="interfaces",

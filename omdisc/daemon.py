@@ -428,6 +428,19 @@ class Daemon:
 STARTUP_ERRORS = (interfaces.InterfaceError, StartupError, NodeIdError, SinkError, PidFileError, KeyFileError)
 
 
+def in_force(cfg: Config) -> str:
+    """What the configuration means on this host now: what the defaults turn into."""
+    try:
+        plan = make_plan(cfg)
+        node = local_node(cfg, plan).node
+    except STARTUP_ERRORS as e:
+        return f"cannot tell ({e})"
+    where = "" if cfg.interfaces else " (the default route's)"
+    source = "node_id" if cfg.node_id else f"from {node.primary}"
+    return f"interfaces {', '.join(plan.announce_on)}{where}; node #{node.node_id} ({source}); " \
+           f"addresses {', '.join(map(str, node.addresses))}"
+
+
 def _key_command(args: Any, cfg: Config) -> int:
     """--gen-key and --stage-key: print or hand over a key, and exit."""
     if args.gen_key:
@@ -467,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 else "none: announcements are not authenticated")
         sys.stdout.write(f"# main file: {main_file}; drop-ins: "
                          f"{', '.join(map(str, drop_ins(cfg_path or DEFAULT_PATH))) or 'none'}\n"
-                         f"# cluster key: {keys}\n{dump(cfg)}")
+                         f"# cluster key: {keys}\n# in force here: {in_force(cfg)}\n{dump(cfg)}")
         return EXIT_OK
     try:
         plan = make_plan(cfg)

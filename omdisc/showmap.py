@@ -28,13 +28,13 @@ from .inotify import (
     Inotify,
 )
 from .sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
-from .table import Entry, TableFormatError, decode_config, decode_mospe, format_text
+from .table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
 
 EXIT_STALE = 3  # the map is there, but the omdiscd that wrote it is not running
 
 EPILOG = ("exit status: 0 success; 1 the map is missing or corrupt; 2 bad command line; "
           "3 the map is stale (the omdiscd that wrote it is not running); 78 bad configuration file. "
-          "See showmap(8).")
+          "See showmap(1).")
 
 # --watch. The daemon replaces its files by rename (temp file + rename): IN_MOVED_TO; IN_CLOSE_WRITE
 # for a file written in place; removals so that the screen says the map is gone.
@@ -125,9 +125,10 @@ def _read(path: Path) -> bytes:
         raise ShowmapError(f"cannot read {path}: {e.strerror}") from None
 
 
-def read_map(mospe: Path, config: Path) -> tuple[int, list[Entry]]:
+def read_map(mospe: Path, config: Path, live: bool = False) -> tuple[int, list[Entry]]:
+    """The map: our number (binary in alpha mode, decimal text in the kernel's /proc) and the table."""
     try:
-        node_id = decode_mospe(_read(mospe))
+        node_id = (decode_mospe_text if live else decode_mospe)(_read(mospe))
     except TableFormatError as e:
         raise ShowmapError(f"{mospe} is corrupt: {e}") from None
     try:
@@ -242,7 +243,7 @@ def render(args: argparse.Namespace, source: Source) -> str:
     if source.live and not PROC_ADMIN.is_dir():
         raise ShowmapError(f"this kernel has no openMosix interface ({PROC_ADMIN}); omdiscd writes "
                            f"the map to alpha files then: run showmap without --live")
-    node_id, entries = read_map(*source.map_files())
+    node_id, entries = read_map(*source.map_files(), live=source.live)
     if args.json:
         return as_json(node_id, entries, _state(source.state_dir)) + "\n"
     return format_text(node_id, entries)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
-from .table import Table, encode_config, encode_mospe
+from .table import Table, encode_config, encode_mospe, encode_mospe_text
 
 log = logging.getLogger("omdisc.kernel")
 
@@ -85,7 +85,7 @@ class LiveSink:
 
     def write(self, node_id: int, table: Table) -> None:
         self._put(CONFIG, encode_config(table.entries))
-        self._put(MOSPE, encode_mospe(node_id))
+        self._put(MOSPE, encode_mospe_text(node_id))
 
 
 def choose_sink(mode: str, alpha_dir: Path, admin: Path = PROC_ADMIN) -> AlphaSink | LiveSink:

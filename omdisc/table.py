@@ -98,7 +98,21 @@ def decode_config(data: bytes) -> list[Entry]:
 
 
 def encode_mospe(node_id: int) -> bytes:
+    """Alpha mode's om_mospe: the seed's binary int."""
     return _MOSPE.pack(node_id)
+
+
+def encode_mospe_text(node_id: int) -> bytes:
+    """/proc/hpc/admin/mospe takes the number as decimal text: the openMosix init scripts run
+    `echo 0 > /proc/hpc/admin/mospe`, the MOSIX tools write "%d\n"."""
+    return f"{node_id}\n".encode()
+
+
+def decode_mospe_text(data: bytes) -> int:
+    text = data.decode("ascii", errors="replace").strip()
+    if not text.isdigit():
+        raise TableFormatError(f"expected a node number as text, got {text[:20]!r}")
+    return int(text)
 
 
 def decode_mospe(data: bytes) -> int:

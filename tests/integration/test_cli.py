@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,16 @@ def test_missing_named_config_is_an_error(tmp_path: Path) -> None:
     assert "no such file" in one_line(r)
 
 
+def test_help_wraps_at_one_width_whatever_the_terminal() -> None:
+    for columns in ("40", "80", "200"):
+        out = subprocess.run([sys.executable, "-m", "omdisc.daemon", "-h"], capture_output=True, text=True, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": columns}).stdout
+        assert max(map(len, out.splitlines())) <= 79, columns
+        files = [line for line in out.split("files:\n")[1].split("\n\n")[0].splitlines()]
+        starts = {m.start(1) for line in files if (m := re.search(r"\S {2,}(\S)", line))}
+        assert len(starts) == 1 and len(files) >= 5  # one column for what they are
+
+
 def test_help_and_version() -> None:
     r = omdiscd("--help")
     assert r.returncode == 0
@@ -111,6 +122,15 @@ def test_no_default_route_is_the_seeds_error(lab: Lab, tmp_path: Path) -> None:
     r = omdiscd("-n", "-c", str(_cfg(tmp_path)), ns=node.ns)
     assert r.returncode == 1
     assert "Unable to determine address of default interface" in one_line(r)
+
+
+def test_check_config_says_what_the_defaults_mean_on_this_host(lab: Lab, tmp_path: Path) -> None:
+    node = lab.node("x", lab.lan(), "198.18.1.11/15")
+    r = subprocess.run(["ip", "netns", "exec", node.ns, sys.executable, "-m", "omdisc.daemon", "--check-config",
+                        "-c", str(_cfg(tmp_path))], capture_output=True, text=True, cwd=REPO, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert ("# in force here: interfaces eth0 (the default route's); node #267 (from 198.18.1.11); "
+            "addresses 198.18.1.11") in r.stdout
 
 
 def test_interface_that_does_not_exist(lab: Lab, tmp_path: Path) -> None:

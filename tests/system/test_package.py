@@ -42,6 +42,9 @@ def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> Non
         assert c.sh("systemctl is-enabled omdiscd").stdout.strip() == "enabled"
         assert c.sh("systemctl is-active omdiscd").stdout.strip() == "active"
     wait_for(lambda: converged(cluster3, 3), 20, what="3 containers in every map")
+    # showmap reads, as `setpe -r` does: on any user's PATH, and the map readable by all
+    assert cluster3.containers[0].sh("runuser -u nobody -- sh -c 'command -v showmap && showmap'").stdout \
+        .startswith("/usr/bin/showmap\n# this is openMosix node #11")
     status = cluster3.containers[0].sh("systemctl show -p StatusText --value omdiscd").stdout
     assert "3 nodes in the map" in status and "node #11" in status
 
@@ -169,7 +172,7 @@ def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> Non
 def test_purge_leaves_nothing_behind(cluster3: Cluster) -> None:
     c1 = cluster3.containers[0]
     c1.sh("apt-get purge -y -q omdiscd")
-    left = c1.sh("ls -d /etc/omdiscd /run/omdiscd /usr/sbin/omdiscd /usr/sbin/showmap "
+    left = c1.sh("ls -d /etc/omdiscd /run/omdiscd /usr/sbin/omdiscd /usr/bin/showmap "
                  "/usr/lib/python3/dist-packages/omdisc /lib/systemd/system/omdiscd.service "
                  "/etc/systemd/system/multi-user.target.wants/omdiscd.service 2>/dev/null", check=False).stdout
     assert left == ""

@@ -39,7 +39,7 @@ def test_omdiscd_help_and_man_page_list_the_same_options() -> None:
 
 
 def test_showmap_help_and_man_page_list_the_same_options() -> None:
-    page = (MAN / "showmap.8").read_text()
+    page = (MAN / "showmap.1").read_text()
     assert roff_options(page) == long_options(showmap_parser())
 
 

@@ -31,8 +31,13 @@ def test_live_sink_writes_the_proc_files_in_place(tmp_path: Path) -> None:
     for name in ("mospe", "config"):
         (tmp_path / name).write_bytes(b"")
     LiveSink(tmp_path).write(257, table(2))
-    assert decode_mospe((tmp_path / "mospe").read_bytes()) == 257
-    assert len(decode_config((tmp_path / "config").read_bytes())) == 2
+    assert (tmp_path / "mospe").read_bytes() == b"257\n"  # as `echo 257 > /proc/hpc/admin/mospe`
+    config = (tmp_path / "config").read_bytes()
+    assert len(config) == 24 and decode_config(config) == list(table(2).entries)
+    alpha = AlphaSink(tmp_path / "alpha")
+    alpha.prepare()
+    alpha.write(257, table(2))  # alpha mode keeps the seed's binary files
+    assert decode_mospe((tmp_path / "alpha" / "om_mospe").read_bytes()) == 257
 
 
 def test_alpha_files_are_replaced_atomically_a_reader_never_sees_half(tmp_path: Path) -> None:
