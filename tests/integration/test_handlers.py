@@ -60,8 +60,9 @@ def test_join_and_leave_run_the_handler_with_the_event_and_the_map(lab: Lab) -> 
     env, doc = left
     assert env == {"OMDISC_EVENT": "leave", "OMDISC_NODE_ID": str(b_id), "OMDISC_NODE_ADDRESSES": "198.18.1.20"}
     assert b_id not in member_ids(doc)
-    stats = da.state()["stats"]
-    assert stats["handler_runs"] >= 2 and stats.get("handler_failures", 0) == 0
+    # state.json follows within a second
+    wait_for(lambda: da.state()["stats"].get("handler_runs", 0) >= 2, 3, what="the runs counted")
+    assert da.state()["stats"].get("handler_failures", 0) == 0
     assert "for join of #276 exited 0" in da.log and "for leave of #276 exited 0" in da.log
 
 
