@@ -78,3 +78,27 @@ def test_a_hung_handler_is_killed_and_discovery_goes_on(lab: Lab) -> None:
     wait_for(lambda: len(da.ids()) == 3, 5, what="the second join in a's map while the handler hangs")
     wait_for(lambda: da.state()["stats"].get("handler_timeouts", 0) >= 1, 5, what="the hung handler to be killed")
     assert "did not finish within 1s: killed" in da.log
+
+
+def test_expire_collision_and_map_events_reach_the_handler(lab: Lab) -> None:
+    lan = lab.lan()
+    a = lab.node("a", lan, "198.18.1.10/15")
+    b = lab.node("b", lan, "198.18.1.20/15")
+    twin = lab.node("twin", lan, "198.19.1.10/15")  # 256 x 1 + 10: the same id as a (266), a higher address
+    handler = recorder(lab.tmp)
+    da = a.start(announce_interval=0.5, dead_interval=2.0,
+                 handlers=[{"events": ["expire", "collision", "map"], "run": str(handler)}])
+    db = b.start(announce_interval=0.5, dead_interval=2.0)
+    wait_for(lambda: any(r[0]["OMDISC_EVENT"] == "map" and 276 in {e["id"] for e in r[1]["entries"]}
+                         for r in runs(handler)), 10, what="a map event with b in the table")
+    twin.start(announce_interval=0.5, dead_interval=2.0)
+    collided = wait_for(lambda: next((r for r in runs(handler) if r[0]["OMDISC_EVENT"] == "collision"), None), 10,
+                        what="the collision event")
+    assert collided[0]["OMDISC_NODE_ID"] == "266"
+    db.proc.kill()  # no LEAVE: it expires
+    db.proc.wait()
+    expired = wait_for(lambda: next((r for r in runs(handler) if r[0]["OMDISC_EVENT"] == "expire"), None), 10,
+                       what="the expire event")
+    assert expired[0] == {"OMDISC_EVENT": "expire", "OMDISC_NODE_ID": "276", "OMDISC_NODE_ADDRESSES": "198.18.1.20"}
+    assert 276 not in member_ids(expired[1])
+    assert da.alive()

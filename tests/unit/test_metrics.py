@@ -84,7 +84,7 @@ def free_port() -> int:
 def test_node_exporter_serves_the_omdisc_series_from_our_file(tmp_path: Path) -> None:
     exporter = shutil.which("prometheus-node-exporter")
     if exporter is None:
-        pytest.skip("prometheus-node-exporter is not installed (tools/setup.sh installs it)")
+        pytest.fail("prometheus-node-exporter is not installed: run tools/setup.sh (make setup) first")
     textfiles = tmp_path / "textfile"
     textfiles.mkdir()
     textfiles.chmod(0o755)
