@@ -19,7 +19,7 @@ from .table import Entry, Table
 log = logging.getLogger("omdisc")
 klog = logging.getLogger("omdisc.kernel")
 
-MAP_INTERVAL = 0.1  # the kernel map: at most 10 writes a second
+MAP_INTERVAL = 0.05  # the kernel map: at most 20 writes a second
 # state.json: after a map change at most 4 writes a second (showmap --json shows members with the
 # table), for counters and ages alone at most one: no flood can keep the loop writing it.
 STATE_AFTER_MAP = 0.25
