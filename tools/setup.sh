@@ -13,6 +13,7 @@ apt_pkgs=(
     openssh-client procps                                    # Ansible over SSH; pgrep/pkill
     tmux                                                     # showmap --watch in a real terminal
     prometheus-node-exporter                                 # reads the metrics file (its service is never started)
+    prometheus dnsmasq-base                                  # promtool checks file_sd; dnsmasq serves the hosts file
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
 )
 missing=()
@@ -25,10 +26,13 @@ if ((${#missing[@]})); then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The tests run node_exporter themselves, on 127.0.0.1; its packaged service has no business here.
-if command -v systemctl >/dev/null && systemctl is-enabled prometheus-node-exporter >/dev/null 2>&1; then
-    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
-fi
+# The tests run node_exporter themselves, on 127.0.0.1, and need only promtool of Prometheus: their
+# packaged services have no business here.
+for unit in prometheus-node-exporter prometheus; do
+    if command -v systemctl >/dev/null && systemctl is-enabled "$unit" >/dev/null 2>&1; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    fi
+done
 
 venv=.venv
 want=$(sha256sum pyproject.toml tools/setup.sh | sha256sum | cut -c1-16)
