@@ -282,6 +282,7 @@ class Daemon:
 
     def _on_map_written(self) -> None:
         notify(f"STATUS={self.status()}")
+        self._document = None  # its entries are the table written: a new one now
         local = self.engine.local
         self.engine.events.add("map", local.node_id, local.addresses)
 
@@ -309,7 +310,7 @@ class Daemon:
 
     def _configure_handlers(self, cfg: Config) -> None:
         self.handlers.configure(cfg.handlers, cfg.handler_timeout)
-        self.engine.events.enabled = self.handlers.wanted
+        self.engine.events.wanted = frozenset(k for spec in cfg.handlers for k in events.KINDS if spec.wants(k))
         if not self.handlers.wanted:
             self.engine.events.drain()
         for spec in cfg.handlers:

@@ -57,16 +57,22 @@ class Recorder:
     def __init__(self, stats: Counter[str], limit: int = RECORDED) -> None:
         self.stats = stats
         self.limit = limit
-        self.enabled = False
+        self.wanted: frozenset[str] = frozenset()  # the kinds some handler runs for; none: off
         self._events: list[Event] = []
 
     def __len__(self) -> int:
         return len(self._events)
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.wanted)
+
     def add(self, kind: str, node_id: int, addresses: tuple[IPv4Address | IPv6Address, ...]) -> None:
-        if not self.enabled:
+        if kind not in self.wanted:
             return
-        if len(self._events) >= self.limit:
+        if kind == "map":  # one stands for all: the newest replaces any waiting, and always finds room
+            self._events = [e for e in self._events if e.kind != "map"]
+        elif len(self._events) >= self.limit:
             self.stats["handler_events_dropped"] += 1
             return
         self._events.append(Event(kind, node_id, addresses))

@@ -37,6 +37,8 @@ PARALLEL = 4  # programs running at once, over all handlers
 QUEUED = 64  # events waiting per handler
 OUTPUT_KEPT = 2048  # bytes of stdout and of stderr kept for the log; the rest is read and counted
 DROPS_SAID = 60.0  # seconds between two log lines about one handler's dropped events
+OUTPUT_GRACE = 0.5  # seconds to read what a program wrote, once it has exited
+KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a program runs past the timeout
 
 
 # --- pure ---------------------------------------------------------------------------------------
@@ -82,9 +84,13 @@ class Backlog:
         return n
 
 
+SYSTEMD_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+
+
 def environment(event: Event, base: Mapping[str, str]) -> dict[str, str]:
-    """The handler's environment: the daemon's, with the event's three variables."""
-    env = {k: v for k, v in base.items() if not k.startswith("OMDISC_")}
+    """The handler's environment: the daemon's (an operator's OMDISC_HOSTS_FILE, say, from a unit
+    drop-in), less what systemd meant for the daemon alone, with the event's three variables."""
+    env = {k: v for k, v in base.items() if k not in SYSTEMD_ONLY}
     env.update(OMDISC_EVENT=event.kind, OMDISC_NODE_ID=str(event.node_id),
                OMDISC_NODE_ADDRESSES=" ".join(map(str, event.addresses)))
     return env
@@ -170,15 +176,22 @@ class Runner:
         old = list(self._slots)
         slots = []
         for spec in specs:
-            same = next((s for s in old if s.spec == spec), None)
+            # the same program is the same handler, whatever its events now: one queue, one worker,
+            # never two copies of it at once, nothing waiting lost
+            same = next((s for s in old if s.spec.run == spec.run), None)
             if same is not None:
                 old.remove(same)
+                same.spec = spec
                 slots.append(same)
             else:
                 slots.append(_Slot(spec, Backlog(self.queued)))
         for s in old:
             s.retired = True
-            s.backlog.clear()
+            forgotten = s.backlog.clear()
+            if forgotten:
+                self.stats["handler_events_dropped"] += forgotten
+                log.warning("handler %s is no longer configured: %d events it had not run yet dropped", s.spec.run,
+                            forgotten)
         self._slots = slots
 
     def submit(self, events: Iterable[Event]) -> None:
@@ -256,16 +269,19 @@ class Runner:
         self._procs.add(proc)
         started = self.clock()
         out, err = Capture(), Capture()
-        timed_out = False
+        io = [asyncio.create_task(c)
+              for c in (_feed(proc, data), _drain(proc.stdout, out), _drain(proc.stderr, err))]
         try:
-            parts = (proc.wait(), _feed(proc, data), _drain(proc.stdout, out), _drain(proc.stderr, err))
-            try:
-                await asyncio.wait_for(asyncio.gather(*parts), self.timeout)
-            except TimeoutError:
-                timed_out = True
-                _kill(proc)
-                await proc.wait()
+            # The end is the program's exit, not its pipes closing: a child it leaves running may
+            # hold them open for ever
+            timed_out = not await _exited(proc, self.timeout)
+            if timed_out:
+                await _stop(proc)
+            await asyncio.wait(io, timeout=OUTPUT_GRACE)  # what it wrote before it ended
         finally:
+            for task in io:
+                task.cancel()
+            _close_pipes(proc)
             self.running -= 1
             self._procs.discard(proc)
             if proc.returncode is None:  # cancelled (shutdown): nothing is left running
@@ -281,9 +297,57 @@ class Runner:
                 extra={"journal": {**fields, "OMDISC_EXIT_STATUS": str(proc.returncode)}})
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
+def _kill(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group: a shell's children too
+        os.killpg(proc.pid, sig)  # the group: a shell's children too
+
+
+async def _exited(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Whether the program exited within `timeout` (its pidfd becomes readable), and then its
+    status known to asyncio's child watcher."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:  # gone and reaped already
+        return await _reaped(proc)
+    done = loop.create_future()
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return await _reaped(proc)
+
+
+async def _reaped(proc: asyncio.subprocess.Process) -> bool:
+    """Its exit status, which asyncio's child watcher takes a moment after the exit."""
+    for _ in range(400):
+        if proc.returncode is not None:
+            break
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM to its group, so it may clean up (temporary files); SIGKILL a second later."""
+    _kill(proc, signal.SIGTERM)
+    if not await _exited(proc, KILL_AFTER):
+        _kill(proc)
+        await _exited(proc, KILL_AFTER)
+
+
+def _close_pipes(proc: asyncio.subprocess.Process) -> None:
+    """Our ends of its pipes, whoever else still holds theirs (no descriptor kept per run)."""
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:

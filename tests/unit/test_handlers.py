@@ -4,6 +4,7 @@ real programs run by the Runner: environment and stdin, a timeout that kills, a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ def test_the_engine_records_join_leave_and_expire_only_when_asked() -> None:
     a = lan.add("198.18.0.1", start=False)
     b = lan.add("198.18.0.2", start=False)
     c = lan.add("198.18.0.3", start=False)
-    a.events.enabled = True
+    a.events.wanted = frozenset({"join", "leave", "expire", "update"})
     for i, e in enumerate(lan.engines):
         lan._emit(i, e.start(lan.now))
     lan.run_until(2.0)
@@ -87,11 +88,15 @@ def test_the_recorder_is_bounded_and_counts_what_it_cannot_keep() -> None:
     r = Recorder(stats, limit=3)
     r.add("join", 1, (A,))
     assert len(r) == 0
-    r.enabled = True
+    r.wanted = frozenset({"join", "map"})
+    r.add("leave", 9, (A,))  # a kind no handler runs for: not kept
     for i in range(5):
         r.add("join", i, (A,))
     assert len(r) == 3 and stats["handler_events_dropped"] == 2
-    assert [e.node_id for e in r.drain()] == [0, 1, 2] and len(r) == 0
+    r.add("map", 1, (A,))
+    r.add("map", 1, (A,))  # the newest map stands for all, and always finds room
+    assert [(e.kind, e.node_id) for e in r.drain()] == [("join", 0), ("join", 1), ("join", 2), ("map", 1)]
+    assert len(r) == 0
 
 
 # --- the backlog (pure) -----------------------------------------------------------------------------
@@ -122,9 +127,10 @@ def test_a_full_backlog_merges_the_same_news_of_a_node_and_drops_the_rest() -> N
 
 
 def test_environment_and_output_excerpts() -> None:
-    env = environment(Event("join", 266, (A, ip_address("2001:db8::1"))), {"PATH": "/bin", "OMDISC_X": "old"})
-    assert env == {"PATH": "/bin", "OMDISC_EVENT": "join", "OMDISC_NODE_ID": "266",
-                   "OMDISC_NODE_ADDRESSES": "198.18.0.1 2001:db8::1"}
+    base = {"PATH": "/bin", "OMDISC_HOSTS_FILE": "/run/h", "OMDISC_EVENT": "stale", "NOTIFY_SOCKET": "/run/n"}
+    env = environment(Event("join", 266, (A, ip_address("2001:db8::1"))), base)
+    assert env == {"PATH": "/bin", "OMDISC_HOSTS_FILE": "/run/h", "OMDISC_EVENT": "join", "OMDISC_NODE_ID": "266",
+                   "OMDISC_NODE_ADDRESSES": "198.18.0.1 2001:db8::1"}  # the operator's kept; systemd's not
     c = Capture(keep=8)
     c.add(b"one\ntwo\nthree")
     assert excerpt("stdout", c).splitlines() == ["", "stdout: one", "stdout: two", "stdout: ... (5 bytes more, "
@@ -257,3 +263,29 @@ def test_reconfigure_keeps_a_handler_and_forgets_a_removed_ones_backlog(tmp_path
 
     stats = asyncio.run(go())
     assert stats["handler_runs"] == 1
+
+
+def test_a_handler_that_leaves_a_child_running_has_ended_when_it_exits(tmp_path: Path) -> None:
+    """The end of a run is the program's exit, not its pipes closing: a child it leaves running,
+    even in a session of its own, neither makes it a timeout nor keeps descriptors open here."""
+    script = tmp_path / "bg"
+    pids = tmp_path / "children"
+    script.write_text(f"#!/bin/sh\nsetsid sleep 30 &\necho $! >> {pids}\necho started\nexit 0\n")
+    script.chmod(0o755)
+
+    async def main() -> tuple[Counter[str], int, int]:
+        stats: Counter[str] = Counter()
+        runner = Runner(stats, lambda: b"{}")
+        runner.configure([HandlerSpec(("join",), script)], 2.0)
+        fds_before = len(os.listdir("/proc/self/fd"))
+        for i in range(10):
+            runner.submit([Event("join", i + 1, (A,))])
+        await asyncio.wait_for(runner.idle(), 30)
+        return stats, fds_before, len(os.listdir("/proc/self/fd"))
+
+    stats, before, after = asyncio.run(main())
+    for pid in pids.read_text().split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), 9)
+    assert stats["handler_runs"] == 10 and stats["handler_timeouts"] == 0 and stats["handler_failures"] == 0
+    assert after <= before + 2
