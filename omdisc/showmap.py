@@ -327,6 +327,9 @@ def _matters(event: Event, directory: Path) -> bool:
     return event.name in WATCHED_FILES or event.name == directory.name or bool(event.mask & IN_IGNORED)
 
 
+LIVENESS_EVERY = 5.0  # seconds between looks at whether the daemon still runs, when nothing changes
+
+
 def _settle(inotify: Inotify) -> None:
     for _ in range(SETTLE_ROUNDS):
         if not inotify.read(SETTLE):
@@ -345,7 +348,9 @@ def watch(args: argparse.Namespace, source: Source) -> int:
         _add_watches(inotify, directory)
         screen.show(frame(args, source))
         while True:
-            if not any(_matters(e, directory) for e in inotify.read(None)):
+            # a daemon that dies changes no file: look again now and then, to say the map is stale
+            events = inotify.read(LIVENESS_EVERY)
+            if events and not any(_matters(e, directory) for e in events):
                 continue
             _settle(inotify)
             _add_watches(inotify, directory)  # again: the directory may have been made anew

@@ -293,3 +293,25 @@ def test_watch_in_a_terminal_redraws_the_screen_and_leaves_on_ctrl_c(
     wait_for(lambda: status.exists() and status.read_text().endswith("\n"), 10, what="showmap to exit")
     assert status.read_text() == "0\n"
     assert "Traceback" not in screen()
+
+
+def test_watch_notices_a_daemon_that_died_though_no_file_changed(tmp_path: Path) -> None:
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "omdisc-fake"])
+    directory = tmp_path / "alpha"
+    directory.mkdir()
+    write_map(directory, NODE1)
+    write_members(directory, daemon.pid)
+    proc = subprocess.Popen([*SHOWMAP, "--alpha-dir", str(directory), "--watch"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, env=ENV)
+    try:
+        Reader(proc.stdout).wait_for("1 198.18.0.1 1\n")
+        daemon.kill()  # no file changes: only a look now and then can tell
+        daemon.wait()
+        Reader(proc.stderr).wait_for(f"omdiscd pid {daemon.pid}, which is not running", timeout=15)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        for p in (proc, daemon):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
