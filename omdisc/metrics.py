@@ -22,6 +22,10 @@ COUNTERS = (
     ("omdisc_handler_timeouts_total", "handler_timeouts", "Event handler runs killed at handler_timeout."),
     ("omdisc_handler_events_dropped_total", "handler_events_dropped",
      "Events no handler ran for, its backlog being full."),
+    ("omdisc_handler_events_merged_total", "handler_events_merged",
+     "Events merged into one waiting for the same node, a handler's backlog being full."),
+    ("omdisc_map_write_errors_total", "map_write_errors", "Writes of the cluster map that failed (retried)."),
+    ("omdisc_metrics_write_errors_total", "metrics_write_errors", "Writes of this metrics file that failed."),
 )
 # (metric, stats key prefix, label, help, label values always present)
 LABELLED = (
@@ -71,9 +75,7 @@ def render(stats: Mapping[str, int], gauges: Mapping[str, float]) -> str:
     for name, prefix, label, help_text, always in LABELLED:
         values = {v: 0 for v in always}
         values.update({k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix) and len(k) > len(prefix)})
-        if not values:
-            continue
-        samples = []
+        samples = []  # none counted yet: the family is still described, so that it is known to exist
         for shown in sorted(values):
             label_value = shown.lower() if prefix == "sent:" else shown
             samples.append(f'{name}{{{label}="{escape_label(label_value)}"}} {number(values[shown])}')

@@ -56,7 +56,8 @@ def test_render_names_counters_and_gauges_the_prometheus_way() -> None:
 def test_label_values_are_escaped() -> None:
     assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
     assert 'omdisc_rejected_total{reason="we\\"ird\\\\"} 1' in render({"rejected:we\"ird\\": 1}, {})
-    assert "omdisc_auth_dropped_total" not in render({}, {})  # no reason seen: no family
+    assert "# TYPE omdisc_auth_dropped_total counter" in render({}, {})  # no reason seen yet: described, no sample
+    assert "omdisc_auth_dropped_total{" not in render({}, {})
 
 
 def test_the_map_writer_writes_the_metrics_file_with_state_json(tmp_path: Path) -> None:
