@@ -47,6 +47,13 @@ def kernel_ids(d: Daemon) -> set[int]:
     return {e.node_id + i for e in entries if not e.alias for i in range(e.count)}
 
 
+def own_state(d: Daemon) -> bool:
+    try:
+        return bool(json.loads((alpha(d) / "state.json").read_text()).get("pid") == d.proc.pid)
+    except (OSError, ValueError):
+        return False
+
+
 def stats(d: Daemon) -> dict[str, int]:
     try:
         data: dict[str, Any] = json.loads((alpha(d) / "state.json").read_text())
@@ -367,12 +374,13 @@ def test_kill_9_while_the_map_is_being_written_never_leaves_half_a_table(lab: La
         # the killed daemon comes back on the same files and pid file, under the same churn
         again = node.start(announce_interval=0.5, dead_interval=30.0, alpha_dir=a.config["alpha_dir"],
                            pid_file=a.config["pid_file"], wait=False)
-        wait_for(lambda: stats(again).get("map_writes", 0) >= 20 or not again.alive(), 30,
+        # its own writes: state.json says its pid (until it writes, the file is the killed one's)
+        wait_for(lambda: (own_state(again) and stats(again).get("map_writes", 0) >= 20) or not again.alive(), 30,
                  what="the restarted daemon's writes")
         assert again.alive(), f"the restarted daemon exited {again.proc.returncode}:\n{again.log}"
         at_restart = reader.reads
         wait_for(lambda: reader.reads >= at_restart + 300, 30, what="reads after the restart")
-        assert "took over stale pid file" in again.log
+        wait_for(lambda: "took over stale pid file" in again.log, 5, what="the pid file taken over")
     finally:
         reader.stop()
         stop_process(proc)
