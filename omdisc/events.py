@@ -63,10 +63,6 @@ class Recorder:
     def __len__(self) -> int:
         return len(self._events)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.wanted)
-
     def add(self, kind: str, node_id: int, addresses: tuple[IPv4Address | IPv6Address, ...]) -> None:
         if kind not in self.wanted:
             return
