@@ -243,8 +243,8 @@ class Daemon:
         self._wake.set()  # a JOIN may have scheduled an answer
 
     def _send(self, out: list[Outgoing]) -> None:
-        self.links.send(out, frozenset(a.version for a in self.engine.local.addresses))
-        if out:
+        if out:  # most datagrams received send nothing: no work for them here
+            self.links.send(out, frozenset(a.version for a in self.engine.local.addresses))
             self.writer.touch()
 
     def _on_link_event(self) -> None:

@@ -192,7 +192,6 @@ class Engine:
         self._taken(verdict)
         claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
                       checked_source if msg.hops == 0 else None)
-        self.membership.replaced = None
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
             return self._reject(self.membership.rejected, msg, source, interface, now)
@@ -200,7 +199,7 @@ class Engine:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
-            out = []
+            out: list[Outgoing] = []
         elif msg.type is MsgType.SNAPSHOT:
             out = []  # an answer is for the joiner's network; the gateway there answers for us all
         else:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from . import gateway
 from .membership import Membership
 from .protocol import IPAddress, Message
-from .ratelimit import KeyedBuckets, LogLimiter
+from .ratelimit import KeyedBuckets, LogLimiter, muted_note
 
 netlog = logging.getLogger("omdisc.net")
 log = logging.getLogger("omdisc.membership")
@@ -67,9 +67,9 @@ class Guard:
         self.stats[f"rejected:{reason}"] += 1
         muted = self._said.allow(("reject", reason), now)
         if muted is not None:
-            more = f" ({muted} more like it since the last such line)" if muted else ""
             netlog.warning("dropped %s for node #%d %s from %s on %s: %s%s", msg.type.name, msg.node_id,
-                           msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason), more)
+                           msg.origin, source or "?", interface or "?", REJECTIONS.get(reason, reason),
+                           muted_note(muted))
 
     def auth_failed(self, reason: str, msg: Message, source: IPAddress | None, interface: str, skew_us: int,
                     max_skew: float, now: float) -> None:
@@ -81,7 +81,7 @@ class Guard:
         muted = self._said.allow(key, now)
         if muted is None:
             return
-        more = f" ({muted} more like it since the last such line)" if muted else ""
+        more = muted_note(muted)
         if reason == "skew":
             netlog.warning("dropped %s from %s on %s: its clock is %+.1fs off ours, more than max_clock_skew "
                            "(%gs); with a cluster key every node's clock must be synchronised (NTP)%s",
@@ -95,8 +95,7 @@ class Guard:
         self.stats[what] += 1
         muted = self._said.allow(("limit", what), now)
         if muted is not None:
-            more = f" ({muted} more since the last such line)" if muted else ""
-            netlog.warning("%s: %s%s", what, detail, more)
+            netlog.warning("%s: %s%s", what, detail, muted_note(muted))
 
     def may_refute(self, what: str, msg: Message, source: IPAddress | None, interface: str, now: float) -> bool:
         """Say (once a minute) that someone spoke in our name; True if a refutation may go out now

@@ -44,6 +44,3 @@ def next_incarnation(state_dir: Path, wall_us: int) -> int:
                     (last - wall_us) / 1e6, incarnation)
     save(state_dir, incarnation)
     return incarnation
-
-
-

@@ -232,6 +232,7 @@ class Membership:
     def left(self, claim: Claim, now: float) -> Change:
         """A LEAVE. With remove_on_leave the node goes at once; otherwise it stays until it expires.
         A LEAVE for a node we do not know changes nothing and leaves nothing behind."""
+        self.replaced = None
         m = self.members.get(claim.primary)
         if m is None or self._buried(claim.primary, claim.incarnation, claim.seq):
             return Change.STALE

@@ -64,6 +64,11 @@ class LogLimiter:
         return muted
 
 
+def muted_note(muted: int) -> str:
+    """What a line said again after LogLimiter.allow() adds about those it kept quiet."""
+    return f" ({muted} more like it since the last such line)" if muted else ""
+
+
 class AgedSet:
     """Keys remembered for `age` seconds, at most `max_keys` of them (the oldest go first)."""
 
