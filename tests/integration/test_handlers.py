@@ -63,7 +63,9 @@ def test_join_and_leave_run_the_handler_with_the_event_and_the_map(lab: Lab) -> 
     # state.json follows within a second
     wait_for(lambda: da.state()["stats"].get("handler_runs", 0) >= 2, 3, what="the runs counted")
     assert da.state()["stats"].get("handler_failures", 0) == 0
-    assert "for join of #276 exited 0" in da.log and "for leave of #276 exited 0" in da.log
+    # logged once the program has exited and its output is read: just after its files are written
+    wait_for(lambda: "for join of #276 exited 0" in da.log and "for leave of #276 exited 0" in da.log, 3,
+             what="both runs in the log")
 
 
 def test_a_hung_handler_is_killed_and_discovery_goes_on(lab: Lab) -> None:
