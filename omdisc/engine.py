@@ -71,6 +71,7 @@ class LocalNode:
 class Outgoing:
     data: bytes
     interfaces: frozenset[str] | None = None  # None: every interface that announces
+    to: IPAddress | None = None  # unicast to this node address (a probe); None: multicast
 
 
 class Engine:
