@@ -51,7 +51,7 @@ def test_leave_and_expiry() -> None:
     lan.stop(2)  # clean stop: LEAVE
     lan.run_until(2.01)
     assert all(len(e.nodes()) == 2 for e in lan.engines[:2])
-    lan.engines[1] = type(lan.engines[2])(lan.engines[1])  # a crash: silence, no LEAVE
+    lan.crash(1)  # silence, no LEAVE
     lan.run_until(4.0)
     assert len(lan.engines[0].nodes()) == 2
     lan.run_until(6.5)
