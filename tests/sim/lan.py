@@ -41,6 +41,7 @@ from omdisc.protocol import IPAddress, Message
 EPOCH = 1_700_000_000.0  # the engines' wall clock at virtual time 0 (incarnations are start times)
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")
+TICK = 1e-6  # a loop's turn: the least a clock moves between two ticks
 
 # event kinds; an event is (time, seq, kind, a, b, c): seq keeps equal times in order, so the run
 # is the same every time for a seed
@@ -251,6 +252,10 @@ class Sim:
         self._timer_at[i] = INF
         self._reschedule(i)
 
+    def send(self, i: int, out: list[Outgoing]) -> None:
+        """Send these from node i now, as if its engine had returned them (a test's own datagrams)."""
+        self._emit(i, out)
+
     # --- the run ---------------------------------------------------------------------------------
 
     def run_until(self, t_end: float) -> None:
@@ -282,14 +287,17 @@ class Sim:
         heapq.heappush(self._events, (t, self._seq, kind, a, b, c))
         return self._seq
 
-    def _reschedule(self, i: int) -> None:
+    def _reschedule(self, i: int, ticked: bool = False) -> None:
         """Keep one timer event per node, at its engine's deadline; a later deadline is found when
-        the earlier event fires (no push for each datagram that moves it later)."""
+        the earlier event fires (no push for each datagram that moves it later). A deadline still
+        due right after a tick comes a microsecond later, as a real loop's clock would have moved
+        (Membership's next_expiry, last_heard + dead_interval, can be a rounding short of what
+        expire() takes, now - last_heard >= dead_interval: in virtual time that would spin)."""
         if not self.up[i]:
             return
         d = self.engines[i].next_deadline()
         if d < self._timer_at[i]:
-            d = max(d, self.now)
+            d = max(d, self.now + TICK if ticked else self.now)
             self._timer_at[i] = d
             self._timer_seq[i] = self._push(d, _TIMER, i, None, None)
 
@@ -300,7 +308,7 @@ class Sim:
             return  # a stalled node's timers fire when it resumes, late
         # ticked even if the deadline moved later meanwhile: harmless, the daemon ticks on every wake
         self._emit(i, self.engines[i].tick(self.now))
-        self._reschedule(i)
+        self._reschedule(i, ticked=True)
 
     # --- datagrams -------------------------------------------------------------------------------
 
