@@ -25,6 +25,7 @@ from .auth import Authenticator, KeyFileError, gen_key, key_id
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .detach import Detacher
+from .detector import ProbeSettings
 from .engine import Engine, Outgoing, Settings
 from .handlers import Runner
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
@@ -47,7 +48,13 @@ ADDRESS_ERRORS = (StartupError, NodeIdError, interfaces.InterfaceError)
 
 
 def settings_for(cfg: Config) -> Settings:
-    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes)
+    probe = None
+    if cfg.probe_interval:
+        wait = min(0.5, cfg.probe_interval / 2)  # for an ACK, direct then through helpers
+        probe = ProbeSettings(cfg.probe_interval, ack_timeout=wait, helper_timeout=wait,
+                              suspicion=cfg.suspicion_timeout, resend=cfg.suspicion_timeout / 3)
+    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes,
+                    probe=probe)
 
 
 class Daemon:

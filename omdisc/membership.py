@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
-from .protocol import IPAddress, MemberRecord
+from .protocol import IPAddress, MemberRecord, member_flags, node_flags
 
 DEFAULT_MAX_NODES = 4096
 
@@ -60,7 +60,7 @@ class Member:
 
     def record(self, now: float, flags: int = 0) -> MemberRecord:
         age_ms = max(0, int((now - self.last_heard) * 1000))
-        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, self.flags | flags)
+        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, member_flags(self.flags) | flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +222,8 @@ class Membership:
                 return self._reject("conflict")
             if not self._room_for(False):
                 return self._reject("full")
-            return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via,
-                                    interface=interface, firsthand=False, path_known=path_known))
+            return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, node_flags(rec.flags),
+                                    via, interface=interface, firsthand=False, path_known=path_known))
         if m.firsthand or rec.incarnation != m.incarnation:
             return Change.STALE
         m.last_heard = max(m.last_heard, heard_at)
@@ -264,6 +264,14 @@ class Membership:
             self.hearsay -= not m.firsthand
             if m.source is not None and self._speaks_for.get(m.source) == primary:
                 del self._speaks_for[m.source]
+        return m
+
+    def failed(self, primary: IPAddress, order: tuple[int, int], now: float) -> Member | None:
+        """Declared dead by the failure detector: gone, and what it said up to `order` stays buried
+        (a late datagram of its does not bring it back; anything newer it says does)."""
+        m = self.forget(primary)
+        if m is not None:
+            self._bury(primary, (*order, now))
         return m
 
     def expire(self, now: float) -> list[Member]:
