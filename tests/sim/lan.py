@@ -96,6 +96,7 @@ class Sim:
         self.segments: list[Segment] = []
         self._segment_index: dict[str, int] = {}
         self.observers: list[Observer] = []
+        self.tap: Callable[[int, bytes], None] | None = None  # told of every datagram given to a node
         self.unroutable = 0  # unicasts to an address nobody has (or across segments, not routed)
         # per node
         self.up: list[bool] = []  # started and neither crashed nor stopped
@@ -406,6 +407,8 @@ class Sim:
             c.received_multicast += 1
         else:
             c.received_unicast += 1
+        if self.tap is not None:
+            self.tap(r, data)
         out = self.engines[r].receive(data, self.now, interface, source)
         if out:
             self._emit(r, out)
