@@ -30,7 +30,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from omdisc import engine as engine_module
@@ -42,6 +42,7 @@ EPOCH = 1_700_000_000.0  # the engines' wall clock at virtual time 0 (incarnatio
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")
 TICK = 1e-6  # a loop's turn: the least a clock moves between two ticks
+WARM = 1e-6  # add_settled(): its nodes announce this soon after their start
 
 # event kinds; an event is (time, seq, kind, a, b, c): seq keeps equal times in order, so the run
 # is the same every time for a seed
@@ -155,6 +156,35 @@ class Sim:
         elif start is not False:
             self.start(i, at=float(start))
         return e
+
+    def add_settled(self, n: int) -> list[int]:
+        """n nodes on the first segment, up now and each in every other's map: each has heard one
+        announce of every other, first-hand, as after a join storm that went well. For runs of the
+        steady state at sizes whose storm would take the engines too long (N^2 receptions here,
+        uncounted, and no join traffic: their JOINs are never sent, nobody answers)."""
+        # an announce a microsecond after the start, whatever the cluster size; no JOIN retries
+        warm = replace(self.settings, announce_interval=WARM, announce_rate=1.0 / WARM, join_retries=())
+        nodes = [len(self.engines) + k for k in range(n)]
+        for _ in nodes:
+            self.add(start=False, settings=warm)
+        start, now = self.now, self.now + 2 * WARM
+        announces: list[tuple[int, list[Outgoing]]] = []
+        for i in nodes:
+            e = self.engines[i]
+            self.up[i] = True
+            e.start(start)  # its JOIN: dropped
+            announces.append((i, e.tick(now)))
+        self.now = now
+        with _decoded_once():
+            for i, out in announces:
+                for o in out:
+                    for j in nodes:
+                        if j != i:
+                            self.engines[j].receive(o.data, now, self.segments[0].name, self._on[i][0])
+        for i in nodes:
+            self.engines[i].reconfigure(self.settings, now)
+            self._reschedule(i)
+        return nodes
 
     def _wall(self) -> float:
         return EPOCH + self.now
