@@ -17,7 +17,11 @@ lint: setup
 test: lint
 	$(PY) -m pytest -v -p no:cacheprovider tests
 
+# the simulated table (tests/bench/sim.py --help): sizes, storms up to --storm-max, minutes of steady state
+SIM_BENCH ?= --sizes 100 1000 --storm-max 400 --minutes 10
+
 bench: setup
+	$(PY) -m tests.bench.sim $(SIM_BENCH)
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
 
