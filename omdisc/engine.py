@@ -299,7 +299,7 @@ class Engine:
             log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
         for node in r.gone:
             self._fail(node, str(msg.origin), now)
-        if msg.type in (MsgType.SUSPECT, MsgType.DEAD):
+        if r.taken:  # what we did not believe, the far side must not be asked to
             out += self._forward(data, msg, interface, now)
         return out
 
@@ -520,7 +520,7 @@ class Engine:
                     "leaving": m.leaving,
                     "firsthand": m.firsthand,
                     "state": self.prober.state_of(m) if self.prober else ("leaving" if m.leaving else "alive"),
-                    "heard": "from a snapshot" if not m.firsthand else "through a gateway" if m.via else "directly",
+                    "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
                     "probes": bool(m.flags & FLAG_PROBES),
                     "acked": self._acked_age(m, now),
                 }
