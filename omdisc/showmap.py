@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "beyond the table (members, gateways)")
     what.add_argument("--members", action="store_true",
                       help="print omdiscd's members as a table: id, addresses, state (alive, suspect, "
-                      "leaving), last heard, how heard (direct, gateway: forwarded by one, snapshot: only told of), via "
+                      "leaving), last heard, how heard (direct, gateway: forwarded by one, snapshot: told of), via "
                       "(the gateway a node is reached through), gateway (yes, no)")
     p.add_argument("--watch", action="store_true",
                    help="print again whenever the map changes (a terminal is cleared and redrawn), "
