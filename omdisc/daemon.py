@@ -232,13 +232,14 @@ class Daemon:
         self._wake.set()
 
     def farewell(self) -> list[Outgoing]:
-        """What goes out on the way out: LEAVE after a stop, nothing after a stop for a restart."""
-        return self.engine.shutdown() if self._leave else []
+        """What goes out on the way out: LEAVE after a stop; after a stop for a restart, an ANNOUNCE
+        flagged RESTART, so the peers' probes leave us alone until the next life is up."""
+        return self.engine.shutdown() if self._leave else self.engine.restarting()
 
     def stop_for_restart(self) -> None:
         """SIGUSR2: exit without LEAVE. The next life (a newer incarnation, state_dir) is taken by
         the peers as the same node back, so a restart never drops us from any map; if no next life
-        comes, the peers expire us after dead_interval as they would a crashed node."""
+        comes within RESTART_GRACE (15 s), the peers' probes then find us gone, as a crashed node."""
         log.info("stopping for a restart: no LEAVE, the peers keep this node until it is back")
         self._leave = False
         self._stopping = True

@@ -30,6 +30,7 @@ from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
     FLAG_PROBES,
+    FLAG_RESTART,
     MAX_DATAGRAM,
     NODE_FLAGS,
     SUBJECT_TYPES,
@@ -46,6 +47,7 @@ from .snapshots import paths, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
+RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
 netlog = logging.getLogger("omdisc.net")
 
@@ -136,6 +138,11 @@ class Engine:
     def shutdown(self) -> list[Outgoing]:
         return [self._send(self._message(MsgType.LEAVE))]
 
+    def restarting(self) -> list[Outgoing]:
+        """On the way out for a restart: no LEAVE (every map keeps us), but word not to probe us
+        until our next life announces itself (RESTART_GRACE at most)."""
+        return [self._send(self._message(MsgType.ANNOUNCE, FLAG_RESTART))]
+
     def reconfigure(self, settings: Settings, now: float) -> None:
         """New intervals (SIGHUP); the membership is kept."""
         self.settings = settings
@@ -216,9 +223,12 @@ class Engine:
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
             return self._reject(self.membership.rejected, msg, source, interface, now)
-        if self.prober is not None and change is not Change.STALE and self.prober.heard(
-                msg.origin, msg.incarnation, msg.seq):
-            self.stats["suspicions_refuted"] += 1
+        if self.prober is not None and change is not Change.STALE:
+            if self.prober.heard(msg.origin, msg.incarnation, msg.seq):
+                self.stats["suspicions_refuted"] += 1
+            if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
+                self.prober.detector.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
+                log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
         if self.membership.replaced is not None and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time

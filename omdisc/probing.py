@@ -161,6 +161,9 @@ class Prober:
             self.stats[f"probe_ignored:{kind}:not_a_monitor"] += 1
             return
         r.taken = True
+        if self.detector.is_held(subject.primary, now):
+            self.stats[f"probe_ignored:{kind}:restarting"] += 1  # it said so itself; its next life is coming
+            return
         if msg.type is MsgType.SUSPECT:
             if self.detector.suspected(subject.primary, sender.primary, now):
                 r.suspect = subject.primary

@@ -222,3 +222,34 @@ def test_a_forwarded_probe_is_malformed() -> None:
 def test_version_1_nodes_drop_the_new_types_but_read_announcements() -> None:
     assert judged(MsgType.PING, PEERS[0], ME)[4] == 2
     assert announce(PEERS[0])[4] == 1  # unchanged: a version 1 node keeps hearing us
+
+
+def test_a_node_restarting_is_not_probed_until_its_next_life_and_keeps_its_place() -> None:
+    lan = lan_of(10)
+    node = lan.engines[4]
+    addr = node.local.primary
+    lan._emit(4, node.restarting())
+    lan.crash(4)  # the old life is gone; the next one takes 8 s to come up (a slow restart)
+    lan.run_until(lan.now + 8.0)
+    assert all(addr in e.membership for i, e in enumerate(lan.engines) if i != 4)
+    assert failed(lan) == 0
+    again = Engine(LocalNode(node.local.node_id, (addr,)), node.incarnation + 1, lan.settings,
+                   random.Random(5), wall=lambda: lan.now)
+    lan.engines[4] = again
+    lan._emit(4, again.start(lan.now))
+    lan.run_until(lan.now + 3.0)
+    assert all(e.membership.members[addr].incarnation == node.incarnation + 1
+               for i, e in enumerate(lan.engines) if i != 4)
+    assert all(not e.prober.detector.held for e in lan.engines if e.prober)  # probed again
+
+
+def test_a_restart_that_never_comes_back_is_detected_after_the_grace() -> None:
+    lan = lan_of(6)
+    node = lan.engines[2]
+    addr = node.local.primary
+    lan._emit(2, node.restarting())
+    lan.crash(2)
+    lan.run_until(lan.now + 14.0)
+    assert all(addr in e.membership for i, e in enumerate(lan.engines) if i != 2)
+    lan.run_until(lan.now + 6.0)  # grace 15 s, then a probe, its helpers and the suspicion
+    assert all(addr not in e.membership for i, e in enumerate(lan.engines) if i != 2)

@@ -18,7 +18,7 @@ from omdisc.config import Config
 from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon
 from omdisc.journal import LogControl
 from omdisc.plan import make_plan
-from omdisc.protocol import MsgType, decode
+from omdisc.protocol import FLAG_RESTART, MsgType, decode
 from omdisc.sinks import AlphaSink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,8 @@ def test_sigusr2_sends_no_leave_and_the_next_life_is_newer(tmp_path: Path, omdis
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     first = daemon(tmp_path)
     first.stop_for_restart()
-    assert first.farewell() == []
+    farewell = [decode(o.data) for o in first.farewell()]
+    assert [(m.type, bool(m.flags & FLAG_RESTART)) for m in farewell] == [(MsgType.ANNOUNCE, True)]  # no LEAVE
     assert "stopping for a restart: no LEAVE" in capsys.readouterr().err
     kept = int((tmp_path / "state" / "incarnation").read_text())
     assert kept == first.engine.incarnation
