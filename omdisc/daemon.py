@@ -44,6 +44,12 @@ from .transport import MulticastHandler
 log = logging.getLogger("omdisc")
 
 RESCAN_DELAY = 0.1  # after a link event: let a burst of netlink messages settle, then look once
+# "Stop for a restart": exit as on SIGTERM but without LEAVE, so the peers keep this node until its
+# next life announces itself. The unit's RestartKillSignal= and the init script's restart send it.
+RESTART_SIGNAL = signal.SIGUSR2
+# Each signal and the Daemon method it calls (omdiscd(8), SIGNALS, documents every one).
+SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "reload",
+           signal.SIGUSR1: "toggle_debug", RESTART_SIGNAL: "stop_for_restart"}
 ADDRESS_ERRORS = (StartupError, NodeIdError, interfaces.InterfaceError)
 
 
@@ -89,6 +95,7 @@ class Daemon:
         self._flush_pending = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._leave = True  # on the way out: LEAVE, unless stopping for a restart
         self._next_address_check = 0.0
         self._rescan_at = float("inf")
         self._next_watchdog = float("inf")
@@ -113,9 +120,8 @@ class Daemon:
         self.links.replace_all(Wanted.of(self.cfg, self.plan))
         self._open_monitor()
         self._configure_handlers(self.cfg)
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                             (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
-            loop.add_signal_handler(sig, handler)
+        for sig, method in SIGNALS.items():
+            loop.add_signal_handler(sig, getattr(self, method))
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
@@ -165,9 +171,11 @@ class Daemon:
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")
-        if self.links:  # we had joined: say goodbye
-            self._send(self.engine.shutdown())
-            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
+        self._keep_incarnation()  # the next life starts above this one's, whatever the clock says
+        if self.links:  # we had joined
+            self._send(self.farewell())
+            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)" if self._leave
+                             else "omdiscd stopped for a restart (no LEAVE sent)")
         self.links.close_all()
         self.handlers.close()
         if self.monitor is not None:
@@ -217,7 +225,23 @@ class Daemon:
         return f"{families}, multicast TTL {self.plan.ttl}"
 
     def stop(self) -> None:
+        """SIGTERM, SIGINT: leave the cluster (the peers drop us at once) and exit."""
         log.info("stopping: announcing LEAVE")
+        self._leave = True
+        self._stopping = True
+        self._wake.set()
+
+    def farewell(self) -> list[Outgoing]:
+        """What goes out on the way out: LEAVE after a stop; after a stop for a restart, an ANNOUNCE
+        flagged RESTART, so the peers' probes leave us alone until the next life is up."""
+        return self.engine.shutdown() if self._leave else self.engine.restarting()
+
+    def stop_for_restart(self) -> None:
+        """SIGUSR2: exit without LEAVE. The next life (a newer incarnation, state_dir) is taken by
+        the peers as the same node back, so a restart never drops us from any map; if no next life
+        comes within RESTART_GRACE (15 s), the peers' probes then find us gone, as a crashed node."""
+        log.info("stopping for a restart: no LEAVE, the peers keep this node until it is back")
+        self._leave = False
         self._stopping = True
         self._wake.set()
 

@@ -93,6 +93,8 @@ class Detector:
     latest: dict[IPAddress, Order] = field(default_factory=dict)  # newest message taken from each member
     last_ack: dict[IPAddress, float] = field(default_factory=dict)
     obituaries: dict[IPAddress, tuple[float, Order]] = field(default_factory=dict)  # DEADs to send once more
+    # restarting nodes -> (until when, the life that is ending): not probed nor suspected meanwhile
+    held: dict[IPAddress, tuple[float, int]] = field(default_factory=dict)
     refused: int = 0  # PING_REQs not served: too many at once
     _nonce: int = 0
 
@@ -109,6 +111,9 @@ class Detector:
         """A message taken from `node`. True when it clears a suspicion (the node refuted)."""
         if order > self.latest.get(node, (0, 0)):
             self.latest[node] = order
+        hold = self.held.get(node)
+        if hold is not None and order[0] > hold[1]:
+            del self.held[node]  # its next life is here
         obituary = self.obituaries.get(node)
         if obituary is not None and order > obituary[1]:
             del self.obituaries[node]  # it came back: the second DEAD would be a lie now
@@ -160,8 +165,21 @@ class Detector:
         s.doom = min(s.doom, s.since + self.settings.min_suspect)
         return s.doom <= now
 
+    def restarting(self, node: IPAddress, incarnation: int, now: float, grace: float) -> None:
+        """The node said it is restarting: leave it alone until its next life, `grace` at most."""
+        self.held[node] = (now + grace, incarnation)
+        self.probes.pop(node, None)
+        self.suspects.pop(node, None)
+
+    def is_held(self, node: IPAddress, now: float) -> bool:
+        hold = self.held.get(node)
+        if hold is not None and now >= hold[0]:
+            del self.held[node]
+            return False
+        return hold is not None
+
     def forget(self, node: IPAddress) -> None:
-        for table in (self.probes, self.suspects, self.latest, self.last_ack):
+        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held):
             table.pop(node, None)
 
     # --- timers ------------------------------------------------------------------------------
@@ -191,7 +209,7 @@ class Detector:
         jitter = self.settings.interval * 0.1
         self.next_round = now + self.settings.interval + self.rng.uniform(-jitter, jitter)
         for t in targets:
-            if t.address not in self.probes and t.address not in self.suspects:
+            if t.address not in self.probes and t.address not in self.suspects and not self.is_held(t.address, now):
                 out.append(self._ping(t, now))
 
     def _ping(self, t: Target, now: float) -> Send:
@@ -205,7 +223,7 @@ class Detector:
             if now < probe.deadline:
                 continue
             t = targets.get(address)
-            if t is None or address in self.suspects:
+            if t is None or address in self.suspects or self.is_held(address, now):
                 del self.probes[address]  # no longer ours to watch, or a suspicion's own PING
             elif not probe.indirect:
                 probe.indirect = True
@@ -257,6 +275,6 @@ class Detector:
     def keep_only(self, members: Iterable[IPAddress]) -> None:
         """Drop what we hold about nodes no longer members (left, expired, forgotten)."""
         keep = set(members)
-        for table in (self.probes, self.suspects, self.latest, self.last_ack):
+        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held):
             for node in [n for n in table if n not in keep]:
                 del table[node]

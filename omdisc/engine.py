@@ -30,6 +30,7 @@ from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
     FLAG_PROBES,
+    FLAG_RESTART,
     MAX_DATAGRAM,
     NODE_FLAGS,
     SUBJECT_TYPES,
@@ -46,7 +47,9 @@ from .snapshots import paths, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
+RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
+JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
 netlog = logging.getLogger("omdisc.net")
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class Engine:
         self._local_version = 0
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
+        self._joining_until = 0.0
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
@@ -135,6 +139,11 @@ class Engine:
 
     def shutdown(self) -> list[Outgoing]:
         return [self._send(self._message(MsgType.LEAVE))]
+
+    def restarting(self) -> list[Outgoing]:
+        """On the way out for a restart: no LEAVE (every map keeps us), but word not to probe us
+        until our next life announces itself (RESTART_GRACE at most)."""
+        return [self._send(self._message(MsgType.ANNOUNCE, FLAG_RESTART))]
 
     def reconfigure(self, settings: Settings, now: float) -> None:
         """New intervals (SIGHUP); the membership is kept."""
@@ -181,6 +190,7 @@ class Engine:
     def rejoin(self, now: float) -> list[Outgoing]:
         """JOIN again (new addresses, new sockets): the cluster answers with what it knows."""
         self._join_retries = [now + d for d in self.settings.join_retries]
+        self._joining_until = now + JOIN_WINDOW
         return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
 
     # --- input -------------------------------------------------------------------------------
@@ -216,9 +226,12 @@ class Engine:
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
             return self._reject(self.membership.rejected, msg, source, interface, now)
-        if self.prober is not None and change is not Change.STALE and self.prober.heard(
-                msg.origin, msg.incarnation, msg.seq):
-            self.stats["suspicions_refuted"] += 1
+        if self.prober is not None and change is not Change.STALE:
+            if self.prober.heard(msg.origin, msg.incarnation, msg.seq):
+                self.stats["suspicions_refuted"] += 1
+            if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
+                self.prober.detector.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
+                log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
         if self.membership.replaced is not None and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
@@ -299,7 +312,7 @@ class Engine:
             log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
         for node in r.gone:
             self._fail(node, str(msg.origin), now)
-        if msg.type in (MsgType.SUSPECT, MsgType.DEAD):
+        if r.taken:  # what we did not believe, the far side must not be asked to
             out += self._forward(data, msg, interface, now)
         return out
 
@@ -374,23 +387,24 @@ class Engine:
         per = source if source is not None else msg.origin
         why = self.answers.joined((msg.origin, msg.incarnation), interface, per, len(members) + 1, now,
                                   hearsay=members.hearsay > 0)
-        if why == "answered":
-            self.stats["join_unanswered:answered"] += 1
+        if why in ("answered", "batched"):
+            self.stats[f"join_unanswered:{why}"] += 1
         elif why:
             self.guard.limit_hit(f"join_unanswered:{why}", f"JOIN of #{msg.node_id} {msg.origin} from {source} "
                                  f"left unanswered ({UNANSWERED[why]})", now)
 
     def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
-        """Another node's answer to a JOIN: to ours, we learn from it; to one we are about to answer,
+        """Another node's answer to a JOIN: while we are joining, we learn from it (whichever JOIN it
+        answers: in a join storm one SNAPSHOT serves every joiner); to JOINs we are about to answer,
         it may make ours needless. Nobody else learns from it (a host could make up its records)."""
         snap = msg.snapshot
         assert snap is not None
-        key = (snap.reply_to, snap.reply_to_incarnation)
-        if key in self.answers.pending:
+        if self.answers.pending:
             told = {rec.addresses[0] for rec in snap.members}
-            if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
-                self.stats["suppressed"] += 1
-        if key != (self.local.primary, self.incarnation):
+            dropped = self.answers.heard_snapshot(claim.interface, msg.origin, told, self._known(), now)
+            self.stats["suppressed"] += dropped
+        if (snap.reply_to, snap.reply_to_incarnation) != (self.local.primary, self.incarnation) \
+                and now >= self._joining_until:
             return
         self._join_retries.clear()
         path_of = paths(msg, claim, self.membership)
@@ -509,6 +523,7 @@ class Engine:
             "node_id": self.local.node_id,
             "addresses": [str(a) for a in self.local.addresses],
             "incarnation": self.incarnation,
+            "joining": now < self._joining_until,  # still learning from every SNAPSHOT (JOIN_WINDOW)
             "members": [
                 {
                     "id": m.node_id,
@@ -520,7 +535,7 @@ class Engine:
                     "leaving": m.leaving,
                     "firsthand": m.firsthand,
                     "state": self.prober.state_of(m) if self.prober else ("leaving" if m.leaving else "alive"),
-                    "heard": "from a snapshot" if not m.firsthand else "through a gateway" if m.via else "directly",
+                    "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
                     "probes": bool(m.flags & FLAG_PROBES),
                     "acked": self._acked_age(m, now),
                 }

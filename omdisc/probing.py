@@ -35,6 +35,7 @@ class Reaction:
     gone: list[IPAddress] = field(default_factory=list)  # members to remove now
     refute: bool = False  # someone suspects or declared this node dead: announce ourselves
     suspect: IPAddress | None = None  # a member newly suspected here (to log)
+    taken: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
 
 
 class Prober:
@@ -149,12 +150,19 @@ class Prober:
         if (msg.subject.incarnation, msg.subject.number) < (subject.incarnation, subject.seq):
             self.stats[f"probe_ignored:{kind}:stale"] += 1  # about an older life or a message since refuted
             return
-        if forwarded_by is not None:
-            allowed = subject.via == forwarded_by  # from the subject's own network, through its gateway
+        if subject.via is not None:  # behind a gateway: its own network's monitors judge it, and that
+            # gateway carries their word (or says its own); nobody else on our side can know
+            allowed = (forwarded_by or sender.primary) == subject.via
+        elif forwarded_by is not None:
+            allowed = False  # about our neighbour, from afar
         else:
             allowed = self.may_judge(sender.primary, subject.primary, me)
         if not allowed:
             self.stats[f"probe_ignored:{kind}:not_a_monitor"] += 1
+            return
+        r.taken = True
+        if self.detector.is_held(subject.primary, now):
+            self.stats[f"probe_ignored:{kind}:restarting"] += 1  # it said so itself; its next life is coming
             return
         if msg.type is MsgType.SUSPECT:
             if self.detector.suspected(subject.primary, sender.primary, now):

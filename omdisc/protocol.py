@@ -24,6 +24,7 @@ MAX_NODE_ID = 0xFFFF  # openMosix node numbers are 16 bit
 FLAG_JOIN = 0x01  # ANNOUNCE: the sender has just started and asks for a SNAPSHOT
 FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
 FLAG_PROBES = 0x04  # the sender speaks version 2: it answers probes and may be probed
+FLAG_RESTART = 0x08  # ANNOUNCE: the sender is restarting (no LEAVE): its next life follows within seconds
 NODE_FLAGS = FLAG_GATEWAY | FLAG_PROBES  # what a member is; JOIN is only what one message is
 
 MEMBER_GATEWAY = 0x01

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.lab.containers import Cluster, Container
-from tests.lab.netlab import entries_ids, wait_for
+from tests.lab.netlab import REPO, entries_ids, wait_for
 from tests.system.conftest import NEWER, VERSION, use_repo
 
 JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
@@ -23,6 +23,19 @@ def test_lintian_has_no_errors_and_no_warnings(debs: dict[str, Path]) -> None:
     tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
     print(f"lintian: {len(tags)} errors and warnings\n{r.stdout}")
     assert tags == [] and r.returncode == 0
+
+
+def test_the_packaged_unit_is_the_one_in_the_tree_and_debian_carries_no_copy(debs: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(debs["current"]), str(tmp_path)], check=True)
+    assert (tmp_path / "lib/systemd/system/omdiscd.service").read_bytes() == \
+        (REPO / "systemd" / "omdiscd.service").read_bytes()
+    assert list((REPO / "debian").glob("*.service")) == []
+    # dh_installsystemd still acts on it: enabled, started, restarted after an upgrade
+    postinst = subprocess.run(["dpkg-deb", "-I", str(debs["current"]), "postinst"], check=True,
+                              capture_output=True, text=True).stdout
+    assert "deb-systemd-helper unmask 'omdiscd.service'" in postinst
+    assert "deb-systemd-invoke $_dh_action 'omdiscd.service'" in postinst
 
 
 def ids(c: Container) -> set[int]:
