@@ -38,7 +38,6 @@ from omdisc.engine import Engine, LocalNode, Outgoing, Settings
 from omdisc.nodeid import node_id_for
 from omdisc.protocol import IPAddress, Message
 
-EPOCH = 1_700_000_000.0  # the engines' wall clock at virtual time 0 (incarnations are start times)
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")
 TICK = 1e-6  # a loop's turn: the least a clock moves between two ticks
@@ -133,9 +132,9 @@ class Sim:
         i = len(self.engines)
         seg_ids = [self.segment(s) for s in segments]
         addrs = [IPv4Address(addr) if addr and k == 0 else self._new_address() for k in range(len(seg_ids))]
-        wall = self._wall
-        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs)), incarnation=int(wall() * 1e6),
-                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=wall)
+        # the engines' wall clock is the virtual time, their first incarnations small and distinct
+        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs)), incarnation=1000 + i,
+                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall)
         if route:
             e.route_between = frozenset(segments)
         self._watch(i, e)
@@ -187,7 +186,7 @@ class Sim:
         return nodes
 
     def _wall(self) -> float:
-        return EPOCH + self.now
+        return self.now
 
     def _new_address(self) -> IPv4Address:
         while IPv4Address(self._next_address) in self._owner:
@@ -223,6 +222,21 @@ class Sim:
             self.up[i] = True
             self._emit(i, self.engines[i].start(self.now))
             self._reschedule(i)
+        self.at(at, go)
+
+    def restart(self, i: int, engine: Engine | None = None, at: float | None = None) -> None:
+        """Node i, crashed or stopped, comes back: `engine`, or a new life of the one it had
+        (same addresses and settings, the next incarnation), started then."""
+        def go() -> None:
+            if not self.gone[i]:
+                return
+            old = self.engines[i]
+            e = engine or Engine(old.local, old.incarnation + 1, old.settings, random.Random(self.rng.random()),
+                                 wall=self._wall)
+            self._watch(i, e)
+            self.engines[i] = e
+            self.gone[i] = False
+            self.start(i)
         self.at(at, go)
 
     def crash(self, i: int, at: float | None = None) -> None:

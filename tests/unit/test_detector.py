@@ -235,8 +235,7 @@ def test_a_node_restarting_is_not_probed_until_its_next_life_and_keeps_its_place
     assert failed(lan) == 0
     again = Engine(LocalNode(node.local.node_id, (addr,)), node.incarnation + 1, lan.settings,
                    random.Random(5), wall=lambda: lan.now)
-    lan.engines[4] = again
-    lan._emit(4, again.start(lan.now))
+    lan.restart(4, again)
     lan.run_until(lan.now + 3.0)
     assert all(e.membership.members[addr].incarnation == node.incarnation + 1
                for i, e in enumerate(lan.engines) if i != 4)
