@@ -100,8 +100,8 @@ def steady(row: Row, minutes: float, seed: int) -> None:
     row.steady_wall = (time.perf_counter() - t0) / minutes
 
 
-def fmt(x: float | None, spec: str, missing: str = "-") -> str:
-    return missing if x is None else format(x, spec)
+def fmt(x: float | None, spec: str, missing: str = "-", unit: str = "") -> str:
+    return missing if x is None else format(x, spec) + unit
 
 
 HEADER = (f"{'N':>6} {'loss':>5} {'storm conv':>11} {'dg/join':>8} {'crash p50':>10} {'p99':>8} {'missed':>7} "
@@ -110,11 +110,11 @@ HEADER = (f"{'N':>6} {'loss':>5} {'storm conv':>11} {'dg/join':>8} {'crash p50':
 
 def line(r: Row) -> str:
     missed = f"{r.undetected}/{r.crashes}" if r.crashes else "-"
-    conv = "-" if r.per_join is None else fmt(r.converge, ".3f", "never") + "s"
+    conv = "-" if r.per_join is None else fmt(r.converge, ".3f", "never", "s")
     return (f"{r.n:>6} {r.loss:>5.0%} {conv:>11} {fmt(r.per_join, '.2f'):>8} "
-            f"{fmt(r.p50, '.2f') + 's':>10} {fmt(r.p99, '.2f') + 's':>8} {missed:>7} {r.false_removals:>8} "
-            f"{fmt(r.dg_in, '.2f'):>8} {fmt(r.dg_out, '.2f'):>8} {fmt(r.storm_wall, '.1f') + 's':>11} "
-            f"{fmt(r.steady_wall, '.1f') + 's':>13}")
+            f"{fmt(r.p50, '.2f', unit='s'):>10} {fmt(r.p99, '.2f', unit='s'):>8} {missed:>7} {r.false_removals:>8} "
+            f"{fmt(r.dg_in, '.2f'):>8} {fmt(r.dg_out, '.2f'):>8} {fmt(r.storm_wall, '.1f', unit='s'):>11} "
+            f"{fmt(r.steady_wall, '.1f', unit='s'):>13}")
 
 
 def main() -> None:
