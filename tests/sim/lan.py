@@ -11,7 +11,8 @@ Model (what a test can rely on):
   stop(i): a clean stop, the engine's LEAVE. stall(i, d): SIGSTOP for d seconds: datagrams queue
   in its socket buffer (at most `buffer` of them, about what a default 208 KiB receive buffer
   holds; the rest are dropped and counted as overflow); on SIGCONT the queued datagrams are taken
-  first, in order, then the timers that fell due, late.
+  first, in order, then the timers that fell due, late. restart(i): a new life (the next
+  incarnation) of a node that crashed or stopped.
 - partition(nodes, d): those nodes and the rest hear nothing from each other (multicast and
   unicast, in both directions) until heal() or d seconds.
 - Every node's datagrams sent and received (multicast, unicast) are counted; observers are told
@@ -20,7 +21,8 @@ Model (what a test can rely on):
 Speed: one heap of events (deliveries, each engine's next timer, scheduled actions); an engine's
 deadline is asked after each thing it is given, as the daemon's loop does; a multicast is one
 event delivered to its receivers in a loop; random loss skips ahead geometrically (one random
-number per lost datagram, not per receiver).
+number per lost datagram, not per receiver); the receivers of a multicast share one decode of it
+(_decoded_once). What is left is the engines' own time (the report of tests.bench.sim).
 """
 
 from __future__ import annotations
