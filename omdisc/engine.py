@@ -493,7 +493,7 @@ class Engine:
         """Answer a JOIN on the network it came from; the most recently heard first, should the
         membership be more than MAX_PARTS datagrams hold."""
         joiner, incarnation = key
-        records = records_for(self.membership, joiner, interface, bool(self.route_between), now)
+        records = records_for(self.membership, interface, bool(self.route_between), now)
         messages = snapshot_messages(self._message(MsgType.SNAPSHOT), joiner, incarnation, records)
         self._seq = messages[-1].seq
         told = sum(len(m.snapshot.members) for m in messages if m.snapshot)

@@ -8,7 +8,7 @@ from .membership import Claim, Membership
 from .protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
 
 
-def records_for(membership: Membership, joiner: IPAddress, interface: str, routing: bool,
+def records_for(membership: Membership, interface: str, routing: bool,
                 now: float) -> list[MemberRecord]:
     """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
     node goes no further than the host that made it up), the most recently heard first. A host
