@@ -70,6 +70,9 @@ def test_molecule_test_on_booted_containers(debs: dict[str, Path], apt_repos: Pa
                            timeout=1200)
         out = r.stdout + r.stderr
         print(out[-6000:])
+        if r.returncode != 0:  # all of it, for the first error (the tail has only the last)
+            home.with_suffix(".log").write_text(out)
+            print(f"molecule's whole output: {home.with_suffix('.log')}")
         assert r.returncode == 0, out[-8000:]
         assert "idempotence" in out.lower()
     finally:
