@@ -65,9 +65,10 @@ def cluster3(apt_repos: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def use_repo(c: object, name: str) -> None:
-    """Only the lab's repository /srv/apt/NAME, which apt checks against the session's key."""
+    """Only the lab's repository /srv/apt/NAME, which apt checks against the session's key (a source
+    file whose name has no "omdisc": the purge test looks for what the package leaves)."""
     c.sh(  # type: ignore[attr-defined]
         "rm -f /etc/apt/sources.list.d/*; : > /etc/apt/sources.list;"
         f" printf 'Types: deb\\nURIs: file:/srv/apt/{name}\\nSuites: ./\\nSigned-By: /srv/apt/{ARCHIVE_KEY}\\n'"
-        " > /etc/apt/sources.list.d/omdisc-lab.sources && apt-get update -q -o Acquire::Languages=none"
+        " > /etc/apt/sources.list.d/lab.sources && apt-get update -q -o Acquire::Languages=none"
     )
