@@ -66,8 +66,8 @@ class SimLan:
 
     def run_until(self, t_end: float) -> None:
         while True:
-            next_timer = min(((max(e.next_deadline(), self.stalled.get(i, 0.0)), i) for i, e in enumerate(self.engines)),
-                             default=(float("inf"), -1))
+            timers = ((max(e.next_deadline(), self.stalled.get(i, 0.0)), i) for i, e in enumerate(self.engines))
+            next_timer = min(timers, default=(float("inf"), -1))
             next_packet = self.queue[0][0] if self.queue else float("inf")
             t = min(next_timer[0], next_packet)
             if t > t_end:
