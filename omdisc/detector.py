@@ -31,6 +31,7 @@ class ProbeSettings:
     suspicion: float = 1.5  # a suspect that neither refutes nor answers is declared dead after this
     resend: float = 0.5  # SUSPECT and a PING again, while the suspicion lasts (loss)
     max_relays: int = 64  # PING_REQs being served at once: what others can make us send is bounded
+    max_health: int = 8  # the local health multiplier's top (Lifeguard): timeouts up to 9 times longer
 
     @property
     def min_suspect(self) -> float:
@@ -96,10 +97,20 @@ class Detector:
     # restarting nodes -> (until when, the life that is ending): not probed nor suspected meanwhile
     held: dict[IPAddress, tuple[float, int]] = field(default_factory=dict)
     refused: int = 0  # PING_REQs not served: too many at once
+    # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted,
+    # ourselves suspected, our own timers late), lowered by each probe answered in time. Every
+    # timeout is (1 + health) times longer: an overloaded node judges others slowly, not wrongly.
+    health: int = 0
     _nonce: int = 0
 
     def __post_init__(self) -> None:
         self._nonce = self.rng.getrandbits(31)
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * (1 + self.health)
+
+    def sick(self) -> None:
+        self.health = min(self.settings.max_health, self.health + 1)
 
     def nonce(self) -> int:
         self._nonce = (self._nonce + 1) & 0xFFFFFFFF
@@ -120,6 +131,8 @@ class Detector:
         s = self.suspects.get(node)
         if s is not None and order > s.order:
             del self.suspects[node]
+            if s.mine:
+                self.sick()  # we suspected a live node: our view is not to be trusted so fast
             return True
         return False
 
@@ -135,7 +148,8 @@ class Detector:
             return None
         del self.probes[subject]
         self.last_ack[subject] = now
-        self.suspects.pop(subject, None)
+        if self.suspects.pop(subject, None) is None and not probe.indirect and self.health:
+            self.health -= 1  # answered in time, directly: we judge well again
         return None
 
     def relay(self, requester: IPAddress, requester_nonce: int, subject: Target, now: float) -> Send | None:
@@ -145,7 +159,8 @@ class Detector:
             self.refused += 1
             return None
         nonce = self.nonce()
-        self.relays[nonce] = _Relay(requester, requester_nonce, subject.address, now + self.settings.helper_timeout)
+        self.relays[nonce] = _Relay(requester, requester_nonce, subject.address,
+                                    now + self.scaled(self.settings.helper_timeout))
         return Send(MsgType.PING, subject.address, subject.address, subject.incarnation, nonce)
 
     def suspected(self, subject: IPAddress, by: IPAddress, now: float) -> bool:
@@ -162,7 +177,7 @@ class Detector:
         s = self.suspects.get(subject)
         if s is None:
             s = self.suspects[subject] = Suspicion(now, self.latest.get(subject, (0, 0)), float("inf"), by=str(by))
-        s.doom = min(s.doom, s.since + self.settings.min_suspect)
+        s.doom = min(s.doom, s.since + self.scaled(self.settings.min_suspect))
         return s.doom <= now
 
     def restarting(self, node: IPAddress, incarnation: int, now: float, grace: float) -> None:
@@ -214,7 +229,7 @@ class Detector:
 
     def _ping(self, t: Target, now: float) -> Send:
         nonce = self.nonce()
-        self.probes[t.address] = _Probe(nonce, now + self.settings.ack_timeout)
+        self.probes[t.address] = _Probe(nonce, now + self.scaled(self.settings.ack_timeout))
         return Send(MsgType.PING, t.address, t.address, t.incarnation, nonce)
 
     def _timeouts(self, now: float, targets: dict[IPAddress, Target], helpers: list[IPAddress],
@@ -225,9 +240,16 @@ class Detector:
             t = targets.get(address)
             if t is None or address in self.suspects or self.is_held(address, now):
                 del self.probes[address]  # no longer ours to watch, or a suspicion's own PING
-            elif not probe.indirect:
+                continue
+            if now - probe.deadline > self.settings.ack_timeout:
+                # this timer fires late (we were stopped, or starved of CPU): the answer may be
+                # waiting unread; judge nobody by our own delay, wait as long again
+                probe.deadline = now + self.scaled(self.settings.ack_timeout)
+                self.sick()
+                continue
+            if not probe.indirect:
                 probe.indirect = True
-                probe.deadline = now + self.settings.helper_timeout
+                probe.deadline = now + self.scaled(self.settings.helper_timeout)
                 probe.helpers = tuple(self._pick_helpers(address, helpers))
                 out += [Send(MsgType.PING_REQ, h, address, t.incarnation, probe.nonce) for h in probe.helpers]
             else:
@@ -240,13 +262,16 @@ class Detector:
 
     def _suspect(self, t: Target, now: float, out: list[Send]) -> None:
         order = self.latest.get(t.address, (t.incarnation, 0))
-        self.suspects[t.address] = Suspicion(now, order, now + self.settings.suspicion, mine=True,
+        self.suspects[t.address] = Suspicion(now, order, now + self.scaled(self.settings.suspicion), mine=True,
                                              resend=now + self.settings.resend, by="this node")
         out.append(Send(MsgType.SUSPECT, None, t.address, order[0], order[1]))
 
     def _suspicions(self, now: float, targets: dict[IPAddress, Target], out: list[Send]) -> list[IPAddress]:
         gone = []
         for address, s in list(self.suspects.items()):
+            if s.mine and now - s.doom > self.settings.resend:
+                s.doom = now + self.settings.resend  # late ourselves: one more round before judging
+                self.sick()
             if now >= s.doom:
                 del self.suspects[address]
                 self.probes.pop(address, None)

@@ -524,6 +524,7 @@ class Engine:
             "addresses": [str(a) for a in self.local.addresses],
             "incarnation": self.incarnation,
             "joining": now < self._joining_until,  # still learning from every SNAPSHOT (JOIN_WINDOW)
+            "probe_health": self.prober.detector.health if self.prober else None,  # 0: judging at full speed
             "members": [
                 {
                     "id": m.node_id,

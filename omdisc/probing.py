@@ -111,6 +111,7 @@ class Prober:
             self._on_ping_req(msg, me, now, r)
         elif about_me:
             self.stats[f"{msg.type.name.lower()}_of_us"] += 1
+            self.detector.sick()  # we were too slow for someone: slower to judge others for a while
             r.refute = True
         else:
             self._on_judgement(msg, sender, forwarded_by, me, now, r)

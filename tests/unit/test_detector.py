@@ -252,3 +252,34 @@ def test_a_restart_that_never_comes_back_is_detected_after_the_grace() -> None:
     assert all(addr in e.membership for i, e in enumerate(lan.engines) if i != 2)
     lan.run_until(lan.now + 6.0)  # grace 15 s, then a probe, its helpers and the suspicion
     assert all(addr not in e.membership for i, e in enumerate(lan.engines) if i != 2)
+
+
+def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() -> None:
+    from omdisc.detector import Detector, ProbeSettings, Target
+
+    d = Detector(ProbeSettings(), random.Random(1))
+    peer = ip_address("198.18.0.2")
+    target = Target(peer, INC)
+    sends, _ = d.tick(0.0, [target], [])
+    ping = sends[0]
+    d.tick(0.5, [target], [])  # no ACK: helpers (none here)
+    d.tick(1.0, [target], [])  # still none: suspect
+    assert peer in d.suspects and d.health == 0
+    d.heard(peer, (INC, 50))  # it refutes: we were wrong
+    assert peer not in d.suspects and d.health == 1
+    sends, _ = d.tick(2.0, [target], [])
+    assert d.probes[peer].deadline == 2.0 + 2 * 0.5  # timeouts twice as long now
+    d.acked(peer, peer, sends[0].number, 2.1)  # answered in time, directly
+    assert d.health == 0
+    assert ping.type is MsgType.PING
+
+
+def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> None:
+    from omdisc.detector import Detector, ProbeSettings, Target
+
+    d = Detector(ProbeSettings(), random.Random(1))
+    peer = ip_address("198.18.0.2")
+    target = Target(peer, INC)
+    d.tick(0.0, [target], [])
+    sends, gone = d.tick(3.0, [target], [ip_address("198.18.0.3")])  # stopped for 3 s: the ACK may be unread
+    assert sends == [] and gone == [] and not d.probes[peer].indirect and d.health == 1
