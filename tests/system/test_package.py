@@ -55,6 +55,9 @@ def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> Non
         assert c.sh("dpkg-query -W -f '${Version}' omdiscd").stdout == VERSION
         assert c.sh("systemctl is-enabled omdiscd").stdout.strip() == "enabled"
         assert c.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+        # DynamicUser=yes takes the package's static system user of the unit's name
+        uid, user = c.sh(f"stat -c '%u %U' /proc/{main_pid(c)}").stdout.split()
+        assert user == "omdiscd" and 0 < int(uid) < 1000
     wait_for(lambda: converged(cluster3, 3), 20, what="3 containers in every map")
     # showmap reads, as `setpe -r` does: on any user's PATH, and the map readable by all
     assert cluster3.containers[0].sh("runuser -u nobody -- sh -c 'command -v showmap && showmap'").stdout \
@@ -261,7 +264,7 @@ def test_killed_service_is_restarted_and_rejoins(cluster3: Cluster) -> None:
     wait_for(lambda: converged(cluster3, 3), 10, what="c3 back in every map")
 
 
-def test_sysvinit_script_runs_the_classic_daemon(cluster3: Cluster) -> None:
+def test_sysvinit_script_runs_the_classic_daemon_unprivileged(cluster3: Cluster) -> None:
     c1, c2, c3 = cluster3.containers
     init = "_SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"  # the script itself, as without systemd
     c3.sh("systemctl stop omdiscd")
@@ -269,13 +272,28 @@ def test_sysvinit_script_runs_the_classic_daemon(cluster3: Cluster) -> None:
     c3.sh(f"{init} start")
     pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
     assert c3.sh(f"readlink /proc/{pid}/exe").stdout.strip().startswith("/usr/bin/python3")
+    # the system user, as under systemd; the key (the test above left one) staged by root for it
+    assert c3.sh(f"stat -c '%u %U' /proc/{pid}").stdout.split()[1] == "omdiscd"
+    assert c3.sh(f"stat -c '%u' /proc/{pid}").stdout.strip() != "0"
+    assert c3.sh("stat -c '%U %a' /run/omdiscd /run/omdiscd/omdiscd.pid /run/omdiscd/cluster.key").stdout.split() \
+        == ["omdiscd", "755", "omdiscd", "644", "omdiscd", "400"]
     assert c3.sh(f"{init} status", check=False).returncode == 0
-    wait_for(lambda: converged(cluster3, 3), 10, what="the classic daemon in every map")
+    wait_for(lambda: converged(cluster3, 3), 10, what="the classic daemon in every map (keyed)")
+    # the state directory, out of systemd's private/ (the unit ran before): kept by this daemon
+    assert c3.sh("stat -c '%F %U' /var/lib/omdiscd").stdout.strip() == "directory omdiscd"
+    life = int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout)
+    left_before = [left_lines(c, 13) for c in (c1, c2)]
+    c3.sh(f"{init} restart")  # SIGUSR2: no LEAVE, a newer life
+    new_pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
+    assert new_pid != pid and int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout) > life
+    wait_for(lambda: converged(cluster3, 3), 10, what="the restarted classic daemon in every map")
+    assert [left_lines(c, 13) for c in (c1, c2)] == left_before
     c3.sh(f"{init} stop")
     wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="its LEAVE")
     assert c3.sh("test -e /run/omdiscd/omdiscd.pid", check=False).returncode != 0
     c3.sh("systemctl start omdiscd")
     wait_for(lambda: converged(cluster3, 3), 10, what="the service back")
+    assert c3.sh("readlink /var/lib/omdiscd").stdout.strip() == "private/omdiscd"  # systemd took it back
 
 
 def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> None:
