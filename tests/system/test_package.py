@@ -1,5 +1,5 @@
 """The Debian package as users meet it: built, linted, installed by apt in booted systemd
-containers, then reloaded, stopped, killed, upgraded and purged."""
+containers, then reloaded, restarted, stopped, killed, run by its init script, upgraded and purged."""
 
 from __future__ import annotations
 
@@ -50,6 +50,38 @@ def converged(cluster: Cluster, n: int, among: list[Container] | None = None) ->
     return all(len(ids(c)) == n for c in (among or cluster.containers))
 
 
+def main_pid(c: Container) -> str:
+    return c.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
+
+
+def kernel_seen(c: Container) -> dict[str, str]:
+    """What the daemon under the unit reports of the openMosix kernel (showmap --json, "kernel")."""
+    report: dict[str, str] = json.loads(c.sh("showmap --json").stdout)["kernel"]
+    return report
+
+
+def unit_sees(c: Container, path: str) -> bool:
+    """Whether `path` exists in the /proc the service's own processes have (its mount namespace)."""
+    return c.sh(f"nsenter -m -t {main_pid(c)} test -e {path}", check=False).returncode == 0
+
+
+def restarted(c: Container, pid: str) -> bool:
+    return c.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "active" and main_pid(c) not in ("0", pid)
+
+
+def exposure(c: Container) -> float:
+    out = c.sh("systemd-analyze security --no-pager omdiscd").stdout
+    m = re.search(r"Overall exposure level for omdiscd.service: (\d+\.\d+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def left_lines(c: Container, node_id: int) -> int:
+    """How many times c's daemon logged node `node_id` leaving (a LEAVE it took)."""
+    log = c.sh("journalctl -u omdiscd -o cat").stdout
+    return len(re.findall(rf"^node #{node_id} \S+ (?:left|is leaving)", log, flags=re.M))
+
+
 def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> None:
     for c in cluster3.containers:
         assert c.sh("dpkg-query -W -f '${Version}' omdiscd").stdout == VERSION
@@ -90,32 +122,6 @@ def test_security_exposure(cluster3: Cluster) -> None:
     level = exposure(cluster3.containers[0])
     print(f"systemd-analyze security omdiscd: exposure {level}")
     assert level <= 2.0
-
-
-def main_pid(c: Container) -> str:
-    return c.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
-
-
-def kernel_seen(c: Container) -> dict[str, str]:
-    """What the daemon under the unit reports of the openMosix kernel (showmap --json, "kernel")."""
-    report: dict[str, str] = json.loads(c.sh("showmap --json").stdout)["kernel"]
-    return report
-
-
-def unit_sees(c: Container, path: str) -> bool:
-    """Whether `path` exists in the /proc the service's own processes have (its mount namespace)."""
-    return c.sh(f"nsenter -m -t {main_pid(c)} test -e {path}", check=False).returncode == 0
-
-
-def restarted(c: Container, pid: str) -> bool:
-    return c.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "active" and main_pid(c) not in ("0", pid)
-
-
-def exposure(c: Container) -> float:
-    out = c.sh("systemd-analyze security --no-pager omdiscd").stdout
-    m = re.search(r"Overall exposure level for omdiscd.service: (\d+\.\d+)", out)
-    assert m, out
-    return float(m.group(1))
 
 
 def test_the_unit_sees_proc_hpc_only_where_it_exists(cluster3: Cluster) -> None:
@@ -174,12 +180,6 @@ def test_the_live_kernel_drop_in_runs_the_daemon_as_root_and_says_why_live_canno
     assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
     assert c1.sh(f"stat -c %u /proc/{main_pid(c1)}").stdout.strip() != "0"
     wait_for(lambda: converged(cluster3, 3), 10, what="c1 back in every map")
-
-
-def left_lines(c: Container, node_id: int) -> int:
-    """How many times c's daemon logged node `node_id` leaving (a LEAVE it took)."""
-    log = c.sh("journalctl -u omdiscd -o cat").stdout
-    return len(re.findall(rf"^node #{node_id} \S+ (?:left|is leaving)", log, flags=re.M))
 
 
 def test_restart_sends_no_leave_the_peers_keep_the_node_and_take_its_next_life(cluster3: Cluster) -> None:
