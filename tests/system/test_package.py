@@ -266,10 +266,12 @@ def test_killed_service_is_restarted_and_rejoins(cluster3: Cluster) -> None:
 
 def test_sysvinit_script_runs_the_classic_daemon_unprivileged(cluster3: Cluster) -> None:
     c1, c2, c3 = cluster3.containers
-    init = "_SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"  # the script itself, as without systemd
+    # the script itself, as without systemd (lsb's init-functions otherwise hands it to systemctl)
+    init = "SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"
     c3.sh("systemctl stop omdiscd")
     wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="c3 gone")
     c3.sh(f"{init} start")
+    assert c3.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "inactive"  # not the unit's
     pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
     assert c3.sh(f"readlink /proc/{pid}/exe").stdout.strip().startswith("/usr/bin/python3")
     # the system user, as under systemd; the key (the test above left one) staged by root for it
