@@ -356,7 +356,7 @@ class Daemon:
                                           "accepted": [key_id(k).hex() for k in auth.keyring.keys]}
         return {"ready_at": self._ready_at,  # wall clock: benchmarks time convergence from it
                 "interfaces": list(self.plan.announce_on), "gateway": self.plan.gateway,
-                "pid": os.getpid(), "keys": keys,  # key ids (what rotate-key.yml checks), never keys
+                "pid": os.getpid(), "keys": keys,  # key ids (what playbooks/rotate_key.yml checks), never keys
                 "kernel": self.kernel}
 
     # --- changes while running ----------------------------------------------------------------
