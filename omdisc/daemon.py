@@ -38,7 +38,7 @@ from .plan import Addresses, Plan, StartupError, local_node, make_plan
 from .protocol import IPAddress
 from .ratelimit import LogLimiter
 from .showmap import as_json
-from .sinks import AlphaSink, LiveSink, SinkError, choose_sink
+from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from .transport import MulticastHandler
 
 log = logging.getLogger("omdisc")
@@ -72,6 +72,8 @@ class Daemon:
         self.logctl = logctl
         self.plan = plan
         self.sink = sink
+        # what `kernel: auto` could see (showmap --json): "hidden" under a /proc that shows processes only
+        self.kernel = {"mode": cfg.kernel, "map": sink.description, "proc_hpc": proc_hpc()}
         self.clock = time.monotonic
         self.pidfile = PidFile(cfg.pid_file)
         addrs = local_node(cfg, plan)
@@ -354,7 +356,8 @@ class Daemon:
                                           "accepted": [key_id(k).hex() for k in auth.keyring.keys]}
         return {"ready_at": self._ready_at,  # wall clock: benchmarks time convergence from it
                 "interfaces": list(self.plan.announce_on), "gateway": self.plan.gateway,
-                "pid": os.getpid(), "keys": keys}  # key ids (what rotate-key.yml checks), never keys
+                "pid": os.getpid(), "keys": keys,  # key ids (what playbooks/rotate_key.yml checks), never keys
+                "kernel": self.kernel}
 
     # --- changes while running ----------------------------------------------------------------
 

@@ -102,17 +102,20 @@ class Prober:
         about_me = msg.subject.address == me
         if msg.type is MsgType.PING:
             self._on_ping(msg, source, about_me, now, r)
+        elif about_me and msg.type in (MsgType.SUSPECT, MsgType.DEAD):
+            # refuted whoever says it, a node we dropped included: others may believe it
+            self.stats[f"{msg.type.name.lower()}_of_us"] += 1
+            self.detector.sick()  # we were too slow for someone: slower to judge others for a while
+            r.refute = True
         elif sender is None:
             self.stats[f"probe_ignored:{msg.type.name.lower()}:stranger"] += 1
         elif msg.type is MsgType.ACK:
             send = self.detector.acked(msg.origin, msg.subject.address, msg.subject.number, now)
-            r.sends += [send] if send else []
+            if send is not None:
+                self.stats["probe_relayed"] += 1  # a helper's: the subject answered our PING for another
+                r.sends.append(send)
         elif msg.type is MsgType.PING_REQ:
             self._on_ping_req(msg, me, now, r)
-        elif about_me:
-            self.stats[f"{msg.type.name.lower()}_of_us"] += 1
-            self.detector.sick()  # we were too slow for someone: slower to judge others for a while
-            r.refute = True
         else:
             self._on_judgement(msg, sender, forwarded_by, me, now, r)
         return r
@@ -137,6 +140,7 @@ class Prober:
         else:
             send = self.detector.relay(msg.origin, msg.subject.number,
                                        Target(subject.primary, subject.incarnation, subject.interface), now)
+            self.stats["probe_relay_ping" if send else "probe_ignored:ping_req:busy"] += 1
             r.sends += [send] if send else []
 
     def _on_judgement(self, msg: Message, sender: Member, forwarded_by: IPAddress | None, me: IPAddress,
@@ -179,8 +183,20 @@ class Prober:
     def tick(self, me: IPAddress, now: float) -> tuple[list[Send], list[IPAddress]]:
         if len(self.detector.latest) > len(self.membership):
             self.detector.keep_only(self.membership.members)
-        helpers = [a for a in self.ring(me) if a != me]
-        return self.detector.tick(now, self.targets(me), helpers)
+        return self.detector.tick(now, self.targets(me), self.helpers(me))
+
+    def helpers(self, me: IPAddress) -> list[IPAddress]:
+        """Whom to ask to probe for us: our neighbours on the ring, before and after us. We talk to
+        them every second already (their PINGs and ACKs), so the path to them is warm: a random
+        member would first need its link-layer address resolved on both legs, and under load those
+        first datagrams were seen to go missing far more often than the LAN loses any (100 real
+        nodes at 5% loss: three of four PING_REQs to random members came to nothing)."""
+        ring = self.ring(me)
+        i, n = self._place[me], len(ring)
+        reach = self.settings.monitors + 1
+        near = {ring[(i + step) % n] for step in range(-reach, reach + 1) if step}
+        near.discard(me)
+        return sorted(near, key=_ring_key)
 
     def may_refute(self, sender: IPAddress, now: float) -> bool:
         return self._refutes.take(sender, now)

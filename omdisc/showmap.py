@@ -150,7 +150,7 @@ def _state(directory: Path) -> dict[str, Any]:
 
 def as_json(node_id: int, entries: list[Entry], state: dict[str, Any]) -> str:
     out: dict[str, Any] = {"node_id": node_id, "entries": [e.as_json() for e in entries]}
-    for key in ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "stats"):
+    for key in ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "kernel", "stats"):
         if key in state:
             out[key] = state[key]
     return json.dumps(out, indent=2)
