@@ -17,6 +17,7 @@ what it can claim is checked against what the network itself tells:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -48,6 +49,7 @@ class Member:
     firsthand: bool = True  # we had a message from the node itself, not only another's SNAPSHOT
     source: IPAddress | None = None  # UDP source of its last direct message
     path_known: bool = True  # `via` is known (not a guess from a SNAPSHOT)
+    spared: float = 0.0  # due to expire but kept until then, while the failure detector checks it
 
     @property
     def primary(self) -> IPAddress:
@@ -274,17 +276,31 @@ class Membership:
             self._bury(primary, (*order, now))
         return m
 
-    def expire(self, now: float) -> list[Member]:
-        """Drop every node not heard for dead_interval; also forget old tombstones."""
-        gone = [m for m in self.members.values() if now - m.last_heard >= self.dead_interval]
-        for m in gone:
-            self.forget(m.primary)
+    def expire(self, now: float, spare: Callable[[Member], float | None] | None = None) -> list[Member]:
+        """Drop every node not heard for dead_interval, but those `spare` keeps a while longer
+        (it returns until when); also forget old tombstones."""
+        due = [m for m in self.members.values() if now - m.last_heard >= self.dead_interval and now >= m.spared]
+        gone = []
+        for m in due:
+            until = spare(m) if spare is not None else None
+            if until is not None and until > now:
+                m.spared = until
+            else:
+                self.forget(m.primary)
+                gone.append(m)
         while self._tombstones and now - next(iter(self._tombstones.values()))[2] >= self.dead_interval:
             self._tombstones.popitem(last=False)
         return gone
 
+    def touch(self, primary: IPAddress, now: float) -> None:
+        """Heard from a member by other means than its announcements (it answered our probe)."""
+        m = self.members.get(primary)
+        if m is not None:
+            m.last_heard = now
+            m.spared = 0.0
+
     def next_expiry(self) -> float | None:
-        times = [m.last_heard + self.dead_interval for m in self.members.values()]
+        times = [max(m.last_heard + self.dead_interval, m.spared) for m in self.members.values()]
         return min(times) if times else None
 
     def firsthand(self) -> list[Member]:
