@@ -78,6 +78,7 @@ def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path
     writer.flush(e, 0.05)
     assert stats["map_writes"] == 1 and writer.written is not None
     assert sum(entry.count for entry in writer.written.entries) == 2  # the peer with us, at once
+    (tmp_path / "alone").mkdir()
     alone = MapWriter(AlphaSink(tmp_path / "alone"), tmp_path, stats, dict, lambda: None)
     alone.hold_until = FIRST_MAP_WAIT
     lone = engine()
