@@ -332,15 +332,20 @@ class Engine:
         return replace(self._send(msg, frozenset({where}) if where else None), to=s.to)
 
     def _fail(self, node: IPAddress, by: str, now: float) -> None:
-        """The failure detector's verdict: out of the map now, not when it would have expired."""
+        """The failure detector's verdict: out of the map now, not when it would have expired; or,
+        for a node not heard for dead_interval that did not answer our check either, expired."""
         assert self.prober is not None
         order = self.prober.detector.latest.get(node, (0, 0))
         self.prober.forget(node)
         m = self.membership.failed(node, order, now)
         if m is None:
             return
-        self.stats["failed"] += 1
         self.events.add("expire", m.node_id, m.addresses)
+        if now - m.last_heard >= self.membership.dead_interval:
+            events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs, nor answering our check)",
+                            m.node_id, m.primary, now - m.last_heard)
+            return
+        self.stats["failed"] += 1
         events.log_peer(log, events.EXPIRE, "node #%d %s failed (no answer to probes; declared by %s)", m.node_id,
                         m.primary, by)
 
