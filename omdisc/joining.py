@@ -30,6 +30,8 @@ class Joining:
         self.guard = guard
         self.retries: list[float] = []  # when to JOIN again, unless a SNAPSHOT answers first
         self.until = 0.0  # we learn from every SNAPSHOT until then (JOIN_WINDOW)
+        self._known_of: tuple[int, int, IPAddress] | None = None
+        self._known_set: set[IPAddress] = set()
 
     def begin(self, now: float, retries: tuple[float, ...]) -> None:
         """Our JOIN goes out now; again after each of `retries` seconds until it is answered."""
@@ -77,15 +79,25 @@ class Joining:
         assert snap is not None
         if self.answers.pending:
             told = {rec.addresses[0] for rec in snap.members}
-            # what our own SNAPSHOT would tell: ourselves and what we heard first-hand
-            known = {addresses[0], *(m.primary for m in self.membership.firsthand())}
+            known = self._known(addresses[0])
             self.stats["suppressed"] += self.answers.heard_snapshot(claim.interface, msg.origin, told, known, now)
         if (snap.reply_to, snap.reply_to_incarnation) != (addresses[0], incarnation) and not self.learning(now):
             return
         self.retries.clear()
         path_of = paths(msg, claim, self.membership)
+        mine = frozenset(addresses)
         for rec in snap.members:
-            if any(a in addresses for a in rec.addresses):
+            if not mine.isdisjoint(rec.addresses):
                 continue
             via, path_known = path_of(rec)
             self.news.learned(rec, now, via, claim.interface, path_known, msg.origin)
+
+    def _known(self, me: IPAddress) -> set[IPAddress]:
+        """What our own SNAPSHOT would tell: ourselves and what we heard first-hand. Kept while the
+        map is unchanged: in a join storm every node hears every SNAPSHOT, and rebuilding this for
+        each made the storm cost N^3 (a member heard first-hand at last changes `hearsay`)."""
+        key = (self.membership.version, self.membership.hearsay, me)
+        if self._known_of != key:
+            self._known_set = {me, *(m.primary for m in self.membership.firsthand())}
+            self._known_of = key
+        return self._known_set
