@@ -71,7 +71,8 @@ def test_a_killed_node_is_out_of_every_map_within_seconds(cluster: tuple[Lab, La
     times = sorted(gone_at.values())
     print(f"kill -9: out of {len(rest)} maps after {times[0]:.2f}..{times[-1]:.2f}s (dead_interval 35s)")
     assert maps_are(rest, {1, 2, 4, 5, 6})
-    assert sum(stats(d).get("failed", 0) for d in rest) >= 1  # the probes did it, not expiry
+    # the probes did it, not expiry (state.json follows the map within a quarter second)
+    wait_for(lambda: sum(stats(d).get("failed", 0) for d in rest) >= 1, 2, what="the removals counted as failed")
 
 
 def test_a_node_frozen_for_a_second_keeps_its_place(cluster: tuple[Lab, Lan, list[Daemon]]) -> None:
