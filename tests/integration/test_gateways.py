@@ -10,6 +10,7 @@ import time
 from tests.lab.netlab import Daemon, Lab, Lan, Node, bridge_counted, bridge_table, wait_for
 
 FAST = {"announce_interval": 0.5, "dead_interval": 2.0}
+DETECTION = 0.5 + 1.1 + 0.5 + 0.5 + 1.5 + 0.75  # as test_failure_detection's: probes, suspicion, DEAD lost once
 
 
 def two_lans(lab: Lab) -> tuple[Lan, Lan, list[Node], list[Node]]:
@@ -46,6 +47,26 @@ def test_one_gateway_joins_two_lans_with_alias_entries_and_gateway_discovery(lab
     assert {d.node.name: d.state()["gateways"] for d in daemons} == {
         d.node.name: [{**gw_entry, "reaches": far[d.node.name[0]]}] for d in daemons}
     assert g.map()["gateway"] is True and g.map()["gateways"] == [] and g.state()["stats"]["forwarded"] > 0
+
+
+def test_a_node_killed_behind_a_gateway_leaves_the_far_side_as_fast(lab: Lab) -> None:
+    """Probes never cross the gateway: the killed node's own network finds it, and the gateway
+    carries that network's DEAD on. Packaged intervals: expiry (35 s) could not be this fast."""
+    a, b, side_a, side_b = two_lans(lab)
+    gw = gateway(lab, "gw", [(a, "198.18.1.254/24"), (b, "198.18.2.254/24")])
+    packaged = {"announce_interval": 10.0, "dead_interval": 35.0}
+    gw.start(["-i", "leg0,leg1"], **packaged)
+    daemons = [n.start(**packaged) for n in side_a + side_b]
+    wait_for(lambda: all(len(mapped(d)) == 4 for d in daemons), 15, what="every map complete")
+    victim, far = daemons[0], daemons[2:]
+    victim.proc.kill()  # kill -9: no LEAVE
+    t0 = time.monotonic()
+    wait_for(lambda: all(257 not in {e[0] for e in mapped(d)} for d in far), DETECTION + 1.0, interval=0.02,
+             what="the far side to drop the killed node")
+    print(f"kill -9 behind a gateway: out of the far side's maps after {time.monotonic() - t0:.2f}s")
+    # believed from the gateway, counted as the probes' verdict (state.json follows within 0.25 s)
+    wait_for(lambda: all(d.state().get("stats", {}).get("failed", 0) == 1 for d in far), 2,
+             what="the removal counted as failed")
 
 
 def test_no_route_only_announces_on_each_interface(lab: Lab) -> None:
