@@ -16,6 +16,8 @@ what it can claim is checked against what the network itself tells:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -23,6 +25,9 @@ from enum import Enum
 from .protocol import IPAddress, MemberRecord
 
 DEFAULT_MAX_NODES = 4096
+# The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there
+# are members (plus this): the entries of forgotten nodes cannot pile up under churn.
+HEAP_SLACK = 64
 
 
 class Change(Enum):
@@ -94,6 +99,12 @@ class Membership:
         self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict", "path"
         self.replaced: Member | None = None  # the node the last heard() replaced (same source)
         self.hearsay = 0  # members known only second-hand
+        # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (last_heard when
+        # pushed, tie-break, member). A refresh only raises m.last_heard (no heap work per datagram);
+        # an entry found at the top with an older time is pushed down again, one whose member is no
+        # longer in the map is dropped (lazy deletion). Each member has exactly one entry.
+        self._deadlines: list[tuple[float, int, Member]] = []
+        self._pushed = itertools.count()
 
     def __len__(self) -> int:
         return len(self.members)
@@ -116,6 +127,7 @@ class Membership:
     def _add(self, m: Member) -> Change:
         self._tombstones.pop(m.primary, None)
         self.members[m.primary] = m
+        self._push(m)
         self.hearsay += not m.firsthand
         if m.source is not None:
             self._speaks_for[m.source] = m.primary
@@ -266,18 +278,41 @@ class Membership:
                 del self._speaks_for[m.source]
         return m
 
+    def _push(self, m: Member) -> None:
+        if len(self._deadlines) >= 2 * len(self.members) + HEAP_SLACK:
+            self._deadlines = [(x.last_heard, next(self._pushed), x) for x in self.members.values()]
+            heapq.heapify(self._deadlines)  # m is among them: it is in members already
+            return
+        heapq.heappush(self._deadlines, (m.last_heard, next(self._pushed), m))
+
+    def _oldest(self) -> Member | None:
+        """The member heard longest ago, its entry at the top of the heap; None when there is none."""
+        heap = self._deadlines
+        while heap:
+            heard, _, m = heap[0]
+            if self.members.get(m.primary) is not m:  # forgotten (or replaced by a new life)
+                heapq.heappop(heap)
+            elif m.last_heard > heard:  # refreshed since it was pushed
+                heapq.heapreplace(heap, (m.last_heard, next(self._pushed), m))
+            else:
+                return m
+        return None
+
     def expire(self, now: float) -> list[Member]:
-        """Drop every node not heard for dead_interval; also forget old tombstones."""
-        gone = [m for m in self.members.values() if now - m.last_heard >= self.dead_interval]
-        for m in gone:
+        """Drop every node not heard for dead_interval, the longest silent first; also forget old
+        tombstones."""
+        gone = []
+        while (m := self._oldest()) is not None and now - m.last_heard >= self.dead_interval:
+            heapq.heappop(self._deadlines)
             self.forget(m.primary)
+            gone.append(m)
         while self._tombstones and now - next(iter(self._tombstones.values()))[2] >= self.dead_interval:
             self._tombstones.popitem(last=False)
         return gone
 
     def next_expiry(self) -> float | None:
-        times = [m.last_heard + self.dead_interval for m in self.members.values()]
-        return min(times) if times else None
+        m = self._oldest()
+        return None if m is None else m.last_heard + self.dead_interval
 
     def firsthand(self) -> list[Member]:
         return [m for m in self.members.values() if m.firsthand]
