@@ -20,6 +20,7 @@ test: lint
 bench: setup
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
+	$(PY) -m tests.bench.lean
 
 clean:
 	rm -rf .venv build *.egg-info
