@@ -4,6 +4,7 @@ who collides, said once per change. The metrics file (Prometheus text) goes with
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 from . import events, metrics
 from .engine import Engine
 from .protocol import IPAddress
-from .sinks import AlphaSink, LiveSink, write_atomic, write_state
+from .sinks import STATE, AlphaSink, LiveSink, write_atomic
 from .table import Entry, Table
 
 log = logging.getLogger("omdisc")
@@ -25,6 +26,23 @@ MAP_INTERVAL = 0.05  # the kernel map: at most 20 writes a second
 STATE_AFTER_MAP = 0.25
 STATE_INTERVAL = 1.0
 COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted in one line
+MEMBERS_AT_ONCE = 64  # state.json's members encoded this many at a time (see encode_state)
+_COMPACT = (",", ":")
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """state.json: what json.dumps(state, separators=(",", ":")) gives, but the member list is
+    encoded a few members at a time. Encoded at once, 1,000 members make some 20,000 small strings
+    that live together until they are joined: 0.7 MB of the daemon's RSS kept for good after the
+    first write (Python does not give back partly used memory)."""
+
+    def value(key: str, v: Any) -> str:
+        if key != "members" or not isinstance(v, list):
+            return json.dumps(v, separators=_COMPACT)
+        return "[" + ",".join(json.dumps(v[i:i + MEMBERS_AT_ONCE], separators=_COMPACT)[1:-1]
+                              for i in range(0, len(v), MEMBERS_AT_ONCE)) + "]"
+
+    return ("{" + ",".join(f"{json.dumps(k)}:{value(k, v)}" for k, v in state.items()) + "}\n").encode()
 
 
 class MapWriter:
@@ -99,7 +117,7 @@ class MapWriter:
         state = engine.state(now)
         state.update(self.extra_state())
         try:
-            write_state(self.state_dir, state)
+            write_atomic(self.state_dir / STATE, encode_state(state))
         except OSError as e:
             klog.debug("cannot write state: %s", e)
         if self.metrics_file is not None:

@@ -30,6 +30,12 @@ DEFAULT_MAX_NODES = 4096
 HEAP_SLACK = 64
 
 
+def _same(addr: IPAddress, known: IPAddress) -> IPAddress:
+    """`known` when it is the same address: one object for each node's address, not one more per
+    message (its primary address, its UDP source, the keys of the dicts: some 200 bytes a node)."""
+    return known if addr == known else addr
+
+
 class Change(Enum):
     JOINED = "joined"
     UPDATED = "updated"  # id, addresses or flags changed, or a new incarnation
@@ -170,8 +176,8 @@ class Membership:
         if claim.source is not None:
             if m.source is not None and self._speaks_for.get(m.source) == m.primary:
                 del self._speaks_for[m.source]
-            m.source = claim.source
-            self._speaks_for[claim.source] = m.primary
+            m.source = _same(claim.source, m.primary)
+            self._speaks_for[m.source] = m.primary
         return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
                             claim.seq)
 
@@ -202,15 +208,18 @@ class Membership:
                 self.replaced = self.forget(other)  # one host, one node: the new one takes its place
         if not self._room_for(True):
             return self._reject("full")
+        source = None if claim.source is None else _same(claim.source, claim.primary)
         return self._add(Member(claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags,
-                                claim.via, interface=claim.interface, source=claim.source))
+                                claim.via, interface=claim.interface, source=source))
 
     def _update(self, m: Member, node_id: int, addresses: tuple[IPAddress, ...], incarnation: int, flags: int,
                 via: IPAddress | None, heard_at: float, seq: int) -> Change:
         # The path (via) is no part of the kernel map: with two gateways it may change with every
         # announcement, and must not cost a map write each time.
         changed = (m.node_id, m.addresses, m.flags, m.incarnation) != (node_id, addresses, flags, incarnation)
-        m.node_id, m.addresses, m.flags, m.via = node_id, addresses, flags, via
+        m.node_id, m.flags, m.via = node_id, flags, via
+        if addresses != m.addresses:  # else the tuple kept is the one the members dict's key is from
+            m.addresses = addresses
         m.incarnation, m.seq = incarnation, seq
         m.last_heard = max(m.last_heard, heard_at)
         m.leaving = False

@@ -36,8 +36,9 @@ from pathlib import Path
 import yaml
 
 from omdisc.engine import Engine, LocalNode, Settings
+from omdisc.mapwriter import encode_state
 from omdisc.protocol import Message, MsgType, encode
-from omdisc.sinks import AlphaSink, write_state
+from omdisc.sinks import STATE, AlphaSink, write_atomic
 from omdisc.snapshots import records_for
 from tests.lab.inject import add_addresses, made_up
 from tests.lab.netlab import REPO, Lab, Node, require_root, wait_for
@@ -205,7 +206,7 @@ def costs_at(n: int, sink: AlphaSink, state_dir: Path) -> list[float]:
         engine.tick(now)
     table = engine.table()
     return [timed(timer_pass, 101), timed(engine.table), timed(lambda: sink.write(1, table)),
-            timed(lambda: write_state(state_dir, engine.state(now))),
+            timed(lambda: write_atomic(state_dir / STATE, encode_state(engine.state(now)))),
             timed(lambda: records_for(engine.membership, made_up(0), "eth0", False, now))]
 
 
