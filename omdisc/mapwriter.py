@@ -32,17 +32,23 @@ _COMPACT = (",", ":")
 
 def encode_state(state: dict[str, Any]) -> bytes:
     """state.json: what json.dumps(state, separators=(",", ":")) gives, but the member list is
-    encoded a few members at a time. Encoded at once, 1,000 members make some 20,000 small strings
-    that live together until they are joined: 0.7 MB of the daemon's RSS kept for good after the
-    first write (Python does not give back partly used memory)."""
-
-    def value(key: str, v: Any) -> str:
-        if key != "members" or not isinstance(v, list):
-            return json.dumps(v, separators=_COMPACT)
-        return "[" + ",".join(json.dumps(v[i:i + MEMBERS_AT_ONCE], separators=_COMPACT)[1:-1]
-                              for i in range(0, len(v), MEMBERS_AT_ONCE)) + "]"
-
-    return ("{" + ",".join(f"{json.dumps(k)}:{value(k, v)}" for k, v in state.items()) + "}\n").encode()
+    encoded a few members at a time, straight to bytes. Encoded at once, 1,000 members make some
+    20,000 small strings that live together until they are joined, and the text is copied twice
+    more on its way to bytes: 1 MB of the daemon's RSS, kept for good after the first write (Python
+    does not give back partly used memory)."""
+    parts: list[bytes] = []
+    for key, value in state.items():
+        parts.append(f'{"," if parts else "{"}{json.dumps(key)}:'.encode())
+        if key != "members" or not isinstance(value, list):
+            parts.append(json.dumps(value, separators=_COMPACT).encode())
+            continue
+        parts.append(b"[")
+        for i in range(0, len(value), MEMBERS_AT_ONCE):
+            parts.append(b"," if i else b"")
+            parts.append(json.dumps(value[i:i + MEMBERS_AT_ONCE], separators=_COMPACT)[1:-1].encode())
+        parts.append(b"]")
+    parts.append(b"}\n" if parts else b"{}\n")
+    return b"".join(parts)
 
 
 class MapWriter:

@@ -18,6 +18,7 @@ figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gc
 import json
 import os
@@ -147,6 +148,7 @@ def has_deps(python: str) -> bool:
 
 
 def real_daemons(seconds: float) -> None:
+    compileall.compile_dir(REPO / "omdisc", quiet=1)  # run from bytecode, as installed (PYTHONDONTWRITEBYTECODE)
     print(f"A real daemon, idle (default intervals); CPU over {seconds:.0f} s; RSS 5 s after the last join and "
           "at the end")
     print(f"{'python':>16} {'members':>8} {'datagrams/s':>12} {'RSS MiB':>8} {'at end':>7} {'anon':>6} "
