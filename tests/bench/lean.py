@@ -73,7 +73,8 @@ def feed(iface: str, count: int, interval: float) -> None:
     start = time.monotonic()
     for seq in range(1, 1 << 30):
         for i, addr in enumerate(addrs):
-            due = start + (seq - 1) * interval + (i * interval / count if seq > 1 else i / 5000)
+            # the first round at 5,000 a second (all join), then each node every `interval`, evenly spread
+            due = start + (count / 5000 + (seq - 2 + i / count) * interval if seq > 1 else i / 5000)
             if (ahead := due - time.monotonic()) > 0:
                 time.sleep(ahead)
             info = struct.pack("=i4s4s", index, addr.packed, bytes(4))
