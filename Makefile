@@ -17,7 +17,11 @@ lint: setup
 test: lint
 	$(PY) -m pytest -v -p no:cacheprovider tests
 
+# the simulated table (tests/bench/sim.py --help): about an hour today, nearly all of it the engines at 1,000 nodes
+SIM_BENCH ?= --sizes 100 1000 --storm-max 1000 --minutes 10
+
 bench: setup
+	$(PY) -m tests.bench.sim $(SIM_BENCH)
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
 	$(PY) -m tests.bench.lean

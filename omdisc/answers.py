@@ -1,7 +1,10 @@
 """Answering JOINs with SNAPSHOTs: when, how often, and when to keep quiet. Pure.
 
 A JOIN is answered after a random delay whose spread grows with the cluster, unless another
-node's SNAPSHOT covers what we would tell first (suppression, as mDNS and SRM do). Because a JOIN
+node's SNAPSHOT covers what we would tell first (suppression, as mDNS and SRM do). Every node still
+joining learns from every SNAPSHOT on its network, so one SNAPSHOT answers all the JOINs waiting on
+that interface (a join storm costs a few SNAPSHOTs, not one per JOIN), and another node's SNAPSHOT
+suppresses our answers to all of them at once. Because a JOIN
 is a datagram anyone can send, answering is bounded (docs/protocol.md, "Threats"):
 - at most once per (origin, incarnation), however often the JOIN is repeated or replayed;
 - per UDP source at most `answer_rate` answers a second (burst `answer_burst`);
@@ -57,7 +60,8 @@ class JoinAnswers:
         if key in self._answered:
             return "answered"
         if len(self.pending) >= self.limits.max_pending:
-            return "pending"
+            # full: the answer due on this interface serves it too (it is listening by now)
+            return "batched" if any(p.interface == interface for p in self.pending.values()) else "pending"
         if source is not None and not self._per_source.take(source, now):
             return "rate"
         lim = self.limits
@@ -66,27 +70,34 @@ class JoinAnswers:
         self.pending[key] = Pending(now + delay, interface, {key[0]})
         return None
 
-    def heard_snapshot(self, key: JoinKey, sender: IPAddress, told: set[IPAddress], known: set[IPAddress],
-                       now: float) -> bool:
-        """Another node answered `key`: drop our answer if it told everything we would. True if dropped."""
-        pending = self.pending.get(key)
-        if pending is None:
-            return False
-        pending.covered |= ({sender} | told) & known  # only what we know counts: a bound on the set
-        if known <= pending.covered:
-            del self.pending[key]
-            self._answered.add(key, now)  # answered by another: a replay later gets nothing from us either
-            return True
-        return False
+    def heard_snapshot(self, interface: str, sender: IPAddress, told: set[IPAddress], known: set[IPAddress],
+                       now: float) -> int:
+        """Another node's SNAPSHOT on `interface`: every JOIN waiting there heard it, so drop each
+        answer of ours it (with what came before) told everything we would. How many were dropped."""
+        dropped = 0
+        for key, pending in list(self.pending.items()):
+            if pending.interface != interface:
+                continue
+            pending.covered |= ({sender} | told) & known  # only what we know counts: a bound on the set
+            if known <= pending.covered:
+                del self.pending[key]
+                self._answered.add(key, now)  # answered by another: a replay later gets nothing from us either
+                dropped += 1
+        return dropped
 
     def due(self, now: float) -> list[tuple[JoinKey, str]]:
-        """The answers to send now; each JOIN counts as answered from here on."""
-        ready = [(k, p.interface) for k, p in self.pending.items() if now >= p.due]
-        for key, _ in ready:
+        """The answers to send now, one per interface (each answers every JOIN waiting there); each
+        of those JOINs counts as answered from here on."""
+        ready: dict[str, JoinKey] = {}
+        for key, p in self.pending.items():
+            if now >= p.due:
+                ready.setdefault(p.interface, key)
+        served = [k for k, p in self.pending.items() if p.interface in ready]
+        for key in served:
             del self.pending[key]
             self._answered.add(key, now)
         self._answered.prune(now)
-        return ready
+        return [(key, interface) for interface, key in ready.items()]
 
     def next_due(self) -> float | None:
         return min((p.due for p in self.pending.values()), default=None)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .protocol import (
     HEADER_SIZE,
+    PROBE_TYPES,
     TRAILER_AUTH,
     TRAILER_FORWARD_AUTH,
     IPAddress,
@@ -134,6 +135,7 @@ class Verdict:
     origin: IPAddress | None = None
     ts: int = 0
     mac: bytes = b""
+    probe: bool = False  # a PING, ACK or PING_REQ: its own order (see _latest)
 
 
 class Authenticator:
@@ -147,9 +149,12 @@ class Authenticator:
         self._mono_start = mono()
         self.max_origins = max_origins
         self._last_sent = 0
-        # origin -> (newest timestamp taken, MACs of the last few taken): a copy of one of those (the
+        # (origin, probe) -> (newest timestamp taken, MACs of the last few taken). Probes (unicast) have
+        # an order of their own: they reach another socket than the multicast, which the loop may read
+        # first, so a probe sent after an ANNOUNCE may be taken before it, and must not make it a replay.
+        # A copy of one of those (the
         # other address family, another gateway) is a duplicate; anything else not newer, a replay
-        self._latest: OrderedDict[IPAddress, tuple[int, deque[bytes]]] = OrderedDict()
+        self._latest: OrderedDict[tuple[IPAddress, bool], tuple[int, deque[bytes]]] = OrderedDict()
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -192,7 +197,8 @@ class Authenticator:
         now_us = int(self.wall() * 1e6)
         if abs(ts - now_us) > self.max_skew * 1e6:
             return Verdict("skew", ts - now_us)
-        return Verdict(self._freshness(msg.origin, ts, mac, now_us), 0, msg.origin, ts, mac)
+        probe = msg.type in PROBE_TYPES
+        return Verdict(self._freshness((msg.origin, probe), ts, mac, now_us), 0, msg.origin, ts, mac, probe)
 
     def _forward_ok(self, data: bytes, msg: Message) -> bool:
         fwd = _trailer(msg, TRAILER_FORWARD_AUTH)
@@ -206,7 +212,7 @@ class Authenticator:
             return False
         return hmac.compare_digest(mac, hmac.new(key, signed, hashlib.sha256).digest())
 
-    def _freshness(self, origin: IPAddress, ts: int, mac: bytes, now_us: int) -> str:
+    def _freshness(self, origin: tuple[IPAddress, bool], ts: int, mac: bytes, now_us: int) -> str:
         # our start as this clock now has it: a clock set back after we started moves it back too
         self.started_us = min(self.started_us, now_us - int((self.mono() - self._mono_start) * 1e6))
         if ts < self.started_us:
@@ -219,8 +225,9 @@ class Authenticator:
     def take(self, verdict: Verdict) -> None:
         """The datagram of `verdict` was taken: from its origin only newer ones count now."""
         assert verdict.origin is not None and not verdict.reason
-        _, recent = self._latest.pop(verdict.origin, (0, deque(maxlen=RECENT_MACS)))
+        key = (verdict.origin, verdict.probe)
+        _, recent = self._latest.pop(key, (0, deque(maxlen=RECENT_MACS)))
         recent.append(verdict.mac)
-        self._latest[verdict.origin] = (verdict.ts, recent)
+        self._latest[key] = (verdict.ts, recent)
         while len(self._latest) > self.max_origins:  # beyond: the skew window still bounds a replay
             self._latest.popitem(last=False)

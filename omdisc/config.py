@@ -79,6 +79,8 @@ class Config:
     handlers: tuple[HandlerSpec, ...] = ()
     handler_timeout: float = 10.0
     metrics_file: Path | None = None
+    probe_interval: float = 1.0  # 0: no failure detection by probes (version 1 behaviour)
+    suspicion_timeout: float = 1.5
 
     def overridden(self, **changes: Any) -> Config:
         """Command-line values over file values; None means 'not given'."""
@@ -264,6 +266,22 @@ def parse_handler_timeout(value: object) -> float:
     return float(value)
 
 
+def parse_probe_interval(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+    if value != 0 and not 0.1 <= value <= 60:
+        raise ValueError(f"{value} is out of range 0.1..60 seconds (0: no probes)")
+    return float(value)
+
+
+def parse_suspicion(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+    if not 0.2 <= value <= 600:
+        raise ValueError(f"{value} is out of range 0.2..600 seconds")
+    return float(value)
+
+
 PARSERS: dict[str, Callable[[object], Any]] = {
     "interfaces": parse_interfaces,
     "multicast_ttl": parse_ttl,
@@ -287,6 +305,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "handlers": parse_handlers,
     "handler_timeout": parse_handler_timeout,
     "metrics_file": parse_optional_path,
+    "probe_interval": parse_probe_interval,
+    "suspicion_timeout": parse_suspicion,
 }
 assert set(PARSERS) == {f.name for f in fields(Config)}
 

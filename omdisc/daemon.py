@@ -36,6 +36,7 @@ from .auth import Authenticator, KeyFileError, gen_key, key_id
 from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
 from .detach import Detacher
+from .detector import ProbeSettings
 from .engine import Engine, Outgoing, Settings
 from .handlers import Runner
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
@@ -47,17 +48,29 @@ from .pidfile import PidFile, PidFileError
 from .plan import Addresses, Plan, StartupError, local_node, make_plan
 from .protocol import IPAddress
 from .ratelimit import LogLimiter
-from .sinks import AlphaSink, LiveSink, SinkError, choose_sink
+from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from .transport import MulticastHandler
 
 log = logging.getLogger("omdisc")
 
 RESCAN_DELAY = 0.1  # after a link event: let a burst of netlink messages settle, then look once
+# "Stop for a restart": exit as on SIGTERM but without LEAVE, so the peers keep this node until its
+# next life announces itself. The unit's RestartKillSignal= and the init script's restart send it.
+RESTART_SIGNAL = signal.SIGUSR2
+# Each signal and the Daemon method it calls (omdiscd(8), SIGNALS, documents every one).
+SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "reload",
+           signal.SIGUSR1: "toggle_debug", RESTART_SIGNAL: "stop_for_restart"}
 ADDRESS_ERRORS = (StartupError, NodeIdError, interfaces.InterfaceError)
 
 
 def settings_for(cfg: Config) -> Settings:
-    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes)
+    probe = None
+    if cfg.probe_interval:
+        wait = min(0.5, cfg.probe_interval / 2)  # for an ACK, direct then through helpers
+        probe = ProbeSettings(cfg.probe_interval, ack_timeout=wait, helper_timeout=wait,
+                              suspicion=cfg.suspicion_timeout, resend=cfg.suspicion_timeout / 3)
+    return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes,
+                    probe=probe)
 
 
 class Daemon:
@@ -69,6 +82,8 @@ class Daemon:
         self.logctl = logctl
         self.plan = plan
         self.sink = sink
+        # what `kernel: auto` could see (showmap --json): "hidden" under a /proc that shows processes only
+        self.kernel = {"mode": cfg.kernel, "map": sink.description, "proc_hpc": proc_hpc()}
         self.clock = time.monotonic
         self.pidfile = PidFile(cfg.pid_file)
         addrs = local_node(cfg, plan)
@@ -92,6 +107,7 @@ class Daemon:
         self._flush_pending = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._leave = True  # on the way out: LEAVE, unless stopping for a restart
         self._next_address_check = 0.0
         self._rescan_at = float("inf")
         self._next_watchdog = float("inf")
@@ -116,9 +132,8 @@ class Daemon:
         self.links.replace_all(Wanted.of(self.cfg, self.plan))
         self._open_monitor()
         self._configure_handlers(self.cfg)
-        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
-                             (signal.SIGHUP, self.reload), (signal.SIGUSR1, self.toggle_debug)):
-            loop.add_signal_handler(sig, handler)
+        for sig, method in SIGNALS.items():
+            loop.add_signal_handler(sig, getattr(self, method))
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
@@ -168,9 +183,11 @@ class Daemon:
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")
-        if self.links:  # we had joined: say goodbye
-            self._send(self.engine.shutdown())
-            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)")
+        self._keep_incarnation()  # the next life starts above this one's, whatever the clock says
+        if self.links:  # we had joined
+            self._send(self.farewell())
+            events.log_event(log, events.STOPPED, "omdiscd stopped (left the cluster)" if self._leave
+                             else "omdiscd stopped for a restart (no LEAVE sent)")
         self.links.close_all()
         self.handlers.close()
         if self.monitor is not None:
@@ -220,7 +237,23 @@ class Daemon:
         return f"{families}, multicast TTL {self.plan.ttl}"
 
     def stop(self) -> None:
+        """SIGTERM, SIGINT: leave the cluster (the peers drop us at once) and exit."""
         log.info("stopping: announcing LEAVE")
+        self._leave = True
+        self._stopping = True
+        self._wake.set()
+
+    def farewell(self) -> list[Outgoing]:
+        """What goes out on the way out: LEAVE after a stop; after a stop for a restart, an ANNOUNCE
+        flagged RESTART, so the peers' probes leave us alone until the next life is up."""
+        return self.engine.shutdown() if self._leave else self.engine.restarting()
+
+    def stop_for_restart(self) -> None:
+        """SIGUSR2: exit without LEAVE. The next life (a newer incarnation, state_dir) is taken by
+        the peers as the same node back, so a restart never drops us from any map; if no next life
+        comes within RESTART_GRACE (15 s), the peers' probes then find us gone, as a crashed node."""
+        log.info("stopping for a restart: no LEAVE, the peers keep this node until it is back")
+        self._leave = False
         self._stopping = True
         self._wake.set()
 
@@ -335,7 +368,8 @@ class Daemon:
                                           "accepted": [key_id(k).hex() for k in auth.keyring.keys]}
         return {"ready_at": self._ready_at,  # wall clock: benchmarks time convergence from it
                 "interfaces": list(self.plan.announce_on), "gateway": self.plan.gateway,
-                "pid": os.getpid(), "keys": keys}  # key ids (what rotate-key.yml checks), never keys
+                "pid": os.getpid(), "keys": keys,  # key ids (what playbooks/rotate_key.yml checks), never keys
+                "kernel": self.kernel}
 
     # --- changes while running ----------------------------------------------------------------
 

@@ -11,26 +11,34 @@ says it forwarded it, its incarnation against the clock; a claim made in our own
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import events, gateway
 from .answers import AnswerLimits, JoinAnswers, JoinKey
 from .auth import Authenticator, Verdict
+from .detector import ProbeSettings, Send
 from .guard import Guard
 from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
+from .probing import Prober
 from .protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
+    FLAG_PROBES,
+    FLAG_RESTART,
     MAX_DATAGRAM,
+    NODE_FLAGS,
+    SUBJECT_TYPES,
     DecodeError,
     IPAddress,
     Message,
     MsgType,
+    Subject,
     decode,
     encode,
     snapshot_messages,
@@ -39,7 +47,9 @@ from .snapshots import paths, records_for
 from .table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
+RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
+JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
 netlog = logging.getLogger("omdisc.net")
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class Settings:
     max_nodes: int = DEFAULT_MAX_NODES
     max_incarnation_ahead: float = 86400.0  # seconds; an incarnation further ahead of our clock is a lie
     refute_rate: float = 1.0  # refutations a second at most (burst 2): a flood of claims is not echoed
+    probe: ProbeSettings | None = field(default_factory=ProbeSettings)  # None: no probes (version 1 only)
+    # With probes, announcements only find nodes and refresh addresses: their period grows with the
+    # cluster so that each node hears about this many a second (RTCP's rule, RFC 3550 6.2).
+    announce_rate: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,9 +104,11 @@ class Engine:
         self._local_version = 0
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
+        self._joining_until = 0.0
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
+        self.prober = Prober(settings.probe, rng, self.stats, self.membership) if settings.probe else None
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -124,12 +140,23 @@ class Engine:
     def shutdown(self) -> list[Outgoing]:
         return [self._send(self._message(MsgType.LEAVE))]
 
+    def restarting(self) -> list[Outgoing]:
+        """On the way out for a restart: no LEAVE (every map keeps us), but word not to probe us
+        until our next life announces itself (RESTART_GRACE at most)."""
+        return [self._send(self._message(MsgType.ANNOUNCE, FLAG_RESTART))]
+
     def reconfigure(self, settings: Settings, now: float) -> None:
         """New intervals (SIGHUP); the membership is kept."""
         self.settings = settings
         self.membership.dead_interval = settings.dead_interval
         self.membership.remove_on_leave = settings.remove_on_leave
         self.membership.max_nodes = settings.max_nodes
+        if settings.probe is None:
+            self.prober = None
+        elif self.prober is None:
+            self.prober = Prober(settings.probe, self.rng, self.stats, self.membership)
+        else:
+            self.prober.settings = self.prober.detector.settings = settings.probe
         self._schedule_announce(now)
 
     def set_local(self, local: LocalNode) -> list[Outgoing]:
@@ -163,6 +190,7 @@ class Engine:
     def rejoin(self, now: float) -> list[Outgoing]:
         """JOIN again (new addresses, new sockets): the cluster answers with what it knows."""
         self._join_retries = [now + d for d in self.settings.join_retries]
+        self._joining_until = now + JOIN_WINDOW
         return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
 
     # --- input -------------------------------------------------------------------------------
@@ -191,11 +219,19 @@ class Engine:
         if reason:
             return self._reject(reason, msg, source, interface, now)
         self._taken(verdict)
-        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags, gw, interface,
+        if msg.type in SUBJECT_TYPES:
+            return self._on_subject(data, msg, checked_source, gw, interface, now)
+        claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags & NODE_FLAGS, gw, interface,
                       checked_source if msg.hops == 0 else None)
         change = self._on_leave(claim, now) if msg.type is MsgType.LEAVE else self._on_heard(claim, now)
         if change is Change.REJECTED:
             return self._reject(self.membership.rejected, msg, source, interface, now)
+        if self.prober is not None and change is not Change.STALE:
+            if self.prober.heard(msg.origin, msg.incarnation, msg.seq):
+                self.stats["suspicions_refuted"] += 1
+            if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
+                self.prober.detector.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
+                log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
         if self.membership.replaced is not None and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
@@ -260,6 +296,47 @@ class Engine:
         self.stats["refuted"] += 1
         return [self._send(self._message(MsgType.ANNOUNCE))]
 
+    def _on_subject(self, data: bytes, msg: Message, source: IPAddress | None, gw: IPAddress | None,
+                    interface: str, now: float) -> list[Outgoing]:
+        """PING, ACK, PING_REQ, SUSPECT, DEAD: the failure detector's (probing.py)."""
+        if self.prober is None:
+            self.stats["probe_ignored:off"] += 1
+            return []
+        r = self.prober.receive(msg, source, gw, self.local.primary, now)
+        out = [self._probe_out(s, interface) for s in r.sends]
+        if r.refute and self.prober.may_refute(msg.origin, now):
+            self.stats["refuted"] += 1
+            out.append(self._send(self._message(MsgType.ANNOUNCE)))  # newer than the suspicion: clears it
+        if r.suspect is not None:
+            self.stats["suspected"] += 1
+            log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
+        for node in r.gone:
+            self._fail(node, str(msg.origin), now)
+        if r.taken:  # what we did not believe, the far side must not be asked to
+            out += self._forward(data, msg, interface, now)
+        return out
+
+    def _probe_out(self, s: Send, interface: str = "") -> Outgoing:
+        msg = replace(self._message(s.type), subject=Subject(s.subject, s.incarnation, s.number))
+        if s.to is None:
+            return self._send(msg)
+        m = self.membership.members.get(s.to)
+        where = m.interface if m is not None and m.interface else interface
+        return replace(self._send(msg, frozenset({where}) if where else None), to=s.to)
+
+    def _fail(self, node: IPAddress, by: str, now: float) -> None:
+        """The failure detector's verdict: out of the map now, not when it would have expired."""
+        assert self.prober is not None
+        order = self.prober.detector.latest.get(node, (0, 0))
+        self.prober.forget(node)
+        m = self.membership.failed(node, order, now)
+        if m is None:
+            return
+        self.stats["failed"] += 1
+        self.events.add("expire", m.node_id, m.addresses)
+        events.log_peer(log, events.EXPIRE, "node #%d %s failed (no answer to probes; declared by %s)", m.node_id,
+                        m.primary, by)
+
     def _forward(self, data: bytes, msg: Message, interface: str, now: float) -> list[Outgoing]:
         fwd = self.forwarder.forward(data, msg, interface, self.local.primary, now)
         if fwd is None:
@@ -310,23 +387,24 @@ class Engine:
         per = source if source is not None else msg.origin
         why = self.answers.joined((msg.origin, msg.incarnation), interface, per, len(members) + 1, now,
                                   hearsay=members.hearsay > 0)
-        if why == "answered":
-            self.stats["join_unanswered:answered"] += 1
+        if why in ("answered", "batched"):
+            self.stats[f"join_unanswered:{why}"] += 1
         elif why:
             self.guard.limit_hit(f"join_unanswered:{why}", f"JOIN of #{msg.node_id} {msg.origin} from {source} "
                                  f"left unanswered ({UNANSWERED[why]})", now)
 
     def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
-        """Another node's answer to a JOIN: to ours, we learn from it; to one we are about to answer,
+        """Another node's answer to a JOIN: while we are joining, we learn from it (whichever JOIN it
+        answers: in a join storm one SNAPSHOT serves every joiner); to JOINs we are about to answer,
         it may make ours needless. Nobody else learns from it (a host could make up its records)."""
         snap = msg.snapshot
         assert snap is not None
-        key = (snap.reply_to, snap.reply_to_incarnation)
-        if key in self.answers.pending:
+        if self.answers.pending:
             told = {rec.addresses[0] for rec in snap.members}
-            if self.answers.heard_snapshot(key, msg.origin, told, self._known(), now):
-                self.stats["suppressed"] += 1
-        if key != (self.local.primary, self.incarnation):
+            dropped = self.answers.heard_snapshot(claim.interface, msg.origin, told, self._known(), now)
+            self.stats["suppressed"] += dropped
+        if (snap.reply_to, snap.reply_to_incarnation) != (self.local.primary, self.incarnation) \
+                and now >= self._joining_until:
             return
         self._join_retries.clear()
         path_of = paths(msg, claim, self.membership)
@@ -354,6 +432,8 @@ class Engine:
 
     def next_deadline(self) -> float:
         times = [self._next_announce, *self._join_retries[:1]]
+        if self.prober is not None:
+            times.append(self.prober.due())
         for t in (self.answers.next_due(), self.membership.next_expiry()):
             if t is not None:
                 times.append(t)
@@ -370,6 +450,11 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
         for key, interface in self.answers.due(now):
             out += self._snapshot(key, interface, now)
+        if self.prober is not None:
+            sends, gone = self.prober.tick(self.local.primary, now)
+            out += [self._probe_out(s) for s in sends]
+            for node in gone:
+                self._fail(node, "its monitors", now)
         for m in self.membership.expire(now):
             self.events.add("expire", m.node_id, m.addresses)
             events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
@@ -378,20 +463,37 @@ class Engine:
 
     def _schedule_announce(self, now: float) -> None:
         j = self.settings.announce_jitter
-        self._next_announce = now + self.settings.announce_interval * self.rng.uniform(1 - j, 1 + j)
+        scale = self.announce_scale()
+        self.membership.dead_interval = self.settings.dead_interval * scale
+        self._next_announce = now + self.settings.announce_interval * scale * self.rng.uniform(1 - j, 1 + j)
+
+    def announce_scale(self) -> int:
+        """How many announce_intervals apart we announce: 1 up to announce_rate x announce_interval
+        nodes, then the next power of two that keeps what each node hears at announce_rate a
+        second (powers of two: it changes rarely). Always 1 without probes, or beside a version 1
+        node, which knows no better than to expire us after dead_interval."""
+        if self.prober is None:
+            return 1
+        self.prober.ring(self.local.primary)
+        n = len(self.membership) + 1
+        per = self.settings.announce_rate * self.settings.announce_interval
+        if self.prober.v1_neighbours or n <= per:
+            return 1
+        return int(2 ** math.ceil(math.log2(n / per)))
 
     # --- output ------------------------------------------------------------------------------
 
     def _message(self, kind: MsgType, flags: int = 0) -> Message:
         self._seq += 1
+        probes = FLAG_PROBES if self.prober is not None else 0
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
-                       flags | self.local.flags)
+                       flags | self.local.flags | probes)
 
     def _snapshot(self, key: JoinKey, interface: str, now: float) -> list[Outgoing]:
         """Answer a JOIN on the network it came from; the most recently heard first, should the
         membership be more than MAX_PARTS datagrams hold."""
         joiner, incarnation = key
-        records = records_for(self.membership, joiner, interface, bool(self.route_between), now)
+        records = records_for(self.membership, interface, bool(self.route_between), now)
         messages = snapshot_messages(self._message(MsgType.SNAPSHOT), joiner, incarnation, records)
         self._seq = messages[-1].seq
         told = sum(len(m.snapshot.members) for m in messages if m.snapshot)
@@ -409,6 +511,11 @@ class Engine:
 
     # --- reporting ---------------------------------------------------------------------------
 
+    def _acked_age(self, m: Member, now: float) -> float | None:
+        """Seconds since it last answered one of our probes (None: we do not probe it)."""
+        at = self.prober.detector.last_ack.get(m.primary) if self.prober else None
+        return None if at is None else round(now - at, 3)
+
     def state(self, now: float) -> dict[str, Any]:
         """What showmap --json and STATUS= report beyond the kernel table."""
         members = sorted(self.membership.members.values(), key=lambda m: (m.node_id, str(m.primary)))
@@ -416,6 +523,8 @@ class Engine:
             "node_id": self.local.node_id,
             "addresses": [str(a) for a in self.local.addresses],
             "incarnation": self.incarnation,
+            "joining": now < self._joining_until,  # still learning from every SNAPSHOT (JOIN_WINDOW)
+            "probe_health": self.prober.detector.health if self.prober else None,  # 0: judging at full speed
             "members": [
                 {
                     "id": m.node_id,
@@ -426,6 +535,10 @@ class Engine:
                     "gateway": bool(m.flags & FLAG_GATEWAY),
                     "leaving": m.leaving,
                     "firsthand": m.firsthand,
+                    "state": self.prober.state_of(m) if self.prober else ("leaving" if m.leaving else "alive"),
+                    "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
+                    "probes": bool(m.flags & FLAG_PROBES),
+                    "acked": self._acked_age(m, now),
                 }
                 for m in members
             ],

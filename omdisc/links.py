@@ -15,11 +15,11 @@ from .config import Config
 from .engine import Outgoing
 from .plan import Plan, StartupError
 from .protocol import IPAddress
-from .transport import Endpoint, MulticastHandler
+from .transport import Endpoint, MulticastHandler, UnicastHandler
 
 log = logging.getLogger("omdisc.net")
 
-Key = tuple[str, int]  # (interface, family)
+Key = tuple[str, int]  # (interface, family); interface "": the family's unicast socket (probes)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ class Links:
         except OSError as e:
             raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: {e.strerror}") from None
 
+    def _open_unicast(self, endpoint: Endpoint) -> UnicastHandler:
+        try:
+            return UnicastHandler(endpoint, self.stats)
+        except OSError as e:
+            raise StartupError(f"cannot open the probe socket on port {endpoint.port}: {e.strerror}") from None
+
     def replace_all(self, wanted: Wanted) -> None:
         self.install(wanted, self.make(wanted))
 
@@ -68,6 +74,8 @@ class Links:
             for name in wanted.names:
                 for family in wanted.families:
                     made[(name, family)] = self._open(name, family, wanted, self.stats)
+            for family in wanted.families:
+                made[("", family)] = self._open_unicast(wanted.endpoints[family])
         except BaseException:
             for h in made.values():
                 h.close()
@@ -140,9 +148,22 @@ class Links:
         """On the sockets of `families` only: the families we have an address of. (A copy sent on
         IPv6 from a link-local address would be dropped by every peer: it is none of ours.)"""
         for o in out:
+            if o.to is not None:
+                self._unicast(o.data, o.to, o.interfaces)
+                continue
             for (name, family), h in self.handlers.items():
-                if family in families and (o.interfaces is None or name in o.interfaces):
+                if name and family in families and (o.interfaces is None or name in o.interfaces):
                     h.send(o.data)
+
+    def _unicast(self, data: bytes, to: IPAddress, where: frozenset[str] | None) -> None:
+        h = self.handlers.get(("", to.version))
+        if not isinstance(h, UnicastHandler):
+            self.stats["send_errors:no_probe_socket"] += 1
+            return
+        ifindex = 0
+        if to.version == 6 and to.is_link_local and where:
+            ifindex = interfaces.index_or_none(next(iter(where))) or 0
+        h.send_to(data, to, ifindex)
 
     def drain(self, read: Callable[[MulticastHandler], None]) -> None:
         """What the sockets hold, read before they are replaced: nothing queued is lost."""

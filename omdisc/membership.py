@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
-from .protocol import IPAddress, MemberRecord
+from .protocol import IPAddress, MemberRecord, member_flags, node_flags
 
 DEFAULT_MAX_NODES = 4096
 # The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there
@@ -71,7 +71,7 @@ class Member:
 
     def record(self, now: float, flags: int = 0) -> MemberRecord:
         age_ms = max(0, int((now - self.last_heard) * 1000))
-        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, self.flags | flags)
+        return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, member_flags(self.flags) | flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +243,8 @@ class Membership:
                 return self._reject("conflict")
             if not self._room_for(False):
                 return self._reject("full")
-            return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, rec.flags, via,
-                                    interface=interface, firsthand=False, path_known=path_known))
+            return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, node_flags(rec.flags),
+                                    via, interface=interface, firsthand=False, path_known=path_known))
         if m.firsthand or rec.incarnation != m.incarnation:
             return Change.STALE
         m.last_heard = max(m.last_heard, heard_at)
@@ -306,6 +306,14 @@ class Membership:
             else:
                 return m
         return None
+
+    def failed(self, primary: IPAddress, order: tuple[int, int], now: float) -> Member | None:
+        """Declared dead by the failure detector: gone, and what it said up to `order` stays buried
+        (a late datagram of its does not bring it back; anything newer it says does)."""
+        m = self.forget(primary)
+        if m is not None:
+            self._bury(primary, (*order, now))
+        return m
 
     def expire(self, now: float) -> list[Member]:
         """Drop every node not heard for dead_interval, the longest silent first; also forget old

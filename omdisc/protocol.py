@@ -1,4 +1,4 @@
-"""Wire protocol, version 1: bytes <-> messages. Pure; docs/protocol.md is the specification.
+"""Wire protocol, versions 1 and 2: bytes <-> messages. Pure; docs/protocol.md is the specification.
 
 Decoding trusts nothing: every length is checked against what is really there, and any
 mismatch raises DecodeError with a short reason that the caller counts.
@@ -9,12 +9,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 
 IPAddress = IPv4Address | IPv6Address
 
 MAGIC = b"OMDS"
-VERSION = 1
+VERSION = 1  # ANNOUNCE, LEAVE, SNAPSHOT: unchanged since version 1, so a version 1 node still reads them
+PROBE_VERSION = 2  # the failure detector's messages (PING .. DEAD): a version 1 node drops them
 MAX_DATAGRAM = 1400  # fits one Ethernet frame under IPv4 and IPv6 with room for a trailer
 MAX_ADDRESSES = 16
 MAX_HOPS = 8
@@ -22,11 +23,15 @@ MAX_NODE_ID = 0xFFFF  # openMosix node numbers are 16 bit
 
 FLAG_JOIN = 0x01  # ANNOUNCE: the sender has just started and asks for a SNAPSHOT
 FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
+FLAG_PROBES = 0x04  # the sender speaks version 2: it answers probes and may be probed
+FLAG_RESTART = 0x08  # ANNOUNCE: the sender is restarting (no LEAVE): its next life follows within seconds
+NODE_FLAGS = FLAG_GATEWAY | FLAG_PROBES  # what a member is; JOIN is only what one message is
 
 MEMBER_GATEWAY = 0x01
 # The SNAPSHOT's sender reaches this member through a gateway or on another of its interfaces: it is
 # not on the network the SNAPSHOT is sent to. Lets a receiver tell which gateway reaches whom.
 MEMBER_INDIRECT = 0x02
+MEMBER_PROBES = 0x04  # the member answers probes (FLAG_PROBES)
 MAX_PARTS = 255  # the `parts` byte: a SNAPSHOT never has more
 
 TRAILER_AUTH = 1  # the originator's HMAC-SHA256 with the cluster key (auth.py)
@@ -40,13 +45,43 @@ _HOPS_OFFSET = 7
 _MEMBER = struct.Struct("!IQIBB")
 _SNAPSHOT = struct.Struct("!QBBH")
 _TLV = struct.Struct("!BH")
+_SUBJECT = struct.Struct("!QI")
 _FAMILY_SIZE = {4: 4, 6: 16}
+# family -> (size, class, shift, top bits of a multicast address): decoding tests the integer, which
+# is many times faster than ipaddress's is_unspecified and is_multicast (a SNAPSHOT has 50 addresses)
+_FAMILY: dict[int, tuple[int, type[IPv4Address] | type[IPv6Address], int, int]] = {
+    4: (4, IPv4Address, 28, 0xE),  # 224.0.0.0/4
+    6: (16, IPv6Address, 120, 0xFF),  # ff00::/8
+}
 
 
 class MsgType(IntEnum):
     ANNOUNCE = 1
     LEAVE = 2
     SNAPSHOT = 3
+    PING = 4  # unicast: are you alive? (subject: the receiver)
+    ACK = 5  # unicast: the subject answered a PING (itself, or relayed by the helper a PING_REQ asked)
+    PING_REQ = 6  # unicast: PING the subject for me, and relay its ACK
+    SUSPECT = 7  # multicast: the subject did not answer probes; it refutes by announcing itself
+    DEAD = 8  # multicast: the subject stayed silent while suspected; it is out of the map
+
+
+def member_flags(node_flags: int) -> int:
+    """A member's flags as a SNAPSHOT record says them (GATEWAY is bit 0 there, bit 1 in a header)."""
+    return (MEMBER_GATEWAY if node_flags & FLAG_GATEWAY else 0) | (MEMBER_PROBES if node_flags & FLAG_PROBES else 0)
+
+
+def node_flags(record_flags: int) -> int:
+    """What a SNAPSHOT record's flags tell of the node itself (INDIRECT is about the path, not it)."""
+    return (FLAG_GATEWAY if record_flags & MEMBER_GATEWAY else 0) | (FLAG_PROBES if record_flags & MEMBER_PROBES else 0)
+
+
+PROBE_TYPES = frozenset({MsgType.PING, MsgType.ACK, MsgType.PING_REQ})  # unicast, never forwarded
+SUBJECT_TYPES = PROBE_TYPES | {MsgType.SUSPECT, MsgType.DEAD}  # the version 2 types: a subject in the body
+
+
+def version_of(kind: MsgType) -> int:
+    return PROBE_VERSION if kind in SUBJECT_TYPES else VERSION
 
 
 class DecodeError(ValueError):
@@ -83,6 +118,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """What a version 2 message is about: a node (its primary address and the incarnation the
+    sender knows), and a number: the probe's nonce (PING, ACK, PING_REQ) or the subject's last
+    seq the sender heard (SUSPECT, DEAD)."""
+
+    address: IPAddress
+    incarnation: int
+    number: int
+
+
+@dataclass(frozen=True)
 class Message:
     type: MsgType
     node_id: int
@@ -93,6 +139,7 @@ class Message:
     hops: int = 0
     snapshot: Snapshot | None = None
     trailer: tuple[tuple[int, bytes], ...] = field(default=())
+    subject: Subject | None = None
 
     @property
     def origin(self) -> IPAddress:
@@ -128,14 +175,22 @@ def _encode_snapshot(s: Snapshot) -> bytes:
     return head + b"".join(_encode_member(m) for m in s.members)
 
 
+def _encode_subject(s: Subject) -> bytes:
+    return _encode_address(s.address) + _SUBJECT.pack(s.incarnation, s.number)
+
+
 def encode(msg: Message) -> bytes:
     body = _encode_addresses(msg.addresses)
     if msg.type is MsgType.SNAPSHOT:
         if msg.snapshot is None:
             raise ValueError("a SNAPSHOT message needs its snapshot")
         body += _encode_snapshot(msg.snapshot)
+    elif msg.type in SUBJECT_TYPES:
+        if msg.subject is None:
+            raise ValueError(f"a {msg.type.name} message needs its subject")
+        body += _encode_subject(msg.subject)
     header = _HEADER.pack(
-        MAGIC, VERSION, msg.type, msg.flags, msg.hops, msg.node_id, msg.incarnation, msg.seq, len(body), 0
+        MAGIC, version_of(msg.type), msg.type, msg.flags, msg.hops, msg.node_id, msg.incarnation, msg.seq, len(body), 0
     )
     trailer = b"".join(_TLV.pack(t, len(v)) + v for t, v in msg.trailer)
     data = header + body + trailer
@@ -244,11 +299,13 @@ class _Reader:
 
     def address(self) -> IPAddress:
         family = self.byte("address family")
-        size = _FAMILY_SIZE.get(family)
-        if size is None:
+        f = _FAMILY.get(family)
+        if f is None:
             raise DecodeError("bad address family", family)
-        addr = ip_address(self.take(size, "address"))
-        if addr.is_unspecified or addr.is_multicast:
+        size, make, shift, multicast = f
+        value = int.from_bytes(self.take(size, "address"), "big")
+        addr = make(value)
+        if value == 0 or value >> shift == multicast:  # unspecified or multicast: no node's address
             raise DecodeError("bad node address", addr)
         return addr
 
@@ -278,6 +335,12 @@ def _decode_snapshot(r: _Reader) -> Snapshot:
     return Snapshot(reply_to, incarnation, part, parts, members)
 
 
+def _decode_subject(r: _Reader) -> Subject:
+    address = r.address()
+    incarnation, number = r.unpack(_SUBJECT, "subject")
+    return Subject(address, incarnation, number)
+
+
 def _decode_trailer(data: bytes, start: int) -> tuple[tuple[int, bytes], ...]:
     r = _Reader(data, start, len(data))
     items: list[tuple[int, bytes]] = []
@@ -295,12 +358,14 @@ def decode(data: bytes) -> Message:
     magic, version, mtype, flags, hops, node_id, incarnation, seq, body_len, _ = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise DecodeError("bad magic")
-    if version != VERSION:
+    if version not in (VERSION, PROBE_VERSION):
         raise DecodeError("unsupported version", version)
     try:
         kind = MsgType(mtype)
     except ValueError:
         raise DecodeError("unknown message type", mtype) from None
+    if version_of(kind) != version:
+        raise DecodeError("unknown message type", f"{mtype} in version {version}")
     if hops > MAX_HOPS:
         raise DecodeError("too many hops", hops)
     _check_node_id(node_id)
@@ -310,7 +375,10 @@ def decode(data: bytes) -> Message:
     r = _Reader(data, HEADER_SIZE, body_end)
     addresses = r.addresses(r.byte("address count"))
     snapshot = _decode_snapshot(r) if kind is MsgType.SNAPSHOT else None
+    subject = _decode_subject(r) if kind in SUBJECT_TYPES else None
     if r.pos != body_end:
         raise DecodeError("trailing bytes in body")
+    if kind in PROBE_TYPES and hops:
+        raise DecodeError("forwarded probe")  # unicast between neighbours: never forwarded
     trailer = _decode_trailer(data, body_end)
-    return Message(kind, node_id, incarnation, seq, addresses, flags, hops, snapshot, trailer)
+    return Message(kind, node_id, incarnation, seq, addresses, flags, hops, snapshot, trailer, subject)

@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print JSON: node_id, entries (id, ip, and count or alias) and what omdiscd knows "
                       "beyond the table (members, gateways)")
     what.add_argument("--members", action="store_true",
-                      help="print omdiscd's members as a table: id, addresses, state (alive, leaving), "
-                      "last heard, via (the gateway a node is reached through), gateway (yes, no)")
+                      help="print omdiscd's members as a table: id, addresses, state (alive, suspect, "
+                      "leaving), last heard, how heard (direct, gateway: forwarded by one, snapshot: told of), via "
+                      "(the gateway a node is reached through), gateway (yes, no)")
     p.add_argument("--watch", action="store_true",
                    help="print again whenever the map changes (a terminal is cleared and redrawn), "
                    "until Ctrl-C; not with --live")
@@ -149,7 +150,7 @@ def _state(directory: Path) -> dict[str, Any]:
 
 def as_json(node_id: int, entries: list[Entry], state: dict[str, Any]) -> str:
     out: dict[str, Any] = {"node_id": node_id, "entries": [e.as_json() for e in entries]}
-    for key in ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "stats"):
+    for key in ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "kernel", "stats"):
         if key in state:
             out[key] = state[key]
     return json.dumps(out, indent=2)
@@ -157,7 +158,7 @@ def as_json(node_id: int, entries: list[Entry], state: dict[str, Any]) -> str:
 
 # --- the members -------------------------------------------------------------------------------
 
-COLUMNS = ("ID", "ADDRESSES", "STATE", "LAST HEARD", "VIA", "GATEWAY")
+COLUMNS = ("ID", "ADDRESSES", "STATE", "LAST HEARD", "HOW HEARD", "VIA", "GATEWAY")
 
 
 def read_state(directory: Path) -> tuple[dict[str, Any], float]:
@@ -182,8 +183,9 @@ def member_row(member: dict[str, Any], since_written: float) -> tuple[str, ...]:
     """One member as the table shows it. The age was measured when state.json was written: the time
     since then is added, so a table read later (or from a stale map) shows how long ago it really was."""
     heard = max(0, int(float(member["age"]) + since_written))
+    state = str(member.get("state") or ("leaving" if member["leaving"] else "alive"))  # older daemons: no state
     return (str(int(member["id"])), ",".join(str(a) for a in member["addresses"]),
-            "leaving" if member["leaving"] else "alive", f"{heard}s ago",
+            state, f"{heard}s ago", str(member.get("heard") or "-"),
             str(member["via"]) if member["via"] else "-", "yes" if member["gateway"] else "no")
 
 

@@ -74,6 +74,11 @@ class LiveSink:
     def prepare(self) -> None:
         if not self.admin.is_dir():
             raise SinkError(f"kernel mode 'live' but {self.admin} does not exist (no openMosix kernel?)")
+        for name in (CONFIG, MOSPE):  # said now, not as a write error at every map change
+            if not os.access(self.admin / name, os.W_OK):
+                raise SinkError(f"an openMosix kernel is here but {self.admin / name} cannot be written: live mode "
+                                "runs as root (under systemd: the live-kernel.conf drop-in, see omdiscd(8)), "
+                                "or set kernel: alpha")
 
     def _put(self, name: str, data: bytes) -> None:
         fd = os.open(self.admin / name, os.O_WRONLY)
@@ -86,6 +91,29 @@ class LiveSink:
     def write(self, node_id: int, table: Table) -> None:
         self._put(CONFIG, encode_config(table.entries))
         self._put(MOSPE, encode_mospe_text(node_id))
+
+
+def proc_hpc(admin: Path = PROC_ADMIN, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:
+    """What this process can tell of the openMosix interface: "present", "absent", or "hidden" when
+    its /proc shows processes only (mounted subset=pid: systemd's ProcSubset=pid), where /proc/hpc
+    is not seen even on an openMosix kernel and `kernel: auto` cannot find it."""
+    if admin.is_dir():
+        return "present"
+    return "hidden" if "subset=pid" in _proc_options(mountinfo) else "absent"
+
+
+def _proc_options(mountinfo: Path) -> list[str]:
+    """The superblock options of the procfs on /proc (the last mounted there is the one seen)."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return []
+    found: list[str] = []
+    for line in lines:
+        mine, _, fs = line.partition(" - ")
+        if len(mine.split()) > 4 and mine.split()[4] == "/proc" and fs.startswith("proc "):
+            found = fs.split()[-1].split(",")
+    return found
 
 
 def choose_sink(mode: str, alpha_dir: Path, admin: Path = PROC_ADMIN) -> AlphaSink | LiveSink:

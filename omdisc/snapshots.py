@@ -8,16 +8,18 @@ from .membership import Claim, Membership
 from .protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
 
 
-def records_for(membership: Membership, joiner: IPAddress, interface: str, routing: bool,
+def records_for(membership: Membership, interface: str, routing: bool,
                 now: float) -> list[MemberRecord]:
     """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
     node goes no further than the host that made it up), the most recently heard first. A host
     that does not route between its networks tells each only of the nodes it heard there: it must
     not join them itself."""
     members = sorted(membership.firsthand(), key=lambda m: (m.last_heard, str(m.primary)), reverse=True)
+    # the joiner is told too: the other nodes joining at the same time learn from this SNAPSHOT as
+    # well, and a node about to answer sees that its knowledge of the joiner was told
     return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0)
             for m in members
-            if m.primary != joiner and (routing or not interface or m.interface == interface)]
+            if routing or not interface or m.interface == interface]
 
 
 Path = tuple[IPAddress | None, bool]  # (the gateway we reach a node through, whether that is known)

@@ -115,3 +115,36 @@ class MulticastHandler:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class UnicastHandler(MulticastHandler):
+    """The failure detector's probes (PING, ACK, PING_REQ): unicast on the group's port, one socket
+    per family on every interface. IP(V6)_MULTICAST_ALL=0 and no group membership: it gets no
+    multicast, which the per-interface sockets read."""
+
+    def __init__(self, endpoint: Endpoint, stats: Counter[str]) -> None:  # not the group sockets set-up
+        self.ifname = ""  # the engine does not need to know where a probe came in
+        self.ifindex = 0
+        self.endpoint = endpoint
+        self.stats = stats
+        self.sock = socket.socket(endpoint.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if endpoint.group.version == 4:
+                self.sock.bind(("0.0.0.0", endpoint.port))
+                self.sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            else:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                self.sock.bind(("::", endpoint.port))
+                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+        self.destination = ("", 0)
+
+    def send_to(self, data: bytes, to: IPAddress, ifindex: int = 0) -> bool:
+        """To one node; `ifindex` for an IPv6 link-local address (which needs its interface)."""
+        port = self.endpoint.port
+        self.destination = (str(to), port) if to.version == 4 else (str(to), port, 0, ifindex)
+        return self.send(data)

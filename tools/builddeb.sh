@@ -21,8 +21,9 @@ if [[ -n $version ]]; then
     } >"$src/debian/changelog.new"
     mv "$src/debian/changelog.new" "$src/debian/changelog"
 fi
-# Debian's own python3 and tools, whatever else is first on PATH (pyenv, a venv).
-(cd "$src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; exit 1; }
-cp "$work"/*.deb "$work"/*.changes "$work"/*.buildinfo "$out"/
+# Debian's own python3 and tools, whatever else is first on PATH (pyenv, a venv). Source and binary:
+# lintian checks both from the .changes (the source's fields: Standards-Version, debian/source).
+(cd "$src" && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc) >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log" >&2; exit 1; }
+cp "$work"/*.deb "$work"/*.changes "$work"/*.buildinfo "$work"/*.dsc "$work"/*.tar.* "$out"/
 cp "$work/build.log" "$out/build.log"
 ls "$out"/*.deb

@@ -4,9 +4,12 @@
 # Usage: tools/mkrootfs.sh [DIR]   (default /var/cache/omdisc/rootfs-bookworm)
 set -euo pipefail
 dir=${1:-/var/cache/omdisc/rootfs-bookworm}
-# Bump when the package list changes, so a stale cache is rebuilt.
-stamp_want="v2"
-pkgs=systemd,systemd-sysv,dbus,iproute2,openssh-server,python3,python3-apt,python3-yaml,python3-netifaces,python3-systemd,man-db,sudo,apt-utils
+# Bump when the package list changes, so a stale cache is rebuilt. python3-debian: what Ansible's
+# deb822_repository needs on a target (the containers have no way out to a mirror to fetch it).
+# autopkgtest, dpkg-dev (its dpkg-source unpacks the .dsc): the package's DEP-8 tests run in a booted
+# container (virt server null), never on the host.
+stamp_want="v4"
+pkgs=systemd,systemd-sysv,dbus,iproute2,openssh-server,python3,python3-apt,python3-yaml,python3-netifaces,python3-systemd,man-db,sudo,apt-utils,python3-debian,autopkgtest,dpkg-dev
 
 if [[ -f $dir/.omdisc-rootfs && $(cat "$dir/.omdisc-rootfs") == "$stamp_want" ]]; then
     echo "rootfs: cached at $dir"

@@ -11,6 +11,7 @@ apt_pkgs=(
     python3-yaml python3-netifaces python3-systemd python3-pytest  # the .deb and its build
     lintian mandoc man-db apt-utils fakeroot build-essential # packaging checks, local apt repo
     openssh-client procps                                    # Ansible over SSH; pgrep/pkill
+    gpg gpg-agent gpgconf gpgv git                           # the tests' signed apt repository; the collection from git
     tmux                                                     # showmap --watch in a real terminal
     prometheus-node-exporter                                 # reads the metrics file (its service is never started)
     prometheus dnsmasq-base                                  # promtool checks file_sd; dnsmasq serves the hosts file

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
+from pathlib import Path
+from typing import Any
 
-from tests.lab.netlab import Lab, Node, wait_for
+from tests.lab.netlab import Daemon, Lab, Node, wait_for
 
 
 def four(lab: Lab) -> list[Node]:
@@ -47,6 +50,44 @@ def test_leave_removes_a_node_at_once(lab: Lab) -> None:
     assert daemons[3].stop() == 0
     wait_for(lambda: all(len(d.ids()) == 3 for d in daemons[:3]), 2, what="LEAVE to drop the node")
     assert "joined" in daemons[0].log and "left" in daemons[0].log
+
+
+def peer_story(d: Daemon, node_id: int) -> list[str]:
+    """What d's log says about node `node_id`, in order: joined, left, expired, changed."""
+    return re.findall(rf"node #{node_id} \S+ (joined|left|is leaving|expired|changed)\b", d.log)
+
+
+def member(d: Daemon, node_id: int) -> dict[str, Any]:
+    return next(m for m in d.state()["members"] if m["id"] == node_id)
+
+
+def test_sigusr2_restarts_without_leave_the_next_life_is_newer_sigterm_still_leaves(lab: Lab) -> None:
+    nodes = four(lab)[:3]
+    peers = [n.start(dead_interval=60.0) for n in nodes[:2]]
+    r = nodes[2].start(dead_interval=60.0)
+    rid = 256 * 3 + 13
+    wait_for(lambda: all(len(d.ids()) == 3 for d in (*peers, r)), 10, what="3 converged")
+    old = r.state()["incarnation"]
+    r.signal(signal.SIGUSR2)  # what systemctl restart sends (RestartKillSignal=)
+    assert r.proc.wait(10) == 0
+    assert not Path(r.config["pid_file"]).exists()
+    assert "stopping for a restart: no LEAVE" in r.log and "stopped for a restart (no LEAVE sent)" in r.log
+    again = nodes[2].start(dead_interval=60.0, wait=False)  # the same state_dir: the node's next life
+
+    def next_life_taken() -> bool:
+        # dead_interval is 60 s: a node dropped from a map here could only have been dropped by a LEAVE
+        assert all(len(p.ids()) == 3 for p in peers), "a peer dropped the restarting node"
+        return all(member(p, rid)["incarnation"] > old for p in peers)
+
+    # the next life's JOIN comes after anything the last life sent: once it is taken, a LEAVE would be too
+    wait_for(next_life_taken, 10, interval=0.02, what="the peers to take the next life")
+    assert again.state()["incarnation"] > old
+    for p in peers:
+        assert peer_story(p, rid) == ["joined", "changed"]  # the same node back: no leave, no second join
+        assert not member(p, rid)["leaving"]
+    assert again.stop() == 0  # SIGTERM: a stop, still announced
+    wait_for(lambda: all(len(p.ids()) == 2 for p in peers), 2, what="LEAVE to drop the node")
+    assert all(peer_story(p, rid) == ["joined", "changed", "left"] for p in peers)
 
 
 def test_leave_is_ignored_until_expiry_without_remove_on_leave(lab: Lab) -> None:

@@ -315,7 +315,7 @@ def test_a_hundred_restarts_each_seen_by_the_peers_no_pid_file_or_socket_left(la
         udp, every = udp_sockets_of(d.proc.pid), len(socket_inodes(d.proc.pid))
         if per_life is None:  # what one daemon opens (UDP: one per interface and family)
             per_life, all_per_life = udp, every
-            assert per_life == 1
+            assert per_life == 2  # the interface's multicast socket and the probes' unicast one
             assert ss_udp_sockets_of(node, d.proc.pid) == per_life
         assert udp == per_life, f"life {life}: {udp} UDP sockets, a daemon opens {per_life}"
         # sockets of any kind (asyncio's self-pipe is a socketpair): as many as the first life's

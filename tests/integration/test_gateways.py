@@ -100,10 +100,11 @@ def test_ttl_mode_discovers_only_through_a_real_multicast_router(lab: Lab) -> No
 
 
 def wire_counter(lan: Lan) -> None:
-    """Count every omdisc datagram entering the LAN's bridge (once per frame, on ingress)."""
+    """Count every omdisc multicast datagram entering the LAN's bridge (once per frame, on ingress): what
+    gateways forward. The probes (unicast between neighbours, never forwarded) are not counted."""
     ruleset = ("table bridge omdwire {\n counter dg { }\n chain pre {\n"
                "  type filter hook prerouting priority 0; policy accept;\n"
-               "  udp dport 7727 counter name dg\n }\n}\n")
+               "  ip daddr 224.0.0.0/4 udp dport 7727 counter name dg\n }\n}\n")
     sh("nft", "-f", "-", ns=lan.ns, input=ruleset)
 
 

@@ -26,8 +26,34 @@ def ensure_rootfs() -> Path:
     return ROOTFS
 
 
-def make_apt_repo(directory: Path, debs: list[Path]) -> Path:
-    """A flat apt repository (apt-ftparchive), served to containers as file:/srv/apt."""
+class ArchiveKey:
+    """A signing key of the tests' own, made for one test session (gpg in a scratch home): apt in the
+    containers checks every repository against it, as it would a real archive's."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._gpg("--passphrase", "", "--quick-gen-key", "omdisc test archive <archive@omdisc.invalid>",
+                  "ed25519", "sign", "1d")
+        self.public = self._gpg("--armor", "--export")  # the armored block apt's Signed-By takes
+
+    def _gpg(self, *args: str) -> str:
+        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--quiet", *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    def sign(self, release: Path) -> None:
+        """InRelease (what apt reads first) and Release.gpg beside the Release file."""
+        self._gpg("--yes", "--clearsign", "--output", str(release.with_name("InRelease")), str(release))
+        self._gpg("--yes", "--armor", "--detach-sign", "--output", str(release.with_name("Release.gpg")),
+                  str(release))
+
+    def close(self) -> None:
+        """The agent gpg started for this home goes with it."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False)
+
+
+def make_apt_repo(directory: Path, debs: list[Path], key: ArchiveKey) -> Path:
+    """A flat apt repository (apt-ftparchive), signed with `key`, served to containers as file:/srv/apt."""
     directory.mkdir(parents=True, exist_ok=True)
     for deb in debs:
         (directory / deb.name).write_bytes(deb.read_bytes())
@@ -37,6 +63,7 @@ def make_apt_repo(directory: Path, debs: list[Path]) -> Path:
     release = subprocess.run(["apt-ftparchive", "release", "."], cwd=directory, check=True,
                              capture_output=True, text=True).stdout
     (directory / "Release").write_text(release)
+    key.sign(directory / "Release")
     return directory
 
 

@@ -56,6 +56,8 @@ def create(instance_config: Path) -> None:
         for c in containers:
             c.wait_running()
             c.sh("systemctl is-active ssh")
+            # The lab has no way out to Debian's mirrors: apt reads only the repositories it is given.
+            c.sh("sed -i 's/^deb /# deb /' /etc/apt/sources.list")
     except BaseException:
         for c in containers:
             c.shutdown()

@@ -1,5 +1,5 @@
 """The Debian package as users meet it: built, linted, installed by apt in booted systemd
-containers, then reloaded, stopped, killed, upgraded and purged."""
+containers, then reloaded, restarted, stopped, killed, run by its init script, upgraded and purged."""
 
 from __future__ import annotations
 
@@ -10,19 +10,33 @@ import time
 from pathlib import Path
 
 from tests.lab.containers import Cluster, Container
-from tests.lab.netlab import entries_ids, wait_for
+from tests.lab.netlab import REPO, entries_ids, wait_for
 from tests.system.conftest import NEWER, VERSION, use_repo
 
 JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
 
 
-def test_lintian_has_no_errors_and_no_warnings(debs: dict[str, Path]) -> None:
+def test_lintian_has_no_tags_at_all_on_the_source_and_the_binary(debs: dict[str, Path]) -> None:
     changes = next(debs["current"].parent.glob("*.changes"))
-    r = subprocess.run(["lintian", "--fail-on", "error,warning", str(changes)], capture_output=True, text=True,
-                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EW]: ", line)]
-    print(f"lintian: {len(tags)} errors and warnings\n{r.stdout}")
+    assert re.search(r"^ \S+ \d+ omdiscd_\S+\.dsc$", changes.read_text(), flags=re.M)  # the source is checked too
+    r = subprocess.run(["lintian", "--fail-on", "error,warning", "-I", "--pedantic", "--show-overrides",
+                        str(changes)], capture_output=True, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EWIPXO]: ", line)]
+    print(f"lintian (errors to pedantic, overrides shown): {len(tags)} tags\n{r.stdout}")
     assert tags == [] and r.returncode == 0
+
+
+def test_the_packaged_unit_is_the_one_in_the_tree_and_debian_carries_no_copy(debs: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    subprocess.run(["dpkg-deb", "-x", str(debs["current"]), str(tmp_path)], check=True)
+    assert (tmp_path / "lib/systemd/system/omdiscd.service").read_bytes() == \
+        (REPO / "systemd" / "omdiscd.service").read_bytes()
+    assert list((REPO / "debian").glob("*.service")) == []
+    # dh_installsystemd still acts on it: enabled, started, restarted after an upgrade
+    postinst = subprocess.run(["dpkg-deb", "-I", str(debs["current"]), "postinst"], check=True,
+                              capture_output=True, text=True).stdout
+    assert "deb-systemd-helper unmask 'omdiscd.service'" in postinst
+    assert "deb-systemd-invoke $_dh_action 'omdiscd.service'" in postinst
 
 
 def ids(c: Container) -> set[int]:
@@ -36,11 +50,46 @@ def converged(cluster: Cluster, n: int, among: list[Container] | None = None) ->
     return all(len(ids(c)) == n for c in (among or cluster.containers))
 
 
+def main_pid(c: Container) -> str:
+    return c.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
+
+
+def kernel_seen(c: Container) -> dict[str, str]:
+    """What the daemon under the unit reports of the openMosix kernel (showmap --json, "kernel")."""
+    report: dict[str, str] = json.loads(c.sh("showmap --json").stdout)["kernel"]
+    return report
+
+
+def unit_sees(c: Container, path: str) -> bool:
+    """Whether `path` exists in the /proc the service's own processes have (its mount namespace)."""
+    return c.sh(f"nsenter -m -t {main_pid(c)} test -e {path}", check=False).returncode == 0
+
+
+def restarted(c: Container, pid: str) -> bool:
+    return c.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "active" and main_pid(c) not in ("0", pid)
+
+
+def exposure(c: Container) -> float:
+    out = c.sh("systemd-analyze security --no-pager omdiscd").stdout
+    m = re.search(r"Overall exposure level for omdiscd.service: (\d+\.\d+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def left_lines(c: Container, node_id: int) -> int:
+    """How many times c's daemon logged node `node_id` leaving (a LEAVE it took)."""
+    log = c.sh("journalctl -u omdiscd -o cat").stdout
+    return len(re.findall(rf"^node #{node_id} \S+ (?:left|is leaving)", log, flags=re.M))
+
+
 def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> None:
     for c in cluster3.containers:
         assert c.sh("dpkg-query -W -f '${Version}' omdiscd").stdout == VERSION
         assert c.sh("systemctl is-enabled omdiscd").stdout.strip() == "enabled"
         assert c.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+        # DynamicUser=yes takes the package's static system user of the unit's name
+        uid, user = c.sh(f"stat -c '%u %U' /proc/{main_pid(c)}").stdout.split()
+        assert user == "omdiscd" and 0 < int(uid) < 1000
     wait_for(lambda: converged(cluster3, 3), 20, what="3 containers in every map")
     # showmap reads, as `setpe -r` does: on any user's PATH, and the map readable by all
     assert cluster3.containers[0].sh("runuser -u nobody -- sh -c 'command -v showmap && showmap'").stdout \
@@ -70,11 +119,88 @@ def test_man_pages_render_in_the_container(cluster3: Cluster) -> None:
 
 
 def test_security_exposure(cluster3: Cluster) -> None:
-    out = cluster3.containers[0].sh("systemd-analyze security --no-pager omdiscd").stdout
-    m = re.search(r"Overall exposure level for omdiscd.service: (\d+\.\d+)", out)
-    assert m, out
-    print(f"systemd-analyze security omdiscd: exposure {m.group(1)}")
-    assert float(m.group(1)) <= 2.0
+    level = exposure(cluster3.containers[0])
+    print(f"systemd-analyze security omdiscd: exposure {level}")
+    assert level <= 2.0
+
+
+def test_the_unit_sees_proc_hpc_only_where_it_exists(cluster3: Cluster) -> None:
+    """A container's procfs cannot have a /proc/hpc: the generator runs against a stand-in /proc of
+    its own (a tmpfs in a mount namespace), and what it makes is then applied to the real unit."""
+    c1 = cluster3.containers[0]
+    # here (no /proc/hpc): the generator did nothing at boot, the unit's /proc shows processes only
+    assert c1.sh("systemctl show -p ProcSubset --value omdiscd").stdout.strip() == "pid"
+    assert "openmosix" not in c1.sh("systemctl cat omdiscd").stdout
+    assert kernel_seen(c1) == {"mode": "auto", "map": "alpha files in /run/omdiscd", "proc_hpc": "hidden"}
+    assert not unit_sees(c1, "/proc/cpuinfo") and unit_sees(c1, "/proc/self/status")
+    tight = exposure(c1)
+    c1.sh("unshare -m sh -c 'mount -t tmpfs stand-in /proc && mkdir -p /proc/hpc/admin && "
+          "/lib/systemd/system-generators/omdiscd-generator /run/gen /run/gen /run/gen.late'")
+    made = c1.sh("cat /run/gen.late/omdiscd.service.d/*.conf").stdout
+    assert "\nProcSubset=all\n" in made
+    c1.sh("mkdir -p /run/systemd/system/omdiscd.service.d && cp /run/gen.late/omdiscd.service.d/*.conf "
+          "/run/systemd/system/omdiscd.service.d/ && systemctl daemon-reload")
+    pid = main_pid(c1)
+    c1.sh("systemctl restart omdiscd")
+    wait_for(lambda: restarted(c1, pid), 15, what="the restart with the generator's drop-in")
+    try:
+        assert c1.sh("systemctl show -p ProcSubset --value omdiscd").stdout.strip() == "all"
+        # the daemon looked at a whole /proc: /proc/hpc would have been seen; none in a container
+        wait_for(lambda: kernel_seen(c1)["proc_hpc"] == "absent", 10, what="the new daemon's report")
+        assert unit_sees(c1, "/proc/cpuinfo")  # a non-process /proc entry, as /proc/hpc is
+        assert c1.sh(f"stat -c %u /proc/{main_pid(c1)}").stdout.strip() != "0"  # still the dynamic user
+        print(f"systemd-analyze security omdiscd: {tight} (ProcSubset=pid), {exposure(c1)} with the generator's "
+              "ProcSubset=all (an openMosix kernel only)")
+    finally:
+        c1.sh("rm -r /run/systemd/system/omdiscd.service.d /run/gen.late && systemctl daemon-reload")
+    pid = main_pid(c1)
+    c1.sh("systemctl restart omdiscd")
+    wait_for(lambda: restarted(c1, pid) and kernel_seen(c1)["proc_hpc"] == "hidden", 15, what="back to pid only")
+
+
+def test_the_live_kernel_drop_in_runs_the_daemon_as_root_and_says_why_live_cannot_start(cluster3: Cluster) -> None:
+    c1 = cluster3.containers[0]
+    dropin = "/etc/systemd/system/omdiscd.service.d/live-kernel.conf"
+    c1.sh(f"mkdir -p {Path(dropin).parent} && cp /usr/share/doc/omdiscd/examples/live-kernel.conf {dropin} "
+          "&& systemctl daemon-reload")
+    try:
+        pid = main_pid(c1)
+        c1.sh("systemctl restart omdiscd")
+        wait_for(lambda: restarted(c1, pid), 15, what="the restart as root")
+        assert c1.sh(f"stat -c %u /proc/{main_pid(c1)}").stdout.strip() == "0"
+        assert c1.sh("systemctl show -p ProcSubset --value omdiscd").stdout.strip() == "all"
+        wait_for(lambda: kernel_seen(c1).get("proc_hpc") == "absent", 10, what="the root daemon's report")
+        c1.sh("mkdir -p /etc/omdiscd/conf.d && echo 'kernel: live' > /etc/omdiscd/conf.d/90-live.yaml")
+        assert c1.sh("systemctl restart omdiscd", check=False).returncode != 0
+        assert "kernel mode 'live' but /proc/hpc/admin does not exist (no openMosix kernel?)" in \
+            c1.sh("journalctl -u omdiscd -o cat -n 20").stdout
+    finally:
+        c1.sh(f"rm -rf {Path(dropin).parent} /etc/omdiscd/conf.d && systemctl daemon-reload && "
+              "systemctl reset-failed omdiscd && systemctl restart omdiscd")
+    assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    assert c1.sh(f"stat -c %u /proc/{main_pid(c1)}").stdout.strip() != "0"
+    wait_for(lambda: converged(cluster3, 3), 10, what="c1 back in every map")
+
+
+def test_restart_sends_no_leave_the_peers_keep_the_node_and_take_its_next_life(cluster3: Cluster) -> None:
+    c1, c2, c3 = cluster3.containers
+
+    def seen_incarnation(c: Container) -> int:
+        return next(m["incarnation"] for m in json.loads(c.sh("showmap --json").stdout)["members"] if m["id"] == 11)
+
+    wait_for(lambda: converged(cluster3, 3), 10, what="3 in every map")
+    before = {c.name: (seen_incarnation(c), left_lines(c, 11)) for c in (c2, c3)}
+    pid = main_pid(c1)
+    c1.sh("systemctl restart omdiscd")  # RestartKillSignal=SIGUSR2
+
+    def next_life_taken() -> bool:  # dead_interval is 35 s: only a LEAVE could drop c1 in the meantime
+        assert converged(cluster3, 3, [c2, c3]), "a peer dropped the restarting node"
+        return all(seen_incarnation(c) > before[c.name][0] for c in (c2, c3))
+
+    wait_for(next_life_taken, 15, interval=0.1, what="the peers to take c1's next life")
+    assert restarted(c1, pid)
+    assert all(left_lines(c, 11) == before[c.name][1] for c in (c2, c3))
+    assert "stopping for a restart: no LEAVE" in c1.sh("journalctl -u omdiscd -o cat -n 50").stdout
 
 
 def test_reload_keeps_the_map(cluster3: Cluster) -> None:
@@ -138,27 +264,46 @@ def test_killed_service_is_restarted_and_rejoins(cluster3: Cluster) -> None:
     wait_for(lambda: converged(cluster3, 3), 10, what="c3 back in every map")
 
 
-def test_sysvinit_script_runs_the_classic_daemon(cluster3: Cluster) -> None:
+def test_sysvinit_script_runs_the_classic_daemon_unprivileged(cluster3: Cluster) -> None:
     c1, c2, c3 = cluster3.containers
-    init = "_SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"  # the script itself, as without systemd
+    # the script itself, as without systemd (lsb's init-functions otherwise hands it to systemctl)
+    init = "SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/omdiscd"
     c3.sh("systemctl stop omdiscd")
     wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="c3 gone")
     c3.sh(f"{init} start")
+    assert c3.sh("systemctl is-active omdiscd", check=False).stdout.strip() == "inactive"  # not the unit's
     pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
     assert c3.sh(f"readlink /proc/{pid}/exe").stdout.strip().startswith("/usr/bin/python3")
+    # the system user, as under systemd; the key (the test above left one) staged by root for it
+    assert c3.sh(f"stat -c '%u %U' /proc/{pid}").stdout.split()[1] == "omdiscd"
+    assert c3.sh(f"stat -c '%u' /proc/{pid}").stdout.strip() != "0"
+    assert c3.sh("stat -c '%U %a' /run/omdiscd /run/omdiscd/omdiscd.pid /run/omdiscd/cluster.key").stdout.split() \
+        == ["omdiscd", "755", "omdiscd", "644", "omdiscd", "400"]
     assert c3.sh(f"{init} status", check=False).returncode == 0
-    wait_for(lambda: converged(cluster3, 3), 10, what="the classic daemon in every map")
+    wait_for(lambda: converged(cluster3, 3), 10, what="the classic daemon in every map (keyed)")
+    # the state directory, out of systemd's private/ (the unit ran before): kept by this daemon
+    assert c3.sh("stat -c '%F %U' /var/lib/omdiscd").stdout.strip() == "directory omdiscd"
+    life = int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout)
+    left_before = [left_lines(c, 13) for c in (c1, c2)]
+    c3.sh(f"{init} restart")  # SIGUSR2: no LEAVE, a newer life
+    new_pid = c3.sh("cat /run/omdiscd/omdiscd.pid").stdout.strip()
+    assert new_pid != pid and int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout) > life
+    wait_for(lambda: converged(cluster3, 3), 10, what="the restarted classic daemon in every map")
+    assert [left_lines(c, 13) for c in (c1, c2)] == left_before
     c3.sh(f"{init} stop")
     wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="its LEAVE")
     assert c3.sh("test -e /run/omdiscd/omdiscd.pid", check=False).returncode != 0
     c3.sh("systemctl start omdiscd")
     wait_for(lambda: converged(cluster3, 3), 10, what="the service back")
+    assert c3.sh("readlink /var/lib/omdiscd").stdout.strip() == "private/omdiscd"  # systemd took it back
 
 
 def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> None:
     c2 = cluster3.containers[1]
+    c1, c3 = cluster3.containers[0], cluster3.containers[2]
     c2.sh("sed -i 's/^announce_interval: .*/announce_interval: 7.5/' /etc/omdiscd/omdiscd.yaml")
     pid = c2.sh("systemctl show -p MainPID --value omdiscd").stdout.strip()
+    left_before = [left_lines(c, 12) for c in (c1, c3)]
     use_repo(c2, "newer")
     r = c2.sh("apt-get install -y -q omdiscd")
     assert "Configuration file" not in r.stdout  # no conffile prompt
@@ -167,6 +312,9 @@ def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> Non
     assert c2.sh("systemctl show -p MainPID --value omdiscd").stdout.strip() != pid
     assert c2.sh("systemctl is-active omdiscd").stdout.strip() == "active"
     wait_for(lambda: converged(cluster3, 3), 10, what="the upgraded node back in every map")
+    # the postinst's restart is a restart (RestartKillSignal=SIGUSR2): the peers never saw c2 leave
+    assert "stopped for a restart (no LEAVE sent)" in c2.sh("journalctl -u omdiscd -o cat").stdout
+    assert [left_lines(c, 12) for c in (c1, c3)] == left_before
 
 
 def test_purge_leaves_nothing_behind(cluster3: Cluster) -> None:

@@ -169,3 +169,24 @@ def test_engines_with_a_key_hear_each_other_and_ignore_one_without() -> None:
     bare.receive(join, 0.0, "eth0", ip_address("198.18.0.1"))  # the unkeyed one still hears keyed nodes
     assert ip_address("198.18.0.1") in bare.membership
     assert decode(join).flags & FLAG_JOIN
+
+
+def test_a_probe_read_before_an_older_multicast_is_no_replay_but_a_replayed_probe_is() -> None:
+    from omdisc.protocol import Subject
+
+    clock = Clock()
+    sender, receiver = auth(clock=clock), auth(clock=clock)
+    announce = sender.sign(datagram(1))
+    clock.t += 0.001
+    ack = sender.sign(encode(Message(MsgType.ACK, 7, 1, 2, (A,), subject=Subject(A, 1, 99))))
+    # the unicast socket is read first, though the ANNOUNCE was sent before the ACK
+    assert check(receiver, ack) == "" and check(receiver, announce) == ""
+    assert check(receiver, ack) == "duplicate"
+    clock.t += 0.001
+    later_ping = sender.sign(encode(Message(MsgType.PING, 7, 1, 3, (A,), subject=Subject(B, 1, 5))))
+    assert check(receiver, later_ping) == ""
+    replayed = ack  # not newer than the last probe taken from A, and no longer among its recent MACs
+    for i in range(70):
+        clock.t += 0.001
+        check(receiver, sender.sign(encode(Message(MsgType.PING, 7, 1, 10 + i, (A,), subject=Subject(B, 1, i)))))
+    assert check(receiver, replayed) == "replay"

@@ -68,8 +68,8 @@ def test_the_engine_records_join_leave_and_expire_only_when_asked() -> None:
     b = lan.add("198.18.0.2", start=False)
     c = lan.add("198.18.0.3", start=False)
     a.events.wanted = frozenset({"join", "leave", "expire", "update"})
-    for i, e in enumerate(lan.engines):
-        lan._emit(i, e.start(lan.now))
+    for i in range(3):
+        lan.start(i)
     lan.run_until(2.0)
     assert len(b.events) == 0  # not enabled: nothing kept
     got = [e for e in a.events.drain() if e.kind != "update"]  # new incarnations at start: updates
@@ -78,7 +78,7 @@ def test_the_engine_records_join_leave_and_expire_only_when_asked() -> None:
     lan.stop(1)
     lan.run_until(2.5)
     assert [(e.kind, e.node_id) for e in a.events.drain() if e.kind != "update"] == [("leave", b.local.node_id)]
-    lan.engines[2] = type(lan.engines[1])(c)  # c falls silent
+    lan.crash(2)  # c falls silent
     lan.run_until(10.0)
     assert [(e.kind, e.node_id) for e in a.events.drain()] == [("expire", c.local.node_id)]
 

@@ -63,7 +63,8 @@ GOOD = encode(announce())
         (b"", "truncated"),
         (GOOD[:27], "truncated"),
         (b"XXXX" + GOOD[4:], "bad magic"),
-        (GOOD[:4] + b"\x02" + GOOD[5:], "unsupported version"),
+        (GOOD[:4] + b"\x03" + GOOD[5:], "unsupported version"),
+        (GOOD[:4] + b"\x02" + GOOD[5:], "unknown message type"),  # an ANNOUNCE is a version 1 type
         (GOOD[:5] + b"\x09" + GOOD[6:], "unknown message type"),
         (with_hops(GOOD, 9), "too many hops"),
         (GOOD[:-1], "truncated"),

@@ -35,9 +35,12 @@ def write_map(directory: Path, *entries: Entry, node_id: int = 1) -> None:
 
 
 def member(node_id: int, *addresses: str, age: float = 1.0, via: str | None = None, gateway: bool = False,
-           leaving: bool = False) -> dict[str, Any]:
-    return {"id": node_id, "addresses": list(addresses), "incarnation": 1, "age": age, "via": via,
-            "gateway": gateway, "leaving": leaving, "firsthand": via is None}
+           leaving: bool = False, state: str | None = None) -> dict[str, Any]:
+    m = {"id": node_id, "addresses": list(addresses), "incarnation": 1, "age": age, "via": via,
+         "gateway": gateway, "leaving": leaving, "firsthand": via is None}
+    if state is not None:  # what a version 2 daemon adds
+        m.update(state=state, heard="gateway" if via else "direct")
+    return m
 
 
 def write_members(directory: Path, pid: int | None, *members: dict[str, Any]) -> None:
@@ -85,17 +88,19 @@ def alpha(tmp_path: Path, omdiscd_pid: int) -> Path:
 def test_members_is_an_aligned_table_of_what_state_json_says(alpha: Path, omdiscd_pid: int) -> None:
     write_members(alpha, omdiscd_pid,
                   member(2, "198.18.0.2", "2001:db8::2", age=1.2, gateway=True),
-                  member(266, "198.18.1.10", age=12.0, via="198.18.0.2", leaving=True))
+                  member(266, "198.18.1.10", age=12.0, via="198.18.0.2", leaving=True),
+                  member(3, "198.18.0.3", age=1.5, state="suspect"))
     r = showmap(alpha, "--members")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert [line.split() for line in lines[1:]] == [
-        ["2", "198.18.0.2,2001:db8::2", "alive", lines[1].split()[3], "ago", "-", "yes"],
-        ["266", "198.18.1.10", "leaving", lines[2].split()[3], "ago", "198.18.0.2", "no"],
+        ["2", "198.18.0.2,2001:db8::2", "alive", lines[1].split()[3], "ago", "-", "-", "yes"],
+        ["266", "198.18.1.10", "leaving", lines[2].split()[3], "ago", "-", "198.18.0.2", "no"],
+        ["3", "198.18.0.3", "suspect", lines[3].split()[3], "ago", "direct", "-", "no"],
     ]
-    assert re.fullmatch(r"ID +ADDRESSES +STATE +LAST HEARD +VIA +GATEWAY", lines[0])
+    assert re.fullmatch(r"ID +ADDRESSES +STATE +LAST HEARD +HOW HEARD +VIA +GATEWAY", lines[0])
     starts = [[m.start() for m in re.finditer(r"(?:^|(?<=  ))\S", line)] for line in lines]
-    assert starts[0] == starts[1] == starts[2], r.stdout  # every column starts where its heading does
+    assert starts[0] == starts[1] == starts[2] == starts[3], r.stdout  # every column starts under its heading
     assert re.fullmatch(r"[12]s", lines[1].split()[3]) and re.fullmatch(r"1[23]s", lines[2].split()[3])
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.sinks import AlphaSink, LiveSink, SinkError, choose_sink
+from omdisc.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from omdisc.table import Entry, Table, decode_config, decode_mospe
 
 
@@ -25,6 +25,32 @@ def test_auto_is_live_only_where_the_openmosix_interface_exists(tmp_path: Path) 
 def test_live_mode_without_openmosix_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="does not exist"):
         LiveSink(tmp_path / "hpc" / "admin").prepare()
+
+
+def test_live_mode_that_cannot_write_the_kernel_files_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    (tmp_path / "mospe").write_bytes(b"")  # no config: cannot be written (as root too, who may write any file)
+    with pytest.raises(SinkError, match=r"/config cannot be written: live mode runs as root .*live-kernel.conf"):
+        LiveSink(tmp_path).prepare()
+
+
+# /proc/self/mountinfo lines: systemd's ProcSubset=pid mounts a procfs with subset=pid over /proc
+HOST_PROC = "22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n"
+UNIT_PROC = "301 280 0:88 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw,hidepid=invisible,subset=pid\n"
+OTHER = "30 22 0:26 / /proc/sys/fs/binfmt_misc rw,relatime - autofs systemd-1 rw,fd=30\n"
+
+
+@pytest.mark.parametrize(("admin", "mounts", "seen"), [
+    (True, HOST_PROC + UNIT_PROC, "present"),  # /proc/hpc bound or shown: seen whatever the rest
+    (False, HOST_PROC + OTHER, "absent"),  # a full /proc: no openMosix kernel here
+    (False, HOST_PROC + OTHER + UNIT_PROC, "hidden"),  # the last /proc mounted is the one seen
+    (False, UNIT_PROC + HOST_PROC, "absent"),
+    (False, "", "absent"),
+])
+def test_what_kernel_auto_could_see(tmp_path: Path, admin: bool, mounts: str, seen: str) -> None:
+    if admin:
+        (tmp_path / "admin").mkdir()
+    (tmp_path / "mountinfo").write_text(mounts)
+    assert proc_hpc(tmp_path / "admin", tmp_path / "mountinfo") == seen
 
 
 def test_live_sink_writes_the_proc_files_in_place(tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""A stop for a restart (SIGUSR2) is no stop: no LEAVE, the incarnation kept for a newer next life;
+and the unit, the init script and the man page send and document the same signal.
+
+A real Daemon on the loopback interface, built but never run: no socket is opened, nothing sent
+(the datagrams it would send are what farewell() returns). The namespaces test the sending:
+tests/integration/test_discovery.py."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from omdisc.config import Config
+from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon
+from omdisc.journal import LogControl
+from omdisc.plan import make_plan
+from omdisc.protocol import FLAG_RESTART, MsgType, decode
+from omdisc.sinks import AlphaSink
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def omdisc_logger() -> Iterator[None]:
+    """LogControl takes over the 'omdisc' logger; give it back as it was for the other tests."""
+    logger = logging.getLogger("omdisc")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
+
+
+def daemon(tmp: Path) -> Daemon:
+    cfg = Config(interfaces=("lo",), kernel="alpha", alpha_dir=tmp / "run", pid_file=tmp / "run" / "pid",
+                 state_dir=tmp / "state", key_file=None)
+    return Daemon(cfg, None, {}, LogControl("stderr", ()), make_plan(cfg), AlphaSink(tmp / "run"))
+
+
+def test_sigusr2_sends_no_leave_and_the_next_life_is_newer(tmp_path: Path, omdisc_logger: None,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    first = daemon(tmp_path)
+    first.stop_for_restart()
+    farewell = [decode(o.data) for o in first.farewell()]
+    assert [(m.type, bool(m.flags & FLAG_RESTART)) for m in farewell] == [(MsgType.ANNOUNCE, True)]  # no LEAVE
+    assert "stopping for a restart: no LEAVE" in capsys.readouterr().err
+    kept = int((tmp_path / "state" / "incarnation").read_text())
+    assert kept == first.engine.incarnation
+    second = daemon(tmp_path)  # the same state_dir: the next life
+    assert second.engine.incarnation > kept
+
+
+def test_sigterm_still_sends_leave_even_after_a_restart_was_asked(tmp_path: Path, omdisc_logger: None) -> None:
+    d = daemon(tmp_path)
+    d.stop_for_restart()
+    d.stop()  # systemctl stop while a restart is pending: a stop wins
+    out = d.farewell()
+    assert [decode(o.data).type for o in out] == [MsgType.LEAVE]
+    assert decode(out[0].data).incarnation == d.engine.incarnation
+
+
+def test_the_restart_signal_is_the_one_the_unit_and_init_script_send_and_every_signal_is_documented() -> None:
+    assert SIGNALS[RESTART_SIGNAL] == "stop_for_restart"
+    assert all(callable(getattr(Daemon, method)) for method in SIGNALS.values())
+    unit = (ROOT / "systemd" / "omdiscd.service").read_text()
+    assert re.findall(r"^RestartKillSignal=(\S+)$", unit, flags=re.M) == [RESTART_SIGNAL.name]
+    assert re.search(r"^KillSignal=", unit, flags=re.M) is None  # a stop is SIGTERM: LEAVE
+    init = (ROOT / "debian" / "omdiscd.init").read_text()
+    restart = init.split("\n  restart)\n", 1)[1].split(";;", 1)[0]
+    assert f"--retry {RESTART_SIGNAL.name.removeprefix('SIG')}/" in restart
+    page = (ROOT / "man" / "omdiscd.8").read_text()
+    section = page.split("\n.SH SIGNALS\n", 1)[1].split("\n.SH ", 1)[0]
+    headed = {s for line in re.findall(r"^\.TP\n\.BR? (.+)$", section, flags=re.M)
+              for s in re.findall(r"SIG[A-Z0-9]+", line)}
+    assert headed == {s.name for s in SIGNALS}
