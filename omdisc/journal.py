@@ -1,27 +1,34 @@
 """Logging (journald, syslog or stderr), debug categories, and sd_notify.
 
-journald's native protocol and sd_notify are a few lines of socket code here, not systemd-python:
-its modules (and libsystemd) would cost the daemon 1.4 MB of its RSS, whichever way it logs.
+The only module that imports systemd-python. Without it the daemon still runs: logs go to syslog
+or stderr and sd_notify is done by a few lines of socket code.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import importlib
 import logging
 import os
 import socket
-import struct
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from .config import DEBUG_CATEGORIES
 
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # the daemon must still start without python3-systemd
+        return None
+
+
+sd_daemon = _optional("systemd.daemon")
+sd_journal = _optional("systemd.journal")
+
 ROOT = "omdisc"
 IDENTIFIER = "omdiscd"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
 def journal_stream_is_stderr() -> bool:
@@ -35,48 +42,7 @@ def journal_stream_is_stderr() -> bool:
 
 
 def journal_usable() -> bool:
-    return os.path.exists(JOURNAL_SOCKET)
-
-
-def journal_field(name: str, value: object) -> bytes:
-    """One field in journald's native protocol (systemd.io/JOURNAL_NATIVE_PROTOCOL): NAME=value, or,
-    for a value with a newline in it, NAME, the value's length (64-bit little-endian) and the value."""
-    data = str(value).encode("utf-8", "replace")
-    if b"\n" not in data:
-        return name.encode() + b"=" + data + b"\n"
-    return name.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-
-
-class JournalSocket:
-    """Records to journald, one datagram each; one too big for a datagram goes in a sealed memfd
-    whose descriptor is sent instead, as sd_journal_sendv(3) does."""
-
-    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-
-    def send(self, fields: Mapping[str, object]) -> None:
-        payload = b"".join(journal_field(name, value) for name, value in fields.items())
-        try:
-            self.sock.sendto(payload, self.path)
-        except OSError as e:
-            if e.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
-                raise
-            self._send_memfd(payload)
-
-    def _send_memfd(self, payload: bytes) -> None:
-        fd = os.memfd_create("omdiscd-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)  # journald takes only a memfd nobody can change
-            self.sock.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("=i", fd))], 0, self.path)
-        finally:
-            os.close(fd)
-
-    def close(self) -> None:
-        self.sock.close()
+    return sd_journal is not None and os.path.exists(JOURNAL_SOCKET)
 
 
 def choose_target(detached: bool) -> str:
@@ -90,33 +56,29 @@ def choose_target(detached: bool) -> str:
 class JournalHandler(logging.Handler):
     """Native journal records with our structured fields (docs/journal.md)."""
 
-    def __init__(self, fields: dict[str, str], path: str = JOURNAL_SOCKET) -> None:
+    def __init__(self, fields: dict[str, str]) -> None:
         super().__init__()
         self.fields = fields
-        self.journal = JournalSocket(path)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             extra: dict[str, Any] = getattr(record, "journal", {})
             priority = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}.get(
                 record.levelno, 2)
-            self.journal.send({
-                "MESSAGE": self.format(record),
-                "PRIORITY": priority,
-                "SYSLOG_IDENTIFIER": IDENTIFIER,
-                "OMDISC_CATEGORY": record.name.removeprefix(ROOT + ".") or "main",
-                "CODE_FILE": record.pathname,
-                "CODE_LINE": record.lineno,
-                "CODE_FUNC": record.funcName,
+            assert sd_journal is not None
+            sd_journal.send(
+                self.format(record),
+                PRIORITY=str(priority),
+                SYSLOG_IDENTIFIER=IDENTIFIER,
+                OMDISC_CATEGORY=record.name.removeprefix(ROOT + ".") or "main",
+                CODE_FILE=record.pathname,
+                CODE_LINE=record.lineno,
+                CODE_FUNC=record.funcName,
                 **self.fields,
                 **extra,
-            })
+            )
         except Exception:
             self.handleError(record)
-
-    def close(self) -> None:
-        self.journal.close()
-        super().close()
 
 
 class LogControl:
@@ -173,6 +135,8 @@ def notify(state: str) -> bool:
     path = os.environ.get("NOTIFY_SOCKET")
     if not path:
         return False
+    if sd_daemon is not None:
+        return bool(sd_daemon.notify(state))
     addr = "\0" + path[1:] if path.startswith("@") else path
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:

@@ -30,7 +30,7 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "systemd", "logging.handlers", "omdisc.showmap")
+LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "logging.handlers", "omdisc.showmap")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
@@ -53,7 +53,7 @@ except SystemExit:
     pass
 maps = open("/proc/self/maps").read()
 print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None),
-      sorted(lib for lib in ("libssl", "libcrypto", "libsystemd") if lib in maps), "asyncio" in sys.modules)
+      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps), "asyncio" in sys.modules)
 """
 
 
@@ -70,7 +70,7 @@ def omdiscd_script(tmp_path: Path, body: str = "from omdisc.daemon import main\n
     return str(script)
 
 
-def test_the_omdiscd_program_loads_no_tls_openssl_or_systemd_python(tmp_path: Path) -> None:
+def test_the_omdiscd_program_loads_no_tls_or_openssl(tmp_path: Path) -> None:
     as_module = ("import runpy, sys\nsys.argv[1:] = ['--version']\n"
                  "main = lambda argv: runpy.run_module('omdisc.daemon', run_name='__main__')\n")
     for program in (run("-c", as_module + LOADED),  # python -m omdisc.daemon
