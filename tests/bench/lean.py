@@ -210,7 +210,7 @@ def costs_at(n: int, sink: AlphaSink, state_dir: Path) -> list[float]:
     table = engine.table()
     return [timed(timer_pass, 101), timed(engine.table), timed(lambda: sink.write(1, table)),
             timed(lambda: write_atomic(state_dir / STATE, encode_state(engine.state(now)))),
-            timed(lambda: records_for(engine.membership, made_up(0), "eth0", False, now))]
+            timed(lambda: records_for(engine.membership, "eth0", False, now))]
 
 
 def map_costs() -> None:
