@@ -17,11 +17,12 @@ lint: setup
 test: lint
 	$(PY) -m pytest -v -p no:cacheprovider tests
 
-# the simulated table (tests/bench/sim.py --help): about an hour today, nearly all of it the engines at 1,000 nodes
-SIM_BENCH ?= --sizes 100 1000 --storm-max 1000 --minutes 10
+# one table (tests/bench/table.py --help): 16 and 100 real daemons (a 10-minute soak at 5% loss
+# at 100), 1,000 simulated; as root (namespaces)
+TABLE_BENCH ?= --real 16 100 --sim 1000 --minutes 10 --soak 600
 
 bench: setup
-	$(PY) -m tests.bench.sim $(SIM_BENCH)
+	$(PY) -m tests.bench.table $(TABLE_BENCH)
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
 	$(PY) -m tests.bench.lean

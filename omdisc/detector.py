@@ -32,6 +32,7 @@ class ProbeSettings:
     resend: float = 0.5  # SUSPECT and a PING again, while the suspicion lasts (loss)
     max_relays: int = 64  # PING_REQs being served at once: what others can make us send is bounded
     max_health: int = 8  # the local health multiplier's top (Lifeguard): timeouts up to 9 times longer
+    check_tries: int = 3  # PINGs to a member we are about to give up on our own (Detector.check)
 
     @property
     def min_suspect(self) -> float:
@@ -66,6 +67,19 @@ class _Probe:
 
 
 @dataclass(slots=True)
+class _Check:
+    """A member we PING ourselves before we give it up (its announcements stopped reaching us, or
+    the DEAD that should have followed a SUSPECT did not): an answer keeps it, silence removes it.
+    The last try also goes through helpers, as a probe's second does."""
+
+    target: Target
+    tries: int  # PINGs still to send
+    deadline: float  # the next PING, or the verdict when no tries are left
+    nonce: int = 0
+    helpers: tuple[IPAddress, ...] = ()
+
+
+@dataclass(slots=True)
 class _Relay:
     requester: IPAddress
     requester_nonce: int
@@ -81,6 +95,11 @@ class Suspicion:
     mine: bool = False  # we detected it: we re-send SUSPECT and send DEAD
     resend: float = float("inf")
     by: str = ""  # who suspected it first (for the log)
+    # another's suspicion: when the DEADs that end it should have come; if neither they nor a
+    # refutation did (both can be lost), we PING the subject ourselves then (target: None behind
+    # a gateway, whose word we wait for)
+    check_at: float = float("inf")
+    target: Target | None = None
 
 
 @dataclass
@@ -96,7 +115,9 @@ class Detector:
     obituaries: dict[IPAddress, tuple[float, Order]] = field(default_factory=dict)  # DEADs to send once more
     # restarting nodes -> (until when, the life that is ending): not probed nor suspected meanwhile
     held: dict[IPAddress, tuple[float, int]] = field(default_factory=dict)
+    checks: dict[IPAddress, _Check] = field(default_factory=dict)
     refused: int = 0  # PING_REQs not served: too many at once
+    checked: int = 0  # checks begun (Detector.check)
     # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted,
     # ourselves suspected, our own timers late), lowered by each probe answered in time. Every
     # timeout is (1 + health) times longer: an overloaded node judges others slowly, not wrongly.
@@ -122,6 +143,7 @@ class Detector:
         """A message taken from `node`. True when it clears a suspicion (the node refuted)."""
         if order > self.latest.get(node, (0, 0)):
             self.latest[node] = order
+            self.checks.pop(node, None)  # it spoke since we began to doubt it: it lives
         hold = self.held.get(node)
         if hold is not None and order[0] > hold[1]:
             del self.held[node]  # its next life is here
@@ -163,22 +185,49 @@ class Detector:
                                     now + self.scaled(self.settings.helper_timeout))
         return Send(MsgType.PING, subject.address, subject.address, subject.incarnation, nonce)
 
-    def suspected(self, subject: IPAddress, by: IPAddress, now: float) -> bool:
-        """Another node's SUSPECT. True when the subject was not suspect here before."""
+    def suspected(self, subject: IPAddress, by: IPAddress, now: float, target: Target | None = None) -> bool:
+        """Another node's SUSPECT. True when the subject was not suspect here before. `target`:
+        where to PING it ourselves, should the suspicion end in neither a DEAD nor a refutation."""
         if subject in self.suspects:
             return False
-        order = self.latest.get(subject, (0, 0))
-        self.suspects[subject] = Suspicion(now, order, float("inf"), by=str(by))
+        self._others_suspicion(subject, by, now, target)
         return True
 
-    def declared_dead(self, subject: IPAddress, by: IPAddress, now: float) -> bool:
+    def declared_dead(self, subject: IPAddress, by: IPAddress, now: float, target: Target | None = None) -> bool:
         """Another node's DEAD. True when the subject is to go now: suspect here long enough for
         it to have refuted. Otherwise it is suspect from now and goes at the end of that time."""
-        s = self.suspects.get(subject)
-        if s is None:
-            s = self.suspects[subject] = Suspicion(now, self.latest.get(subject, (0, 0)), float("inf"), by=str(by))
+        s = self.suspects.get(subject) or self._others_suspicion(subject, by, now, target)
         s.doom = min(s.doom, s.since + self.scaled(self.settings.min_suspect))
         return s.doom <= now
+
+    def _others_suspicion(self, subject: IPAddress, by: IPAddress, now: float, target: Target | None) -> Suspicion:
+        # its monitor's two DEADs come a suspicion and a resend after its SUSPECT; one more resend of slack
+        check_at = now + self.scaled(self.settings.suspicion + 2 * self.settings.resend)
+        s = Suspicion(now, self.latest.get(subject, (0, 0)), float("inf"), by=str(by), check_at=check_at,
+                      target=target)
+        self.suspects[subject] = s
+        return s
+
+    def check(self, t: Target, now: float) -> float | None:
+        """PING `t` ourselves before giving it up. Returns until when the verdict may take (keep it
+        that long), None when it is not ours to check (restarting)."""
+        if self.is_held(t.address, now):
+            return None
+        c = self.checks.get(t.address)
+        if c is None:
+            c = self.checks[t.address] = _Check(t, self.settings.check_tries, now)
+            self.checked += 1
+        return c.deadline + self.scaled(self.settings.ack_timeout) * (c.tries + 1)
+
+    def answered(self, sender: IPAddress, subject: IPAddress, nonce: int, now: float) -> bool:
+        """An ACK to one of our checks: the member lives (and, when it was suspect, refuted)."""
+        c = self.checks.get(subject)
+        if c is None or c.nonce != nonce or (sender != subject and sender not in c.helpers):
+            return False
+        del self.checks[subject]
+        self.suspects.pop(subject, None)
+        self.last_ack[subject] = now
+        return True
 
     def restarting(self, node: IPAddress, incarnation: int, now: float, grace: float) -> None:
         """The node said it is restarting: leave it alone until its next life, `grace` at most."""
@@ -194,7 +243,7 @@ class Detector:
         return hold is not None
 
     def forget(self, node: IPAddress) -> None:
-        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held):
+        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks):
             table.pop(node, None)
 
     # --- timers ------------------------------------------------------------------------------
@@ -203,8 +252,9 @@ class Detector:
         times = [self.next_round]
         times += [p.deadline for p in self.probes.values()]
         for s in self.suspects.values():
-            times += [s.resend, s.doom]
+            times += [s.resend, s.doom, s.check_at]
         times += [when for when, _ in self.obituaries.values()]
+        times += [c.deadline for c in self.checks.values()]
         return min(times)
 
     def tick(self, now: float, targets: list[Target], helpers: list[IPAddress]) -> tuple[list[Send], list[IPAddress]]:
@@ -215,6 +265,7 @@ class Detector:
         self._prune_relays(now)
         self._timeouts(now, by_address, helpers, out)
         gone = self._suspicions(now, by_address, out)
+        gone += self._checks(now, helpers, out)
         self._obituaries(now, out)
         if now >= self.next_round:
             self._round(now, targets, out)
@@ -252,6 +303,9 @@ class Detector:
                 probe.deadline = now + self.scaled(self.settings.helper_timeout)
                 probe.helpers = tuple(self._pick_helpers(address, helpers))
                 out += [Send(MsgType.PING_REQ, h, address, t.incarnation, probe.nonce) for h in probe.helpers]
+                # and once more ourselves: either way may be the one the loss spared (at 5% loss,
+                # a tenth as many suspicions of live nodes)
+                out.append(Send(MsgType.PING, address, address, t.incarnation, probe.nonce))
             else:
                 del self.probes[address]
                 self._suspect(t, now, out)
@@ -279,12 +333,39 @@ class Detector:
                 if s.mine:  # said twice, a resend apart: a node that misses both keeps it until it expires
                     out.append(Send(MsgType.DEAD, None, address, *s.order))
                     self.obituaries[address] = (now + self.settings.resend, s.order)
+            elif not s.mine and now >= s.check_at:
+                s.check_at = float("inf")
+                if s.target is not None:
+                    self.check(s.target, now)
             elif s.mine and now >= s.resend:
                 s.resend = now + self.settings.resend
                 out.append(Send(MsgType.SUSPECT, None, address, *s.order))
                 t = targets.get(address)
                 if t is not None:  # one more chance to answer, by the shortest way
                     out.append(self._ping(t, now))
+        return gone
+
+    def _checks(self, now: float, helpers: list[IPAddress], out: list[Send]) -> list[IPAddress]:
+        gone = []
+        for address, c in list(self.checks.items()):
+            if now < c.deadline:
+                continue
+            if c.nonce and now - c.deadline > self.settings.ack_timeout:
+                c.deadline = now + self.scaled(self.settings.ack_timeout)  # late ourselves: judge nobody by it
+                self.sick()
+            elif c.tries:
+                c.tries -= 1
+                c.nonce = self.nonce()
+                wait = self.settings.helper_timeout if not c.tries else self.settings.ack_timeout
+                c.deadline = now + self.scaled(wait)
+                out.append(Send(MsgType.PING, address, address, c.target.incarnation, c.nonce))
+                if not c.tries:
+                    c.helpers = tuple(self._pick_helpers(address, helpers))
+                    out += [Send(MsgType.PING_REQ, h, address, c.target.incarnation, c.nonce) for h in c.helpers]
+            else:
+                del self.checks[address]
+                self.suspects.pop(address, None)
+                gone.append(address)
         return gone
 
     def _obituaries(self, now: float, out: list[Send]) -> None:
@@ -300,6 +381,6 @@ class Detector:
     def keep_only(self, members: Iterable[IPAddress]) -> None:
         """Drop what we hold about nodes no longer members (left, expired, forgotten)."""
         keep = set(members)
-        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held):
+        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks):
             for node in [n for n in table if n not in keep]:
                 del table[node]

@@ -104,6 +104,7 @@ class Engine:
         self._local_version = 0
         self._next_announce = float("inf")
         self._join_retries: list[float] = []
+        self._refute_again: float | None = None  # a refutation is said twice (settings.probe.resend apart)
         self._joining_until = 0.0
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
@@ -307,9 +308,13 @@ class Engine:
         if r.refute and self.prober.may_refute(msg.origin, now):
             self.stats["refuted"] += 1
             out.append(self._send(self._message(MsgType.ANNOUNCE)))  # newer than the suspicion: clears it
+            # again a little later: a node that missed it would go on to doubt us (Detector.check)
+            self._refute_again = now + self.prober.settings.resend
         if r.suspect is not None:
             self.stats["suspected"] += 1
             log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
+        if r.alive is not None:
+            self.membership.touch(r.alive, now)  # it answered our check: heard, as by an announce
         for node in r.gone:
             self._fail(node, str(msg.origin), now)
         if r.taken:  # what we did not believe, the far side must not be asked to
@@ -432,6 +437,8 @@ class Engine:
 
     def next_deadline(self) -> float:
         times = [self._next_announce, *self._join_retries[:1]]
+        if self._refute_again is not None:
+            times.append(self._refute_again)
         if self.prober is not None:
             times.append(self.prober.due())
         for t in (self.answers.next_due(), self.membership.next_expiry()):
@@ -444,21 +451,26 @@ class Engine:
         if now >= self._next_announce:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
             self._schedule_announce(now)
+        if self._refute_again is not None and now >= self._refute_again:
+            self._refute_again = None
+            out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self._join_retries and now >= self._join_retries[0]:
             self._join_retries.pop(0)
             self.stats["join_retries"] += 1
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
         for key, interface in self.answers.due(now):
             out += self._snapshot(key, interface, now)
-        if self.prober is not None:
+        prober = self.prober
+        spare = (lambda m: prober.spare(m, now)) if prober is not None else None
+        for m in self.membership.expire(now, spare):
+            self.events.add("expire", m.node_id, m.addresses)
+            events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
+                            m.primary, now - m.last_heard)
+        if self.prober is not None:  # after expiry: the checks it began send their first PING now
             sends, gone = self.prober.tick(self.local.primary, now)
             out += [self._probe_out(s) for s in sends]
             for node in gone:
                 self._fail(node, "its monitors", now)
-        for m in self.membership.expire(now):
-            self.events.add("expire", m.node_id, m.addresses)
-            events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs)", m.node_id,
-                            m.primary, now - m.last_heard)
         return out
 
     def _schedule_announce(self, now: float) -> None:

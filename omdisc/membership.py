@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -59,6 +60,7 @@ class Member:
     firsthand: bool = True  # we had a message from the node itself, not only another's SNAPSHOT
     source: IPAddress | None = None  # UDP source of its last direct message
     path_known: bool = True  # `via` is known (not a guess from a SNAPSHOT)
+    spared: float = 0.0  # due to expire but kept until then, while the failure detector checks it
 
     @property
     def primary(self) -> IPAddress:
@@ -105,10 +107,12 @@ class Membership:
         self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict", "path"
         self.replaced: Member | None = None  # the node the last heard() replaced (same source)
         self.hearsay = 0  # members known only second-hand
-        # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (last_heard when
-        # pushed, tie-break, member). A refresh only raises m.last_heard (no heap work per datagram);
-        # an entry found at the top with an older time is pushed down again, one whose member is no
-        # longer in the map is dropped (lazy deletion). Each member has exactly one entry.
+        # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (when due as pushed,
+        # tie-break, member), where a member is due at max(last_heard + dead_interval, spared). A
+        # refresh only raises m.last_heard (no heap work per datagram): an entry found at the top
+        # with an earlier time than its member's is pushed down again, one whose member is no longer
+        # in the map is dropped (lazy deletion). The only thing that makes a member due sooner,
+        # touch() ending a spare, pushes an entry of its own.
         self._deadlines: list[tuple[float, int, Member]] = []
         self._pushed = itertools.count()
 
@@ -287,22 +291,25 @@ class Membership:
                 del self._speaks_for[m.source]
         return m
 
+    def _due(self, m: Member) -> float:
+        return max(m.last_heard + self.dead_interval, m.spared)
+
     def _push(self, m: Member) -> None:
         if len(self._deadlines) >= 2 * len(self.members) + HEAP_SLACK:
-            self._deadlines = [(x.last_heard, next(self._pushed), x) for x in self.members.values()]
+            self._deadlines = [(self._due(x), next(self._pushed), x) for x in self.members.values()]
             heapq.heapify(self._deadlines)  # m is among them: it is in members already
             return
-        heapq.heappush(self._deadlines, (m.last_heard, next(self._pushed), m))
+        heapq.heappush(self._deadlines, (self._due(m), next(self._pushed), m))
 
-    def _oldest(self) -> Member | None:
-        """The member heard longest ago, its entry at the top of the heap; None when there is none."""
+    def _first_due(self) -> Member | None:
+        """The member due to expire first, its entry at the top of the heap; None when there is none."""
         heap = self._deadlines
         while heap:
-            heard, _, m = heap[0]
+            due, _, m = heap[0]
             if self.members.get(m.primary) is not m:  # forgotten (or replaced by a new life)
                 heapq.heappop(heap)
-            elif m.last_heard > heard:  # refreshed since it was pushed
-                heapq.heapreplace(heap, (m.last_heard, next(self._pushed), m))
+            elif (later := self._due(m)) > due:  # heard (or spared) since it was pushed
+                heapq.heapreplace(heap, (later, next(self._pushed), m))
             else:
                 return m
         return None
@@ -315,21 +322,36 @@ class Membership:
             self._bury(primary, (*order, now))
         return m
 
-    def expire(self, now: float) -> list[Member]:
-        """Drop every node not heard for dead_interval, the longest silent first; also forget old
-        tombstones."""
+    def expire(self, now: float, spare: Callable[[Member], float | None] | None = None) -> list[Member]:
+        """Drop every node not heard for dead_interval, the first due first, but those `spare` keeps a
+        while longer (it returns until when); also forget old tombstones."""
         gone = []
-        while (m := self._oldest()) is not None and now - m.last_heard >= self.dead_interval:
+        while (m := self._first_due()) is not None and now - m.last_heard >= self.dead_interval and now >= m.spared:
             heapq.heappop(self._deadlines)
-            self.forget(m.primary)
-            gone.append(m)
+            until = spare(m) if spare is not None else None
+            if until is not None and until > now:
+                m.spared = until
+                self._push(m)  # due again then
+            else:
+                self.forget(m.primary)
+                gone.append(m)
         while self._tombstones and now - next(iter(self._tombstones.values()))[2] >= self.dead_interval:
             self._tombstones.popitem(last=False)
         return gone
 
+    def touch(self, primary: IPAddress, now: float) -> None:
+        """Heard from a member by other means than its announcements (it answered our probe)."""
+        m = self.members.get(primary)
+        if m is not None:
+            sooner = m.spared > now + self.dead_interval  # was kept past what hearing it now gives
+            m.last_heard = now
+            m.spared = 0.0
+            if sooner:
+                self._push(m)  # its entry in the heap is later than it is due now
+
     def next_expiry(self) -> float | None:
-        m = self._oldest()
-        return None if m is None else m.last_heard + self.dead_interval
+        m = self._first_due()
+        return None if m is None else self._due(m)
 
     def firsthand(self) -> list[Member]:
         return [m for m in self.members.values() if m.firsthand]

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench.converge import in_map, rss_kib
+from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.integration.test_failure_detection import dropped, lossy
 from tests.integration.test_faults import kernel_ids
-from tests.lab.netlab import Daemon, Lab, require_root, wait_for
+from tests.lab.netlab import Daemon, Lab, Node, require_root, wait_for
 
 PACKAGED: dict[str, Any] = {"announce_interval": 10.0, "dead_interval": 35.0}
 
@@ -40,12 +41,12 @@ def cpu_ticks(d: Daemon) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+def multicast_sent(daemons: list[Daemon]) -> int:
+    kinds = ("sent:ANNOUNCE", "sent:SNAPSHOT", "sent:LEAVE")
+    return sum(sum(d.state().get("stats", {}).get(k, 0) for k in kinds) for d in daemons)
 
 
-def steady_load(daemons: list[Daemon], seconds: float) -> None:
+def steady_load(daemons: list[Daemon], seconds: float, row: Row) -> None:
     before = [counters(d) for d in daemons]
     ticks = [cpu_ticks(d) for d in daemons]
     time.sleep(seconds)  # the measurement window itself
@@ -54,9 +55,11 @@ def steady_load(daemons: list[Daemon], seconds: float) -> None:
     sent = [(a[0] - b[0]) / seconds for a, b in zip(after, before, strict=True)]
     received = [(a[1] - b[1]) / seconds for a, b in zip(after, before, strict=True)]
     rss = [rss_kib(d) / 1024 for d in daemons]
-    print(f"steady load over {seconds:.0f}s, per node: sent {statistics.mean(sent):.2f}/s (max {max(sent):.2f}), "
-          f"received {statistics.mean(received):.2f}/s (max {max(received):.2f}); CPU {statistics.mean(cpu):.2f}% "
-          f"of a core (max {max(cpu):.2f}%); RSS {statistics.mean(rss):.1f} MiB (max {max(rss):.1f})", flush=True)
+    row.dg_in, row.dg_out = statistics.mean(received), statistics.mean(sent)
+    row.cpu, row.rss = statistics.mean(cpu), statistics.mean(rss)
+    print(f"steady load over {seconds:.0f}s, per node: sent {row.dg_out:.2f}/s (max {max(sent):.2f}), "
+          f"received {row.dg_in:.2f}/s (max {max(received):.2f}); CPU {row.cpu:.2f}% "
+          f"of a core (max {max(cpu):.2f}%); RSS {row.rss:.1f} MiB (max {max(rss):.1f})", flush=True)
 
 
 def kill_one(daemons: list[Daemon], rng: random.Random) -> list[float]:
@@ -82,11 +85,14 @@ def in_map_id(d: Daemon) -> int:
     return int(d.state().get("node_id", 0))
 
 
-def soak(lab: Lab, daemons: list[Daemon], seconds: float, loss: int, rng: random.Random) -> None:
+def soak(lab: Lab, daemons: list[Daemon], seconds: float, loss: int, rng: random.Random) -> Row:
+    row = Row(len(daemons), "real", loss / 100)
     lan = next(iter(lab.lans.values()))
     lossy(lan, loss)
     ids = set().union(*(kernel_ids(d) for d in daemons))
-    until = time.monotonic() + seconds
+    before = [counters(d) for d in daemons]
+    started = time.monotonic()
+    until = started + seconds
     false_removals: set[tuple[str, int]] = set()
     next_stall = time.monotonic() + 30
     while time.monotonic() < until:
@@ -100,11 +106,75 @@ def soak(lab: Lab, daemons: list[Daemon], seconds: float, loss: int, rng: random
             frozen.signal(signal.SIGCONT)
             next_stall = time.monotonic() + 30
         time.sleep(0.5)
-    suspected = sum(d.state().get("stats", {}).get("suspected", 0) for d in daemons)
-    failed = sum(d.state().get("stats", {}).get("failed", 0) for d in daemons)
+    took = time.monotonic() - started
+    after = [counters(d) for d in daemons]
+    row.dg_out = statistics.mean((a[0] - b[0]) / took for a, b in zip(after, before, strict=True))
+    row.dg_in = statistics.mean((a[1] - b[1]) / took for a, b in zip(after, before, strict=True))
+    row.false_removals = len(false_removals)
+    stats = [d.state().get("stats", {}) for d in daemons]
     print(f"soak {seconds:.0f}s at {loss}% loss ({dropped(lan)} datagrams dropped by the bridge), a node stalled "
-          f"1 s every 30 s: {len(false_removals)} live nodes missing from a map at some poll, {failed} removals "
-          f"by probes, {suspected} suspicions (all refuted)", flush=True)
+          f"1 s every 30 s: {len(false_removals)} live nodes missing from a map at some poll, "
+          f"{sum(s.get('failed', 0) for s in stats)} removals by probes, "
+          f"{sum(s.get('suspected', 0) for s in stats)} suspicions, {sum(s.get('probe_checks', 0) for s in stats)} "
+          f"checks ({sum(s.get('probe_checks_answered', 0) for s in stats)} answered)", flush=True)
+    return row
+
+
+def storm(lab: Lab, nodes: list[Node], row: Row) -> list[Daemon]:
+    """Every daemon spawned at once; converged: from the last one's first announce (the protocol),
+    spawning and Python's start-up on 2 shared cores apart."""
+    n = len(nodes)
+    t0 = time.monotonic()
+    daemons = [node.start(wait=False, **PACKAGED) for node in nodes]
+    spawned = time.monotonic() - t0
+    wait_for(lambda: all(in_map(d) == n for d in daemons), 180, interval=0.1, what=f"{n} nodes to converge")
+    done = time.time()
+    row.per_join = multicast_sent(daemons) / n
+    last_ready = max(wait_for(lambda d=d: d.state().get("ready_at"), 5) for d in daemons)
+    row.converge = max(0.0, done - last_ready)
+    print(f"{n} daemons (announce 10 s, dead 35 s, probes 1 s): spawned in {spawned:.1f}s, every map complete "
+          f"{time.monotonic() - t0 - spawned:.1f}s after the last spawn, {row.converge:.2f}s after the last "
+          f"daemon's first announce; {row.per_join:.2f} multicast datagrams per node", flush=True)
+    return daemons
+
+
+def late_join(node: Node, daemons: list[Daemon]) -> tuple[Daemon, float]:
+    """One more node: from its spawn until it is in every map and every node in its map."""
+    n = len(daemons) + 1
+    t0 = time.monotonic()
+    late = node.start(wait=False, **PACKAGED)
+    wait_for(lambda: in_map(late) == n and all(in_map(d) == n for d in daemons), 60, interval=0.005,
+             what="the late joiner in every map")
+    took = time.monotonic() - t0
+    print(f"one more node: in every map {took * 1000:.0f} ms after its spawn", flush=True)
+    return late, took
+
+
+def run(n: int, kills: int, soak_s: float, loss: int) -> list[Row]:
+    rng = random.Random(7)
+    row = Row(n, "real", 0.0)
+    rows = [row]
+    with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
+        lan = lab.lan()
+        nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n + 1)]
+        daemons = storm(lab, nodes[:n], row)
+        time.sleep(3)  # join answers and retries over
+        late, row.late_join = late_join(nodes[n], daemons)
+        daemons.append(late)
+        time.sleep(3)
+        steady_load(daemons, 30, row)
+        times: list[float] = []
+        for _ in range(kills):
+            times += kill_one(daemons, rng)
+            time.sleep(2)
+        if times:
+            row.crashes = kills
+            row.p50, row.p99 = percentile(times, 50), percentile(times, 99)
+            print(f"kill -9, {kills} times, {len(times)} maps timed: out of a map after p50 {row.p50:.2f}s, "
+                  f"p99 {row.p99:.2f}s, max {max(times):.2f}s", flush=True)
+        if soak_s:
+            rows.append(soak(lab, daemons, soak_s, loss, rng))
+    return rows
 
 
 def main() -> None:
@@ -112,27 +182,8 @@ def main() -> None:
     args = [float(a) for a in sys.argv[1:]]
     n, kills, soak_s, loss = (int(args[0]) if args else 100), (int(args[1]) if len(args) > 1 else 5), \
         (args[2] if len(args) > 2 else 0.0), (int(args[3]) if len(args) > 3 else 5)
-    rng = random.Random(7)
-    with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
-        lan = lab.lan()
-        nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n)]
-        t0 = time.monotonic()
-        daemons = [node.start(wait=False, **PACKAGED) for node in nodes]
-        spawned = time.monotonic() - t0
-        wait_for(lambda: all(in_map(d) == n for d in daemons), 120, interval=0.1, what=f"{n} nodes to converge")
-        print(f"{n} daemons (announce 10 s, dead 35 s, probes 1 s): spawned in {spawned:.1f}s, every map complete "
-              f"{time.monotonic() - t0 - spawned:.1f}s after the last spawn", flush=True)
-        time.sleep(3)  # join answers and retries over
-        steady_load(daemons, 30)
-        times: list[float] = []
-        for _ in range(kills):
-            times += kill_one(daemons, rng)
-            time.sleep(2)
-        if times:
-            print(f"kill -9, {kills} times, {len(times)} maps timed: out of a map after p50 "
-                  f"{percentile(times, 50):.2f}s, p99 {percentile(times, 99):.2f}s, max {max(times):.2f}s", flush=True)
-        if soak_s:
-            soak(lab, daemons, soak_s, loss, rng)
+    rows = run(n, kills, soak_s, loss)
+    print(LEGEND, HEADER, *(line(r) for r in rows), sep="\n")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ False removals (a node that is up dropped from a live map) are counted over both
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from dataclasses import dataclass
 
 from omdisc.engine import Settings
+from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.sim import Convergence, Departure, Removals, Sim
 
 LATENCY, JITTER = 0.0002, 0.0003  # a switched LAN: 0.2-0.5 ms one way
@@ -30,23 +29,6 @@ STORM = 1.0  # every node starts within this many seconds
 # and the answers to it (AnswerLimits: spread at most 1 s); the first periodic announce is 9 s on
 JOINS_OVER = 3.0
 STORM_LIMIT = 60.0  # a storm not converged this long after its last start is "never"
-
-
-@dataclass
-class Row:
-    n: int
-    loss: float
-    converge: float | None = None  # seconds after the last start
-    per_join: float | None = None
-    p50: float | None = None
-    p99: float | None = None
-    crashes: int = 0
-    undetected: int = 0
-    false_removals: int = 0
-    dg_in: float | None = None
-    dg_out: float | None = None
-    storm_wall: float | None = None
-    steady_wall: float | None = None  # seconds per simulated minute
 
 
 def network(loss: float, seed: int) -> Sim:
@@ -67,8 +49,19 @@ def storm(row: Row, seed: int) -> None:
     while conv.at is None and sim.now < last + STORM_LIMIT:
         sim.run_for(0.1)
     row.converge = None if conv.at is None else conv.at - last
-    row.false_removals += len(removals.false)
+    row.false_removals = (row.false_removals or 0) + len(removals.false)
     row.storm_wall = time.perf_counter() - t0
+
+
+def late_join(sim: Sim) -> float | None:
+    """One more node into the settled cluster: seconds from its start until it is in every map
+    (and they all in its)."""
+    t0 = sim.now
+    sim.add()
+    conv = Convergence(sim, [*sim.live()])
+    while conv.at is None and sim.now < t0 + STORM_LIMIT:
+        sim.run_for(0.01)
+    return None if conv.at is None else conv.at - t0
 
 
 def steady(row: Row, minutes: float, seed: int) -> None:
@@ -83,6 +76,7 @@ def steady(row: Row, minutes: float, seed: int) -> None:
     after = sim.totals()
     row.dg_in = (after.received - before.received) / row.n / quiet
     row.dg_out = (after.sent - before.sent) / row.n / quiet
+    row.late_join = late_join(sim)
     row.crashes = max(1, min(50, row.n // 10))
     spacing = (window - quiet) / 2 / row.crashes  # the last crash leaves half of the rest to find it
     watches: list[Departure] = []
@@ -94,27 +88,31 @@ def steady(row: Row, minutes: float, seed: int) -> None:
     took = sorted(w.took for w in watches if w.took is not None)
     row.undetected = row.crashes - len(took)
     if took:
-        row.p50 = took[len(took) // 2]
-        row.p99 = took[min(len(took) - 1, math.ceil(0.99 * len(took)) - 1)]
-    row.false_removals += len(removals.false)
+        row.p50, row.p99 = percentile(took, 50), percentile(took, 99)
+    row.false_removals = (row.false_removals or 0) + len(removals.false)
     row.steady_wall = (time.perf_counter() - t0) / minutes
 
 
-def fmt(x: float | None, spec: str, missing: str = "-", unit: str = "") -> str:
-    return missing if x is None else format(x, spec) + unit
+def run(n: int, loss: float, storm_max: int, minutes: float, seed: int) -> Row:
+    row = Row(n, "sim", loss)
+    if n <= storm_max:
+        storm(row, seed)
+    if minutes:
+        steady(row, minutes, seed)
+    return row
 
 
-HEADER = (f"{'N':>6} {'loss':>5} {'storm conv':>11} {'dg/join':>8} {'crash p50':>10} {'p99':>8} {'missed':>7} "
-          f"{'false rm':>8} {'dg/s in':>8} {'dg/s out':>8} {'storm wall':>11} {'wall/sim min':>13}")
+def wall(r: Row) -> str:
+    """What the simulator itself cost: the proof that it is fast enough for the sizes asked."""
+    parts = [f"storm {r.storm_wall:.1f}s" if r.storm_wall is not None else "",
+             f"{r.steady_wall:.1f}s per simulated minute" if r.steady_wall is not None else ""]
+    return "simulator: " + ", ".join(p for p in parts if p) + " of this machine"
 
 
-def line(r: Row) -> str:
-    missed = f"{r.undetected}/{r.crashes}" if r.crashes else "-"
-    conv = "-" if r.per_join is None else fmt(r.converge, ".3f", "never", "s")
-    return (f"{r.n:>6} {r.loss:>5.0%} {conv:>11} {fmt(r.per_join, '.2f'):>8} "
-            f"{fmt(r.p50, '.2f', unit='s'):>10} {fmt(r.p99, '.2f', unit='s'):>8} {missed:>7} {r.false_removals:>8} "
-            f"{fmt(r.dg_in, '.2f'):>8} {fmt(r.dg_out, '.2f'):>8} {fmt(r.storm_wall, '.1f', unit='s'):>11} "
-            f"{fmt(r.steady_wall, '.1f', unit='s'):>13}")
+def describe(minutes: float) -> str:
+    return (f"sim: the simulated LAN (tests/sim), default settings, {LATENCY * 1e3:.1f} ms + up to "
+            f"{JITTER * 1e3:.1f} ms jitter, storms within {STORM:.0f} s, {minutes:g} simulated minutes of steady "
+            "state (crashes in its last 40%)")
 
 
 def main() -> None:
@@ -125,22 +123,11 @@ def main() -> None:
     p.add_argument("--loss", type=float, nargs="*", default=[0.0, 0.05])
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
-    print(f"simulated LAN (tests/sim), default settings, latency {LATENCY * 1e3:.1f} ms + up to "
-          f"{JITTER * 1e3:.1f} ms jitter, {a.minutes:g} simulated minutes of steady state\n"
-          f"storm conv: N nodes started within {STORM:.0f} s, every map complete, after the last start; "
-          "dg/join: multicast datagrams until 3 s after the last start, per node\n"
-          "crash: until the killed node is out of every live map (missed: not yet when the run ended); "
-          "false rm: a node up dropped from a map\ndg/s: datagrams per node a second, received and sent, "
-          "at steady state; wall: this machine's seconds (storm; per simulated minute of steady state)")
-    print(HEADER, flush=True)
+    print(describe(a.minutes), LEGEND, HEADER, sep="\n", flush=True)
     for n in a.sizes:
         for loss in a.loss:
-            row = Row(n, loss)
-            if n <= a.storm_max:
-                storm(row, a.seed)
-            if a.minutes:
-                steady(row, a.minutes, a.seed)
-            print(line(row), flush=True)
+            row = run(n, loss, a.storm_max, a.minutes, a.seed)
+            print(line(row), f"   ({wall(row)})", flush=True)
 
 
 if __name__ == "__main__":

@@ -283,3 +283,71 @@ def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> No
     d.tick(0.0, [target], [])
     sends, gone = d.tick(3.0, [target], [ip_address("198.18.0.3")])  # stopped for 3 s: the ACK may be unread
     assert sends == [] and gone == [] and not d.probes[peer].indirect and d.health == 1
+
+
+# --- our own checks: before a member expires, and when a suspicion ends in silence ----------------
+
+
+def ack(sender: IPAddress, ping: Message, seq: int) -> bytes:
+    assert ping.subject is not None
+    return encode(Message(MsgType.ACK, 7, INC, seq, (sender,), subject=Subject(sender, INC, ping.subject.number)))
+
+
+def run(e: Engine, start: float, end: float, answering: set[IPAddress]) -> list[Message]:
+    """Tick every 50 ms; the members in `answering` ACK every PING sent to them (their announces
+    are lost). Returns what the engine multicast."""
+    multicast: list[Message] = []
+    seq = 1000
+    now = start
+    while now < end:
+        for o in e.tick(now):
+            msg = decode(o.data)
+            if o.to is None:
+                multicast.append(msg)
+            elif msg.type is MsgType.PING and o.to in answering:
+                seq += 1
+                e.receive(ack(o.to, msg, seq), now + 0.001, source=o.to)
+        now += 0.05
+    return multicast
+
+
+def test_a_member_heard_only_through_its_answers_is_kept_past_dead_interval() -> None:
+    e = engine_with(PEERS)  # heard at 0.1; dead_interval 35 s; none of them announces again
+    alive = {PEERS[0], PEERS[1], PEERS[4]}  # .20 and .30 are ours to probe; .60 only answers our check
+    run(e, 0.2, 35.0, alive)
+    assert all(p in e.membership for p in PEERS[2:]), "removed before its dead_interval"
+    run(e, 35.0, 40.0, alive)
+    assert [p for p in PEERS if p in e.membership] == sorted(alive)
+    assert e.stats["probe_checks"] >= 5 and e.stats["probe_checks_answered"] >= 1
+    run(e, 40.0, 75.0, alive)
+    assert PEERS[4] in e.membership  # each answer counts as hearing from it: checked again, kept again
+
+
+def test_a_suspect_whose_dead_never_reached_us_goes_after_our_own_check() -> None:
+    e = engine_with(PEERS)
+    victim, monitor = PEERS[5], PEERS[4]
+    answering = {PEERS[0], PEERS[1], monitor}
+    e.receive(judged(MsgType.SUSPECT, monitor, victim), 1.0, source=monitor)  # both its DEADs are lost
+    run(e, 1.0, 3.4, answering)
+    assert victim in e.membership  # the DEADs were still due
+    run(e, 3.4, 5.2, answering)
+    assert victim not in e.membership and e.stats["failed"] == 1
+
+
+def test_a_suspect_whose_refutation_we_missed_is_kept_when_it_answers_our_check() -> None:
+    e = engine_with(PEERS)
+    victim, monitor = PEERS[5], PEERS[4]
+    e.receive(judged(MsgType.SUSPECT, monitor, victim), 1.0, source=monitor)
+    run(e, 1.0, 10.0, {PEERS[0], PEERS[1], monitor, victim})
+    assert victim in e.membership and e.state(10.0)["members"][5]["state"] == "alive"
+    assert e.stats["failed"] == 0
+
+
+def test_a_refutation_is_said_twice() -> None:
+    e = engine_with(PEERS)
+    run(e, 0.2, 5.0, set(PEERS))  # past the JOIN's own repeats; the next announce is 9 s or more on
+    first = e.receive(judged(MsgType.SUSPECT, PEERS[0], ME), 5.0, source=PEERS[0])
+    later = run(e, 5.05, 5.6, set(PEERS))
+    refutations = [decode(o.data) for o in first] + [m for m in later if m.type is MsgType.ANNOUNCE]
+    assert [m.type for m in refutations] == [MsgType.ANNOUNCE] * 2
+    assert refutations[1].seq > refutations[0].seq

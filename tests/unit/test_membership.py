@@ -5,7 +5,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from omdisc.membership import HEAP_SLACK, Change, Claim, Membership
+from omdisc.membership import HEAP_SLACK, Change, Claim, Member, Membership
 from omdisc.protocol import MemberRecord
 
 A = ip_address("198.18.0.1")
@@ -143,11 +143,60 @@ def test_expiry_agrees_with_a_scan_of_every_member_under_random_churn(remove_on_
             m.heard(Claim(i + 1, (addr(i),), 10 + seqs[i] // 50, seqs[i]), now=now)
         elif op < 0.8:
             m.learned(MemberRecord(i + 1, 10 + seqs[i] // 50, rng.randrange(4000), (addr(i),)), now=now)
-        elif op < 0.9:
+        elif op < 0.85:
             m.left(Claim(i + 1, (addr(i),), 10 + seqs[i] // 50, seqs[i]), now=now)
+        elif op < 0.95:
+            m.touch(addr(i), now)  # it answered a probe
         else:
             m.forget(addr(i))
-        due = {x.primary for x in m.members.values() if now - x.last_heard >= m.dead_interval}
-        soonest = min((x.last_heard + m.dead_interval for x in m.members.values()), default=None)
+        due = {x.primary for x in m.members.values() if now - x.last_heard >= m.dead_interval and now >= x.spared}
+        soonest = min((max(x.last_heard + m.dead_interval, x.spared) for x in m.members.values()), default=None)
         assert m.next_expiry() == soonest
-        assert {x.primary for x in m.expire(now)} == due
+        kept = {p for p in due if (keep_for(m.members[p], now) or 0) > now}  # a time not past: it expires
+        assert {x.primary for x in m.expire(now, lambda x, now=now: keep_for(x, now))} == due - kept
+        assert all(m.members[p].spared > now for p in kept)
+
+
+def keep_for(m: Member, now: float) -> float | None:
+    """The failure detector's part, made up: most members due are checked once (kept 0 to 3 s, by
+    their address), then expire; a member's first check may be long (30 s) and a touch end it."""
+    if m.spared or int(m.primary) % 5 == 0:
+        return None
+    return now + (30.0 if int(m.primary) % 7 == 0 else (int(m.primary) % 4))
+
+
+def test_a_member_spared_stays_until_then_and_expires_if_still_silent() -> None:
+    m = Membership(dead_interval=10)
+    m.heard(claim(1, addr=A), now=0)
+    m.heard(claim(1, addr=B, node_id=2), now=1)
+    assert m.expire(now=10, spare=lambda x: 13.0) == [] and m.members[A].spared == 13
+    assert m.next_expiry() == 11  # B first, now
+    assert [x.primary for x in m.expire(now=11, spare=lambda x: None)] == [B]
+    assert m.next_expiry() == 13 and m.expire(now=12.9, spare=lambda x: None) == []
+    assert [x.primary for x in m.expire(now=13, spare=lambda x: None)] == [A]
+
+
+def test_a_touch_refreshes_and_ends_a_spare_sooner_or_later() -> None:
+    m = Membership(dead_interval=10)
+    m.heard(claim(1, addr=A), now=0)
+    m.heard(claim(1, addr=B, node_id=2), now=0)
+    assert m.expire(now=10, spare=lambda x: 100.0 if x.primary == A else 50.0) == []  # kept a long while
+    m.touch(A, now=12)  # A answered: due 10 s after that, long before 100 (and before B)
+    assert m.next_expiry() == 22 and [x.primary for x in m.expire(now=22)] == [A]
+    m.touch(B, now=45)  # B answered near the end of its spare: due later than that
+    assert m.next_expiry() == 55 and m.expire(now=54.9) == [] and [x.primary for x in m.expire(now=55)] == [B]
+    m.touch(A, now=56)  # no longer a member: nothing comes back
+    assert len(m) == 0 and m.next_expiry() is None
+
+
+def test_spares_and_touches_keep_the_expiry_heap_bounded() -> None:
+    m = Membership(dead_interval=1, max_nodes=20)
+    for i in range(20):
+        m.heard(Claim(i + 1, (addr(i),), 1, 1), now=0)
+    now = 0.0
+    for _ in range(5_000):  # every member spared again and again, touched now and then
+        now += 0.05
+        m.expire(now, spare=lambda x, now=now: now + 50.0)
+        m.touch(addr(int(now * 20) % 20), now)
+        assert len(m._deadlines) <= 2 * len(m) + HEAP_SLACK
+    assert len(m) == 20
