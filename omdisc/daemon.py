@@ -14,9 +14,10 @@ import sys
 # Modules the daemon never uses but would load, kept out of the omdiscd program (python -m
 # omdisc.daemon, or the omdiscd script) before anything imports them: 5.5 MB of its RSS. asyncio
 # imports ssl when it can (the daemon speaks no TLS); hashlib and ssl load OpenSSL (the cluster key's
-# HMAC-SHA256 is Python's own SHA-256 then: 6 us more a datagram); shutil (for tempfile) imports bz2
-# and lzma to see which archives it could make. Whoever imports this module for its functions keeps
-# them all (tests/unit/test_lean.py).
+# HMAC-SHA256 is Python's own SHA-256 then: 6 us more a datagram); shutil, should anything import it
+# (the daemon's own temporary files do without: sinks.make_temp), imports bz2 and lzma to see which
+# archives it could make. Whoever imports this module for its functions keeps them all
+# (tests/unit/test_lean.py).
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "logging.handlers", "omdisc.showmap")
+LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers", "omdisc.showmap")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
