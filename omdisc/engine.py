@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -523,37 +523,39 @@ class Engine:
 
     # --- reporting ---------------------------------------------------------------------------
 
+    def _member_states(self, now: float) -> Iterator[dict[str, Any]]:
+        for m in sorted(self.membership.members.values(), key=lambda m: (m.node_id, str(m.primary))):
+            yield {
+                "id": m.node_id,
+                "addresses": [str(a) for a in m.addresses],
+                "incarnation": m.incarnation,
+                "age": round(now - m.last_heard, 3),
+                "via": str(m.via) if m.via else None,
+                "gateway": bool(m.flags & FLAG_GATEWAY),
+                "leaving": m.leaving,
+                "firsthand": m.firsthand,
+                "state": self.prober.state_of(m) if self.prober else ("leaving" if m.leaving else "alive"),
+                "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
+                "probes": bool(m.flags & FLAG_PROBES),
+                "acked": self._acked_age(m, now),
+            }
+
     def _acked_age(self, m: Member, now: float) -> float | None:
         """Seconds since it last answered one of our probes (None: we do not probe it)."""
         at = self.prober.detector.last_ack.get(m.primary) if self.prober else None
         return None if at is None else round(now - at, 3)
 
-    def state(self, now: float) -> dict[str, Any]:
-        """What showmap --json and STATUS= report beyond the kernel table."""
-        members = sorted(self.membership.members.values(), key=lambda m: (m.node_id, str(m.primary)))
+    def state(self, now: float, lazy_members: bool = False) -> dict[str, Any]:
+        """What showmap --json and STATUS= report beyond the kernel table. With `lazy_members`, the
+        members are an iterator of their dicts, made as they are taken (see mapwriter.encode_state)."""
+        members = self._member_states(now)
         return {
             "node_id": self.local.node_id,
             "addresses": [str(a) for a in self.local.addresses],
             "incarnation": self.incarnation,
             "joining": now < self._joining_until,  # still learning from every SNAPSHOT (JOIN_WINDOW)
             "probe_health": self.prober.detector.health if self.prober else None,  # 0: judging at full speed
-            "members": [
-                {
-                    "id": m.node_id,
-                    "addresses": [str(a) for a in m.addresses],
-                    "incarnation": m.incarnation,
-                    "age": round(now - m.last_heard, 3),
-                    "via": str(m.via) if m.via else None,
-                    "gateway": bool(m.flags & FLAG_GATEWAY),
-                    "leaving": m.leaving,
-                    "firsthand": m.firsthand,
-                    "state": self.prober.state_of(m) if self.prober else ("leaving" if m.leaving else "alive"),
-                    "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
-                    "probes": bool(m.flags & FLAG_PROBES),
-                    "acked": self._acked_age(m, now),
-                }
-                for m in members
-            ],
+            "members": members if lazy_members else list(members),
             "gateways": gateway.report(self.membership),
             "stats": dict(sorted(self.stats.items())),
         }

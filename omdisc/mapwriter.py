@@ -4,10 +4,11 @@ who collides, said once per change. The metrics file (Prometheus text) goes with
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +32,22 @@ _COMPACT = (",", ":")
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
-    """state.json: what json.dumps(state, separators=(",", ":")) gives, but the member list is
-    encoded a few members at a time, straight to bytes. Encoded at once, 1,000 members make some
-    20,000 small strings that live together until they are joined, and the text is copied twice
-    more on its way to bytes: 1 MB of the daemon's RSS, kept for good after the first write (Python
-    does not give back partly used memory)."""
+    """state.json: what json.dumps(state, separators=(",", ":")) gives, but the members (a list,
+    or an iterator: Engine.state's lazy_members) are encoded a few at a time, straight to bytes.
+    Made and encoded at once, 1,000 members' dicts and the 20,000 small strings of their text live
+    together, 1 MB, and the text is copied twice more on its way to bytes: RSS kept for good after
+    the first write (Python does not give back partly used memory)."""
     parts: list[bytes] = []
     for key, value in state.items():
         parts.append(f'{"," if parts else "{"}{json.dumps(key)}:'.encode())
-        if key != "members" or not isinstance(value, list):
+        if key != "members" or not isinstance(value, list | Iterator):
             parts.append(json.dumps(value, separators=_COMPACT).encode())
             continue
         parts.append(b"[")
-        for i in range(0, len(value), MEMBERS_AT_ONCE):
-            parts.append(b"," if i else b"")
-            parts.append(json.dumps(value[i:i + MEMBERS_AT_ONCE], separators=_COMPACT)[1:-1].encode())
+        members = iter(value)
+        while batch := list(itertools.islice(members, MEMBERS_AT_ONCE)):
+            parts.append(b"," if parts[-1] != b"[" else b"")
+            parts.append(json.dumps(batch, separators=_COMPACT)[1:-1].encode())
         parts.append(b"]")
     parts.append(b"}\n" if parts else b"{}\n")
     return b"".join(parts)
@@ -120,7 +122,7 @@ class MapWriter:
         self._state_at = now
         self._state_dirty = False
         self._state_wait = STATE_INTERVAL
-        state = engine.state(now)
+        state = engine.state(now, lazy_members=True)  # member dicts made a batch at a time
         state.update(self.extra_state())
         try:
             write_atomic(self.state_dir / STATE, encode_state(state))
