@@ -107,6 +107,7 @@ class Daemon:
         self._said = LogLimiter()
         self._flush_pending = False
         self._wake = asyncio.Event()
+        self._asleep_until = float("-inf")  # the deadline the loop sleeps until; -inf: it is not asleep
         self._stopping = False
         self._leave = True  # on the way out: LEAVE, unless stopping for a restart
         self._next_address_check = 0.0
@@ -196,13 +197,18 @@ class Daemon:
             self.monitor.close()
         self.pidfile.release()
 
+    def _deadline(self) -> float:
+        """When the loop next has something to do: a timer, a check, a throttled write."""
+        return min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog, self._rescan_at,
+                   self.writer.next_due(self.engine))
+
     async def _loop(self) -> None:
         while not self._stopping:
-            deadline = min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog,
-                           self._rescan_at, self.writer.next_due(self.engine))
+            self._asleep_until = self._deadline()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self._asleep_until - self.clock()))
+            self._asleep_until = float("-inf")  # awake: nothing to wake it for
             now = self.clock()
             self._guarded("timer", self._tick, now)
             if now >= self._next_address_check or now >= self._rescan_at:
@@ -284,7 +290,8 @@ class Daemon:
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
-        self._wake.set()  # a JOIN may have scheduled an answer
+        if self._deadline() < self._asleep_until:  # a JOIN may have scheduled an answer, a write be due
+            self._wake.set()  # (only then: a pass of the loop per datagram was most of an idle daemon's CPU)
 
     def _send(self, out: list[Outgoing]) -> None:
         if out:  # most datagrams received send nothing: no work for them here
