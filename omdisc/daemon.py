@@ -42,7 +42,7 @@ from .engine import Engine, Outgoing, Settings
 from .handlers import Runner
 from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
 from .links import Links, Wanted
-from .mapwriter import MapWriter
+from .mapwriter import FIRST_MAP_WAIT, MapWriter
 from .netlink import LinkMonitor
 from .nodeid import NodeIdError
 from .pidfile import PidFile, PidFileError
@@ -88,6 +88,7 @@ class Daemon:
         self.clock = time.monotonic
         self.pidfile = PidFile(cfg.pid_file)
         addrs = local_node(cfg, plan)
+        self._lived_before = incarnation.kept(cfg.state_dir)
         life = incarnation.next_incarnation(cfg.state_dir, time.time_ns() // 1000)
         keyring, self.key_path = keyfile.load(cfg)
         auth = Authenticator(keyring, time.time, cfg.max_clock_skew) if keyring else None
@@ -140,6 +141,8 @@ class Daemon:
         now = self.clock()
         self._ready_at = time.time()
         self._send(self.engine.start(now))
+        if self._lived_before:
+            self.writer.hold_until = now + FIRST_MAP_WAIT
         self.writer.flush(self.engine, now)
         local = self.engine.local
         events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",

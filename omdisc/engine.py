@@ -106,6 +106,8 @@ class Engine:
         self._join_retries: list[float] = []
         self._refute_again: float | None = None  # a refutation is said twice (settings.probe.resend apart)
         self._joining_until = 0.0
+        self._known_of: tuple[int, int, IPAddress] | None = None
+        self._known_set: set[IPAddress] = set()
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
@@ -330,15 +332,20 @@ class Engine:
         return replace(self._send(msg, frozenset({where}) if where else None), to=s.to)
 
     def _fail(self, node: IPAddress, by: str, now: float) -> None:
-        """The failure detector's verdict: out of the map now, not when it would have expired."""
+        """The failure detector's verdict: out of the map now, not when it would have expired; or,
+        for a node not heard for dead_interval that did not answer our check either, expired."""
         assert self.prober is not None
         order = self.prober.detector.latest.get(node, (0, 0))
         self.prober.forget(node)
         m = self.membership.failed(node, order, now)
         if m is None:
             return
-        self.stats["failed"] += 1
         self.events.add("expire", m.node_id, m.addresses)
+        if now - m.last_heard >= self.membership.dead_interval:
+            events.log_peer(log, events.EXPIRE, "node #%d %s expired (not heard for %.1fs, nor answering our check)",
+                            m.node_id, m.primary, now - m.last_heard)
+            return
+        self.stats["failed"] += 1
         events.log_peer(log, events.EXPIRE, "node #%d %s failed (no answer to probes; declared by %s)", m.node_id,
                         m.primary, by)
 
@@ -413,8 +420,9 @@ class Engine:
             return
         self._join_retries.clear()
         path_of = paths(msg, claim, self.membership)
+        mine = frozenset(self.local.addresses)
         for rec in snap.members:
-            if any(a in self.local.addresses for a in rec.addresses):
+            if not mine.isdisjoint(rec.addresses):
                 continue
             via, path_known = path_of(rec)
             change = self.membership.learned(rec, now, via, claim.interface, path_known)
@@ -426,8 +434,14 @@ class Engine:
                 self.stats[f"rejected:{self.membership.rejected}"] += 1
 
     def _known(self) -> set[IPAddress]:
-        """What our own SNAPSHOT would tell: ourselves and what we heard first-hand."""
-        return {self.local.primary, *(m.primary for m in self.membership.firsthand())}
+        """What our own SNAPSHOT would tell: ourselves and what we heard first-hand. Kept while the
+        map is unchanged: in a join storm every node hears every SNAPSHOT, and rebuilding this for
+        each made the storm cost N^3 (a member heard first-hand at last changes `hearsay`)."""
+        key = (self.membership.version, self.membership.hearsay, self.local.primary)
+        if self._known_of != key:
+            self._known_set = {self.local.primary, *(m.primary for m in self.membership.firsthand())}
+            self._known_of = key
+        return self._known_set
 
     # --- timers ------------------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ def _last(path: Path) -> int:
         return 0
 
 
+def kept(state_dir: Path) -> bool:
+    """A life of this node was kept here: it ran before (restart, reboot), and may be in maps still."""
+    return (state_dir / FILE).exists()
+
+
 def save(state_dir: Path, incarnation: int) -> bool:
     try:
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ MAP_INTERVAL = 0.05  # the kernel map: at most 20 writes a second
 # table), for counters and ages alone at most one: no flood can keep the loop writing it.
 STATE_AFTER_MAP = 0.25
 STATE_INTERVAL = 1.0
+FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for another before its first map shows only itself
 COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted in one line
 MEMBERS_AT_ONCE = 64  # state.json's members encoded this many at a time (see encode_state)
 _COMPACT = (",", ":")
@@ -70,6 +71,9 @@ class MapWriter:
         self.extra_state = extra_state
         self.on_written = on_written
         self._written_version = -1
+        # until then the first map waits for another node to be heard (a restart: the kernel and
+        # showmap keep the last life's map, not one of this node alone for the ~50 ms the answers take)
+        self.hold_until = float("-inf")
         self._map_at = float("-inf")
         self._state_at = float("-inf")
         self._state_dirty = True
@@ -86,13 +90,18 @@ class MapWriter:
         """When flush() has something to write that the throttle held back; inf: nothing."""
         due = float("inf")
         if engine.map_version != self._written_version:
-            due = self._map_at + MAP_INTERVAL
+            due = max(self._map_at + MAP_INTERVAL, self._held(engine))
         if self._state_dirty:
             due = min(due, self._state_at + self._state_wait)
         return due
 
+    def _held(self, engine: Engine) -> float:
+        """Until when the first map is held back: only while nobody else has been heard."""
+        return self.hold_until if self.written is None and not len(engine.membership) else float("-inf")
+
     def flush(self, engine: Engine, now: float) -> None:
-        if engine.map_version != self._written_version and now >= self._map_at + MAP_INTERVAL:
+        if engine.map_version != self._written_version and now >= max(self._map_at + MAP_INTERVAL,
+                                                                       self._held(engine)):
             self._write_map(engine, now)
         if self._state_dirty and now >= self._state_at + self._state_wait:
             self._write_state(engine, now)

@@ -239,9 +239,11 @@ class Membership:
         first-hand (a peer must not keep a dead node alive)."""
         primary = rec.addresses[0]
         heard_at = now - rec.age_ms / 1000
+        m = self.members.get(primary)
+        if m is not None and m.firsthand:
+            return Change.STALE  # what it says itself wins (the common case in a join storm: first)
         if heard_at + self.dead_interval <= now or self._buried(primary, rec.incarnation, 0):
             return Change.STALE
-        m = self.members.get(primary)
         if m is None:
             if self._owned_elsewhere(primary, rec.addresses):
                 return self._reject("conflict")

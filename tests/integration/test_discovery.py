@@ -82,6 +82,9 @@ def test_sigusr2_restarts_without_leave_the_next_life_is_newer_sigterm_still_lea
     # the next life's JOIN comes after anything the last life sent: once it is taken, a LEAVE would be too
     wait_for(next_life_taken, 10, interval=0.02, what="the peers to take the next life")
     assert again.state()["incarnation"] > old
+    # its first map already holds the cluster: the kernel is never given a map of this node alone
+    wait_for(lambda: "map written" in again.log, 5, what="the next life's first map")
+    assert re.findall(r"map written: (\d+) nodes", again.log)[0] == "3", again.log
     for p in peers:
         assert peer_story(p, rid) == ["joined", "changed"]  # the same node back: no leave, no second join
         assert not member(p, rid)["leaving"]

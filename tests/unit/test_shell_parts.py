@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omdisc import incarnation
 from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.mapwriter import MAP_INTERVAL, MapWriter
+from omdisc.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, MapWriter
 from omdisc.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
 from omdisc.ratelimit import AgedSet, KeyedBuckets, LogLimiter
 from omdisc.sinks import AlphaSink, SinkError
@@ -64,6 +64,28 @@ def test_map_writes_are_throttled_but_never_lost(tmp_path: Path) -> None:
     assert writer.next_due(e) == MAP_INTERVAL
     writer.flush(e, MAP_INTERVAL)
     assert stats["map_writes"] == 2 and writer.next_due(e) > MAP_INTERVAL  # the last change is written
+
+
+def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    writer.hold_until = FIRST_MAP_WAIT  # what the daemon sets when this node lived before
+    e = engine()
+    writer.flush(e, 0.0)
+    assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT  # only ourselves: held
+    peer = ip_address("198.18.0.2")
+    e.receive(encode(Message(MsgType.ANNOUNCE, 2, 1, 1, (peer,))), 0.05, source=peer)
+    writer.flush(e, 0.05)
+    assert stats["map_writes"] == 1 and writer.written is not None
+    assert sum(entry.count for entry in writer.written.entries) == 2  # the peer with us, at once
+    (tmp_path / "alone").mkdir()
+    alone = MapWriter(AlphaSink(tmp_path / "alone"), tmp_path, stats, dict, lambda: None)
+    alone.hold_until = FIRST_MAP_WAIT
+    lone = engine()
+    alone.flush(lone, 0.5)
+    assert alone.written is None
+    alone.flush(lone, FIRST_MAP_WAIT)
+    assert alone.written is not None  # nobody came: our own map after all
 
 
 def test_a_gateway_does_not_forward_what_its_via_trailer_would_grow_past_the_limit() -> None:
