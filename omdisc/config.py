@@ -153,12 +153,22 @@ def parse_node_id(value: object) -> int | None:
     return None if value is None else _int(value, 1, 65535)
 
 
-def parse_seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
-    if not 0.05 <= value <= 86400:
-        raise ValueError(f"{value} is out of range 0.05..86400 seconds")
-    return float(value)
+def _seconds(lo: float, hi: float, zero: str = "") -> Callable[[object], float]:
+    """A parser of a number of seconds in lo..hi; `zero`: what 0 means, where 0 is allowed too."""
+    def parse_seconds(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number of seconds, got {_describe(value)}")
+        if not (lo <= value <= hi or (zero and value == 0)):
+            raise ValueError(f"{value} is out of range {lo:g}..{hi:g} seconds" + (f" (0: {zero})" if zero else ""))
+        return float(value)
+    return parse_seconds
+
+
+parse_seconds = _seconds(0.05, 86400)
+parse_skew = _seconds(0.01, 3600)
+parse_handler_timeout = _seconds(0.1, 3600)
+parse_probe_interval = _seconds(0.1, 60, zero="no probes")
+parse_suspicion = _seconds(0.2, 600)
 
 
 def parse_bool(value: object) -> bool:
@@ -210,14 +220,6 @@ def parse_optional_path(value: object) -> Path | None:
     return None if value is None else parse_path(value)
 
 
-def parse_skew(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
-    if not 0.01 <= value <= 3600:
-        raise ValueError(f"{value} is out of range 0.01..3600 seconds")
-    return float(value)
-
-
 def parse_max_nodes(value: object) -> int:
     return _int(value, 16, 1_000_000)
 
@@ -256,30 +258,6 @@ def parse_handlers(value: object) -> tuple[HandlerSpec, ...]:
         except ValueError as e:
             raise ItemError(f"entry {i + 1}: {e}", i) from None
     return tuple(specs)
-
-
-def parse_handler_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
-    if not 0.1 <= value <= 3600:
-        raise ValueError(f"{value} is out of range 0.1..3600 seconds")
-    return float(value)
-
-
-def parse_probe_interval(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
-    if value != 0 and not 0.1 <= value <= 60:
-        raise ValueError(f"{value} is out of range 0.1..60 seconds (0: no probes)")
-    return float(value)
-
-
-def parse_suspicion(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number of seconds, got {_describe(value)}")
-    if not 0.2 <= value <= 600:
-        raise ValueError(f"{value} is out of range 0.2..600 seconds")
-    return float(value)
 
 
 PARSERS: dict[str, Callable[[object], Any]] = {

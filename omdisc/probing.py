@@ -226,9 +226,6 @@ class Prober:
     def may_refute(self, sender: IPAddress, now: float) -> bool:
         return self._refutes.take(sender, now)
 
-    def heard(self, node: IPAddress, incarnation: int, seq: int) -> bool:
-        return self.detector.heard(node, (incarnation, seq))
-
     def forget(self, node: IPAddress) -> None:
         self.detector.forget(node)
 

@@ -8,6 +8,7 @@ import logging
 import socket
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -35,6 +36,20 @@ class Endpoint:
         return socket.AF_INET if self.group.version == 4 else socket.AF_INET6
 
 
+def open_socket(endpoint: Endpoint, setup: Callable[[socket.socket], None]) -> socket.socket:
+    """A non-blocking UDP socket of the endpoint's family, SO_REUSEADDR (the group sockets and the
+    probes' share the port), made ready by `setup`; closed again if any step fails."""
+    sock = socket.socket(endpoint.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        setup(sock)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class MulticastHandler:
     """Receives and sends the group's datagrams on one interface only.
 
@@ -47,23 +62,13 @@ class MulticastHandler:
         self.ifindex = ifindex
         self.endpoint = endpoint
         self.stats = stats
-        self.sock = socket.socket(endpoint.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if endpoint.group.version == 4:
-                self._setup_v4()
-            else:
-                self._setup_v6()
-            self.sock.setblocking(False)
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = open_socket(endpoint, self._setup_v4 if endpoint.group.version == 4 else self._setup_v6)
         self.destination: tuple[str, int] | tuple[str, int, int, int] = (
             (str(endpoint.group), endpoint.port) if endpoint.group.version == 4
             else (str(endpoint.group), endpoint.port, 0, ifindex))
 
-    def _setup_v4(self) -> None:
-        ep, s = self.endpoint, self.sock
+    def _setup_v4(self, s: socket.socket) -> None:
+        ep = self.endpoint
         s.bind((str(ep.group), ep.port))
         s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         mreqn = struct.pack("=4s4si", ep.group.packed, bytes(4), self.ifindex)
@@ -74,8 +79,8 @@ class MulticastHandler:
         # datagrams are recognised by their origin and ignored.
         s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
 
-    def _setup_v6(self) -> None:
-        ep, s = self.endpoint, self.sock
+    def _setup_v6(self, s: socket.socket) -> None:
+        ep = self.endpoint
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((str(ep.group), ep.port, 0, self.ifindex))
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -127,21 +132,17 @@ class UnicastHandler(MulticastHandler):
         self.ifindex = 0
         self.endpoint = endpoint
         self.stats = stats
-        self.sock = socket.socket(endpoint.family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if endpoint.group.version == 4:
-                self.sock.bind(("0.0.0.0", endpoint.port))
-                self.sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            else:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                self.sock.bind(("::", endpoint.port))
-                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            self.sock.setblocking(False)
-        except OSError:
-            self.sock.close()
-            raise
+        self.sock = open_socket(endpoint, self._unicast_v4 if endpoint.group.version == 4 else self._unicast_v6)
         self.destination = ("", 0)
+
+    def _unicast_v4(self, s: socket.socket) -> None:
+        s.bind(("0.0.0.0", self.endpoint.port))
+        s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+
+    def _unicast_v6(self, s: socket.socket) -> None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(("::", self.endpoint.port))
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
 
     def send_to(self, data: bytes, to: IPAddress, ifindex: int = 0) -> bool:
         """To one node; `ifindex` for an IPv6 link-local address (which needs its interface)."""

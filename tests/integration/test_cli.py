@@ -113,7 +113,7 @@ def test_help_and_version() -> None:
 
 def _cfg(tmp: Path) -> Path:
     cfg = tmp / "c.yaml"
-    cfg.write_text(f"alpha_dir: {tmp}/alpha\npid_file: {tmp}/pid\nkernel: alpha\n")
+    cfg.write_text(f"alpha_dir: {tmp}/alpha\npid_file: {tmp}/pid\nkernel: alpha\nstate_dir: {tmp}/state\n")
     return cfg
 
 

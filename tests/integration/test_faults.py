@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from omdisc.table import TableFormatError, decode_config, decode_mospe
-from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, sh, wait_for
+from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, bridge_counted, bridge_table, sh, wait_for
 
 MARGIN = 1.0  # seconds allowed on top of the protocol's own bound (polling, a loaded machine)
 
@@ -94,21 +94,12 @@ def partition(lan: Lan, side_a: list[str], side_b: list[str]) -> None:
     """Drop every frame the bridge would forward between the two groups of ports (both ways)."""
     a = ", ".join(f'"{p}"' for p in side_a)
     b = ", ".join(f'"{p}"' for p in side_b)
-    rules = (
-        f"table bridge {PARTITION_TABLE} {{\n"
-        "  chain forward_filter {\n"
-        "    type filter hook forward priority 0; policy accept;\n"
-        f"    iifname {{ {a} }} oifname {{ {b} }} counter drop\n"
-        f"    iifname {{ {b} }} oifname {{ {a} }} counter drop\n"
-        "  }\n"
-        "}\n"
-    )
-    sh("nft", "-f", "-", ns=lan.ns, input=rules)
+    bridge_table(lan, PARTITION_TABLE, [f"iifname {{ {a} }} oifname {{ {b} }} counter drop",
+                                        f"iifname {{ {b} }} oifname {{ {a} }} counter drop"])
 
 
 def partition_drops(lan: Lan) -> int:
-    out = sh("nft", "list", "table", "bridge", PARTITION_TABLE, ns=lan.ns).stdout
-    return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
+    return bridge_counted(lan, PARTITION_TABLE)[0]
 
 
 def heal(lan: Lan) -> None:

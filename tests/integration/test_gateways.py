@@ -3,12 +3,11 @@ router, loop safety counted on the wire, IPv6 and mixed clusters. Real daemons, 
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
 
-from tests.lab.netlab import Daemon, Lab, Lan, Node, sh, wait_for
+from tests.lab.netlab import Daemon, Lab, Lan, Node, bridge_counted, bridge_table, wait_for
 
 FAST = {"announce_interval": 0.5, "dead_interval": 2.0}
 
@@ -102,18 +101,12 @@ def test_ttl_mode_discovers_only_through_a_real_multicast_router(lab: Lab) -> No
 def wire_counter(lan: Lan) -> None:
     """Count every omdisc multicast datagram entering the LAN's bridge (once per frame, on ingress): what
     gateways forward. The probes (unicast between neighbours, never forwarded) are not counted."""
-    ruleset = ("table bridge omdwire {\n counter dg { }\n chain pre {\n"
-               "  type filter hook prerouting priority 0; policy accept;\n"
-               "  ip daddr 224.0.0.0/4 udp dport 7727 counter name dg\n }\n}\n")
-    sh("nft", "-f", "-", ns=lan.ns, input=ruleset)
+    bridge_table(lan, "omdwire", ["ip daddr 224.0.0.0/4 udp dport 7727 counter name dg"], hook="prerouting",
+                 counters=["dg"])
 
 
 def wire_count(lans: list[Lan]) -> int:
-    total = 0
-    for lan in lans:
-        data = json.loads(sh("nft", "-j", "list", "counter", "bridge", "omdwire", "dg", ns=lan.ns).stdout)
-        total += next(x["counter"]["packets"] for x in data["nftables"] if "counter" in x)
-    return total
+    return sum(bridge_counted(lan, "omdwire")[0] for lan in lans)
 
 
 def check_loop_free(lab: Lab, lans: list[Lan], daemons: list[Daemon], nodes: int, gateways: int) -> None:

@@ -4,7 +4,6 @@ behind). What a cluster operator would notice: a crash, a wrong map, a lost node
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ from omdisc.protocol import (
     decode,
     encode,
 )
-from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, sh, wait_for
+from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, bridge_counted, bridge_table, sh, wait_for
 
 EVIL = IPv4Address("198.18.0.66")
 REAL = [IPv4Address(f"198.18.1.{i}") for i in (11, 12, 13)]  # ids 267, 268, 269
@@ -77,16 +76,12 @@ def wire_counter(lan: Lan, sources: list[IPv4Address]) -> None:
     """Count what the real nodes send on the LAN: SNAPSHOT datagrams and their bytes (type byte 3 at
     offset 5 of the UDP payload)."""
     saddrs = ", ".join(map(str, sources))
-    ruleset = ("table bridge omdhostile {\n counter snap { }\n chain pre {\n"
-               "  type filter hook prerouting priority 0; policy accept;\n"
-               f"  ip saddr {{ {saddrs} }} udp dport 7727 @th,104,8 3 counter name snap\n }}\n}}\n")
-    sh("nft", "-f", "-", ns=lan.ns, input=ruleset)
+    bridge_table(lan, "omdhostile", [f"ip saddr {{ {saddrs} }} udp dport 7727 @th,104,8 3 counter name snap"],
+                 hook="prerouting", counters=["snap"])
 
 
 def wire_snapshots(lan: Lan) -> tuple[int, int]:
-    data = json.loads(sh("nft", "-j", "list", "counter", "bridge", "omdhostile", "snap", ns=lan.ns).stdout)
-    c = next(x["counter"] for x in data["nftables"] if "counter" in x)
-    return c["packets"], c["bytes"]
+    return bridge_counted(lan, "omdhostile")
 
 
 def rss_kib(d: Daemon) -> int:

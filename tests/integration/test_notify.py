@@ -36,7 +36,8 @@ def test_notify_protocol(lab: Lab, tmp_path: Path, python_systemd: bool) -> None
     sock.bind(str(sock_path))
     sock.setblocking(False)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"alpha_dir: {tmp_path}/alpha\npid_file: {tmp_path}/pid\nkernel: alpha\n")
+    cfg.write_text(f"alpha_dir: {tmp_path}/alpha\npid_file: {tmp_path}/pid\nkernel: alpha\n"
+                   f"state_dir: {tmp_path}/state\n")
     code = ["-m", "omdisc.daemon"] if python_systemd else ["-c", HIDE_SYSTEMD]
     env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(["ip", "netns", "exec", node.ns, sys.executable, *code, "-c", str(cfg)],

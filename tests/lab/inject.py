@@ -20,7 +20,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 
 from omdisc import protocol
 from omdisc.config import DEFAULT_GROUP
@@ -28,7 +28,7 @@ from omdisc.protocol import Message, MsgType
 
 
 def _valid(rng: random.Random) -> bytes:
-    addr = protocol.ip_address(f"198.19.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}")
+    addr = ip_address(f"198.19.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}")
     return protocol.encode(Message(MsgType.ANNOUNCE, rng.randrange(1, 65535), 1, 1, (addr,)))
 
 

@@ -79,6 +79,28 @@ class Lan:
     ports: int = 0
 
 
+def bridge_table(lan: Lan, name: str, rules: Iterable[str], hook: str = "forward",
+                 counters: Iterable[str] = ()) -> None:
+    """Load nftables table `name`, bridge family, into the LAN's namespace: one chain on `hook`
+    ("forward": frames between two ports; "prerouting": every frame once, as it enters) holding
+    `rules`, and the named `counters` they count into. The LAN's bridge is where a fault is made
+    (loss, a partition) or the wire is counted, with no daemon the wiser."""
+    named = "".join(f" counter {c} {{ }}\n" for c in counters)
+    chain = "".join(f"  {r}\n" for r in rules)
+    sh("nft", "-f", "-", ns=lan.ns, input=f"table bridge {name} {{\n{named} chain {hook} {{\n"
+       f"  type filter hook {hook} priority 0; policy accept;\n{chain} }}\n}}\n")
+
+
+def bridge_counted(lan: Lan, name: str) -> tuple[int, int]:
+    """Packets and bytes counted in table `name` so far: its named counters and its rules' own."""
+    items = json.loads(sh("nft", "-j", "list", "table", "bridge", name, ns=lan.ns).stdout)["nftables"]
+    counters = [x["counter"] for x in items if "counter" in x]
+    # a rule counting into a named counter says only its name: that one is counted above
+    counters += [e["counter"] for x in items if "rule" in x for e in x["rule"]["expr"]
+                 if isinstance(e.get("counter"), dict)]
+    return sum(c["packets"] for c in counters), sum(c["bytes"] for c in counters)
+
+
 @dataclass
 class Daemon:
     node: Node

@@ -1,0 +1,152 @@
+"""Failure detection as the engine conducts it (docs/protocol.md, "Failure detection"): whether we
+probe at all, what a PING, ACK, PING_REQ, SUSPECT or DEAD leads to, the refutation said twice, the
+members the detector takes out of the map, and how far apart announcements may grow once probes
+find failures. Sans-IO, as the engine: it answers with Probes and asks for announcements; the
+engine, which numbers and signs what we send, makes them datagrams.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .detector import ProbeSettings, Send
+from .membership import Member
+from .news import News
+from .probing import Prober
+from .protocol import FLAG_RESTART, IPAddress, Message, MsgType
+
+log = logging.getLogger("omdisc.membership")
+RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A Send with where it goes out: the member's own interface, else the one the message that
+    led to it came in on ("": every interface)."""
+
+    send: Send
+    interface: str = ""
+
+
+@dataclass
+class Outcome:
+    """What a version 2 message asks of the engine."""
+
+    probes: list[Probe] = field(default_factory=list)
+    announce: bool = False  # refute: an ANNOUNCE newer than the suspicion about us clears it
+    forward: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
+
+
+class Detection:
+    def __init__(self, settings: ProbeSettings | None, rng: random.Random, stats: Counter[str], news: News) -> None:
+        self.rng = rng
+        self.stats = stats
+        self.news = news
+        self.membership = news.membership
+        self.prober = Prober(settings, rng, stats, self.membership) if settings else None  # None: no probes
+        self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
+
+    def reconfigure(self, settings: ProbeSettings | None) -> None:
+        """New probe settings (SIGHUP): what the detector knows is kept while probes stay on."""
+        if settings is None:
+            self.prober = None
+        elif self.prober is None:
+            self.prober = Prober(settings, self.rng, self.stats, self.membership)
+        else:
+            self.prober.settings = self.prober.detector.settings = settings
+
+    # --- input -------------------------------------------------------------------------------
+
+    def receive(self, msg: Message, source: IPAddress | None, gw: IPAddress | None, me: IPAddress,
+                interface: str, now: float) -> Outcome:
+        """PING, ACK, PING_REQ, SUSPECT, DEAD that passed the guard (probing.py judges them)."""
+        if self.prober is None:
+            self.stats["probe_ignored:off"] += 1
+            return Outcome()
+        r = self.prober.receive(msg, source, gw, me, now)
+        out = Outcome([self._probe(s, interface) for s in r.sends], forward=r.taken)
+        if r.refute and self.prober.may_refute(msg.origin, now):
+            self.stats["refuted"] += 1
+            out.announce = True
+            # again a little later: a node that missed it would go on to doubt us (Detector.check)
+            self.refute_again = now + self.prober.settings.resend
+        if r.suspect is not None:
+            self.stats["suspected"] += 1
+            log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
+        if r.alive is not None:
+            self.membership.touch(r.alive, now)  # it answered our check: heard, as by an announce
+        for node in r.gone:
+            self._fail(node, str(msg.origin), now)
+        return out
+
+    def heard(self, msg: Message, now: float) -> None:
+        """A member's ANNOUNCE, LEAVE or SNAPSHOT taken into the membership (not a stale one)."""
+        if self.prober is None:
+            return
+        if self.prober.detector.heard(msg.origin, (msg.incarnation, msg.seq)):
+            self.stats["suspicions_refuted"] += 1
+        if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
+            self.prober.detector.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
+            log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def due(self) -> list[float]:
+        times = [] if self.refute_again is None else [self.refute_again]
+        if self.prober is not None:
+            times.append(self.prober.due())
+        return times
+
+    def refute_due(self, now: float) -> bool:
+        """Time to say the refutation again?"""
+        if self.refute_again is None or now < self.refute_again:
+            return False
+        self.refute_again = None
+        return True
+
+    def spare(self, now: float) -> Callable[[Member], float | None] | None:
+        """For Membership.expire: a member we can probe is PINGed before it expires."""
+        prober = self.prober
+        return (lambda m: prober.spare(m, now)) if prober is not None else None
+
+    def tick(self, me: IPAddress, now: float) -> list[Probe]:
+        """After expiry: the checks it began send their first PING now."""
+        if self.prober is None:
+            return []
+        sends, gone = self.prober.tick(me, now)
+        out = [self._probe(s) for s in sends]  # where to, before _fail forgets where the member was
+        for node in gone:
+            self._fail(node, "its monitors", now)
+        return out
+
+    def announce_scale(self, me: IPAddress, per: float) -> int:
+        """How many announce intervals apart we announce: 1 up to `per` (announce_rate x
+        announce_interval) nodes, then the next power of two that keeps what each node hears at
+        announce_rate a second (powers of two: it changes rarely). Always 1 without probes, or
+        beside a version 1 node, which knows no better than to expire us after dead_interval."""
+        if self.prober is None:
+            return 1
+        self.prober.ring(me)
+        n = len(self.membership) + 1
+        if self.prober.v1_neighbours or n <= per:
+            return 1
+        return int(2 ** math.ceil(math.log2(n / per)))
+
+    # --- verdicts ----------------------------------------------------------------------------
+
+    def _probe(self, s: Send, interface: str = "") -> Probe:
+        if s.to is None:
+            return Probe(s)
+        m = self.membership.members.get(s.to)
+        return Probe(s, m.interface if m is not None and m.interface else interface)
+
+    def _fail(self, node: IPAddress, by: str, now: float) -> None:
+        assert self.prober is not None
+        order = self.prober.detector.latest.get(node, (0, 0))  # its late datagrams up to this stay buried
+        self.prober.forget(node)
+        self.news.failed(node, order, by, now)
