@@ -124,15 +124,16 @@ class Detection:
             self._fail(node, "its monitors", now)
         return out
 
-    def announce_scale(self, me: IPAddress, per: float) -> int:
+    def announce_scale(self, me: IPAddress, per: float, nodes: int | None = None) -> int:
         """How many announce intervals apart we announce: 1 up to `per` (announce_rate x
         announce_interval) nodes, then the next power of two that keeps what each node hears at
         announce_rate a second (powers of two: it changes rarely). Always 1 without probes, or
-        beside a version 1 node, which knows no better than to expire us after dead_interval."""
+        beside a version 1 node, which knows no better than to expire us after dead_interval.
+        `nodes`: the cluster's size if not the map's (a SNAPSHOT's worth more, while joining)."""
         if self.prober is None:
             return 1
         self.prober.ring(me)
-        n = len(self.membership) + 1
+        n = nodes if nodes is not None else len(self.membership) + 1
         if self.prober.v1_neighbours or n <= per:
             return 1
         return int(2 ** math.ceil(math.log2(n / per)))

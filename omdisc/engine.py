@@ -100,6 +100,7 @@ class Engine:
         self.rng = rng
         self.wall = wall  # seconds since the epoch: for incarnations (start times)
         self.membership = Membership(settings.dead_interval, settings.remove_on_leave, settings.max_nodes)
+        self._scaled_for = -1  # the membership version dead_interval was last scaled for
         self.stats: Counter[str] = Counter()
         self.forwarder = gateway.Forwarder(self.stats, settings.seen_age)
         self._seq = 0
@@ -244,6 +245,10 @@ class Engine:
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
             self.joining.on_join(msg, change, interface, checked_source, now)
         elif msg.type is MsgType.SNAPSHOT:
+            assert msg.snapshot is not None
+            # a joiner's map grows from nothing: what a large cluster tells it is up to a (long)
+            # announce period old, and must not look stale to the dead_interval of an empty map
+            self._rescale(len(self.membership) + len(msg.snapshot.members) + 1)
             self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
         return out
 
@@ -336,20 +341,28 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
         for key, interface in self.joining.answers.due(now):
             out += self._snapshot(key, interface, now)
+        if self.membership.version != self._scaled_for:
+            self._rescale()  # the map changed: dead_interval follows its size before anything expires
         self.news.expire(now, self.detection.spare(now))
         out += [self._probe_out(p) for p in self.detection.tick(self.local.primary, now)]  # after expiry
         return out
 
     def _schedule_announce(self, now: float) -> None:
         j = self.settings.announce_jitter
-        scale = self.announce_scale()
-        self.membership.dead_interval = self.settings.dead_interval * scale
+        scale = self._rescale()
         self._next_announce = now + self.settings.announce_interval * scale * self.rng.uniform(1 - j, 1 + j)
 
-    def announce_scale(self) -> int:
+    def _rescale(self, nodes: int | None = None) -> int:
+        """dead_interval grows with the announce period, for the map's size or `nodes`; the scale."""
+        scale = self.announce_scale(nodes)
+        self.membership.dead_interval = self.settings.dead_interval * scale
+        self._scaled_for = self.membership.version
+        return scale
+
+    def announce_scale(self, nodes: int | None = None) -> int:
         """How many announce_intervals apart we announce (Detection.announce_scale)."""
         per = self.settings.announce_rate * self.settings.announce_interval
-        return self.detection.announce_scale(self.local.primary, per)
+        return self.detection.announce_scale(self.local.primary, per, nodes)
 
     # --- output ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ users of such a cluster notice (issue 10's bounds, at this size)."""
 from __future__ import annotations
 
 from omdisc.engine import Settings
-from tests.sim import Departure, Removals, Sim
+from tests.sim import Convergence, Departure, Removals, Sim
 
 N = 50
 
@@ -47,3 +47,18 @@ def test_steady_load_per_node_is_at_most_25_datagrams_in_and_5_out_a_second() ->
     received = (after.received - before.received) / N / 60.0
     sent = (after.sent - before.sent) / N / 60.0
     assert received <= 25.0 and sent <= 5.0, (received, sent)
+
+
+def test_a_newcomer_to_a_cluster_that_announces_seldom_learns_everyone_and_drops_nobody() -> None:
+    """Past announce_rate x announce_interval nodes the announce period grows (here 8-fold: 40 nodes
+    where 5 would do), so what a SNAPSHOT tells a newcomer can be minutes old; a newcomer still
+    judging that by the dead_interval of its empty map dropped most of the cluster again."""
+    sim = Sim(Settings(announce_rate=0.5), seed=4, latency=0.0002, jitter=0.0003)
+    sim.add_settled(40)
+    sim.run_for(200.0)  # the announces' ages spread over their 80 s period
+    removals = Removals(sim)
+    sim.add()
+    joined = Convergence(sim, sim.live())
+    sim.run_for(120.0)
+    assert joined.at is not None and joined.at - 200.0 < 1.0
+    assert removals.false == []
