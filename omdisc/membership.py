@@ -96,7 +96,7 @@ class Claim:
 
 class Membership:
     def __init__(self, dead_interval: float, remove_on_leave: bool = True, max_nodes: int = DEFAULT_MAX_NODES) -> None:
-        self.dead_interval = dead_interval
+        self._dead_interval = dead_interval
         self.remove_on_leave = remove_on_leave
         self.max_nodes = max_nodes
         self.members: dict[IPAddress, Member] = {}
@@ -115,6 +115,19 @@ class Membership:
         # touch() ending a spare, pushes an entry of its own.
         self._deadlines: list[tuple[float, int, Member]] = []
         self._pushed = itertools.count()
+
+    @property
+    def dead_interval(self) -> float:
+        return self._dead_interval
+
+    @dead_interval.setter
+    def dead_interval(self, seconds: float) -> None:
+        """The engine scales it with the announce period (a power of two of the map's size): rarely
+        changed, and then every member is due at another time, so the heap is made again."""
+        if seconds != self._dead_interval:
+            self._dead_interval = seconds
+            self._deadlines = [(self._due(m), next(self._pushed), m) for m in self.members.values()]
+            heapq.heapify(self._deadlines)
 
     def __len__(self) -> int:
         return len(self.members)

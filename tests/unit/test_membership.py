@@ -200,3 +200,16 @@ def test_spares_and_touches_keep_the_expiry_heap_bounded() -> None:
         m.touch(addr(int(now * 20) % 20), now)
         assert len(m._deadlines) <= 2 * len(m) + HEAP_SLACK
     assert len(m) == 20
+
+
+def test_expiry_follows_dead_interval_when_it_shrinks_or_grows() -> None:
+    """The engine scales dead_interval with the cluster's size: who is due moves with it, spared
+    members (whose time does not scale) and the rest alike."""
+    m = Membership(dead_interval=40)
+    m.heard(claim(1, addr=A), now=0)
+    m.heard(claim(1, addr=B, node_id=2), now=5)
+    assert m.expire(now=40, spare=lambda x: 41.0) == []  # A checked until 41
+    m.dead_interval = 10  # the cluster shrank: B, silent since 5, is due at 15, before A
+    assert m.next_expiry() == 15 and [x.primary for x in m.expire(now=40)] == [B]
+    m.dead_interval = 80  # and grew: its check over, A is silent until 80
+    assert m.next_expiry() == 80 and m.expire(now=79.9) == [] and [x.primary for x in m.expire(now=80)] == [A]
