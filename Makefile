@@ -25,6 +25,7 @@ bench: setup
 	$(PY) -m tests.bench.table $(TABLE_BENCH)
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
+	$(PY) -m tests.bench.lean
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -8,13 +8,25 @@ an unexpected exception there is counted (internal_errors), said once, and the l
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Modules the daemon never uses but would load, kept out of the omdiscd program (python -m
+# omdisc.daemon, or the omdiscd script) before anything imports them: 5.5 MB of its RSS. asyncio
+# imports ssl when it can (the daemon speaks no TLS); hashlib and ssl load OpenSSL (the cluster key's
+# HMAC-SHA256 is Python's own SHA-256 then: 6 us more a datagram); shutil, should anything import it
+# (the daemon's own temporary files do without: sinks.make_temp), imports bz2 and lzma to see which
+# archives it could make. Whoever imports this module for its functions keeps them all
+# (tests/unit/test_lean.py).
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
+    for _name in ("ssl", "_hashlib", "bz2", "lzma"):
+        sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +49,6 @@ from .pidfile import PidFile, PidFileError
 from .plan import Addresses, Plan, StartupError, local_node, make_plan
 from .protocol import IPAddress
 from .ratelimit import LogLimiter
-from .showmap import as_json
 from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from .transport import MulticastHandler
 
@@ -97,6 +108,7 @@ class Daemon:
         self._said = LogLimiter()
         self._flush_pending = False
         self._wake = asyncio.Event()
+        self._asleep_until = float("-inf")  # the deadline the loop sleeps until; -inf: it is not asleep
         self._stopping = False
         self._leave = True  # on the way out: LEAVE, unless stopping for a restart
         self._next_address_check = 0.0
@@ -188,13 +200,18 @@ class Daemon:
             self.monitor.close()
         self.pidfile.release()
 
+    def _deadline(self) -> float:
+        """When the loop next has something to do: a timer, a check, a throttled write."""
+        return min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog, self._rescan_at,
+                   self.writer.next_due(self.engine))
+
     async def _loop(self) -> None:
         while not self._stopping:
-            deadline = min(self.engine.next_deadline(), self._next_address_check, self._next_watchdog,
-                           self._rescan_at, self.writer.next_due(self.engine))
+            self._asleep_until = self._deadline()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self._asleep_until - self.clock()))
+            self._asleep_until = float("-inf")  # awake: nothing to wake it for
             now = self.clock()
             self._guarded("timer", self._tick, now)
             if now >= self._next_address_check or now >= self._rescan_at:
@@ -276,7 +293,8 @@ class Daemon:
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
-        self._wake.set()  # a JOIN may have scheduled an answer
+        if self._deadline() < self._asleep_until:  # a JOIN may have scheduled an answer, a write be due
+            self._wake.set()  # (only then: a pass of the loop per datagram was most of an idle daemon's CPU)
 
     def _send(self, out: list[Outgoing]) -> None:
         if out:  # most datagrams received send nothing: no work for them here
@@ -340,6 +358,8 @@ class Daemon:
         written = self.writer.written
         table = written if written is not None else self.engine.table()
         node_id = self.writer.written_id if written is not None else self.engine.local.node_id
+        from .showmap import as_json  # only when a handler runs: showmap's imports cost 0.4 MB
+
         data = (as_json(node_id, list(table.entries), state) + "\n").encode()
         self._document = (version, now, data)
         return data

@@ -394,6 +394,8 @@ class Engine:
 
     # --- reporting ---------------------------------------------------------------------------
 
-    def state(self, now: float) -> dict[str, Any]:
-        """What showmap --json and STATUS= report beyond the kernel table (report.py)."""
-        return report.state(self._me(), self.joining.learning(now), self.membership, self.prober, self.stats, now)
+    def state(self, now: float, lazy_members: bool = False) -> dict[str, Any]:
+        """What showmap --json and STATUS= report beyond the kernel table (report.py). With
+        `lazy_members`, the members are an iterator of their dicts (see mapwriter.encode_state)."""
+        return report.state(self._me(), self.joining.learning(now), self.membership, self.prober, self.stats, now,
+                            lazy_members)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import logging.handlers
 import os
 import socket
 import sys
@@ -102,7 +101,9 @@ class LogControl:
             handler = JournalHandler(self.fields)
             handler.setFormatter(logging.Formatter("%(message)s"))
         elif target == "syslog":
-            handler = logging.handlers.SysLogHandler("/dev/log", logging.handlers.SysLogHandler.LOG_DAEMON)
+            from logging.handlers import SysLogHandler  # only here: it imports pickle, queue, threading (0.5 MB)
+
+            handler = SysLogHandler("/dev/log", SysLogHandler.LOG_DAEMON)
             handler.setFormatter(logging.Formatter(f"{IDENTIFIER}[%(process)d]: %(message)s"))
         else:
             handler = logging.StreamHandler(sys.stderr)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from pathlib import Path
 
 from .auth import KeyFileError, Keyring, load_keyring
 from .config import DEFAULT_KEY_FILE, Config
+from .sinks import make_temp
 
 STAGED = "cluster.key"
 
@@ -59,7 +59,7 @@ def stage(cfg: Config) -> str:
         return "no key file: announcements are not authenticated"
     keyring = load_keyring(path)
     owner = runtime.stat()
-    fd, tmp = tempfile.mkstemp(prefix=f".{STAGED}.", dir=runtime)
+    fd, tmp = make_temp(runtime, f".{STAGED}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write("".join(base64.b64encode(k).decode() + "\n" for k in keyring.keys))

@@ -16,6 +16,8 @@ what it can claim is checked against what the network itself tells:
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,15 @@ from enum import Enum
 from .protocol import IPAddress, MemberRecord, member_flags, node_flags
 
 DEFAULT_MAX_NODES = 4096
+# The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there
+# are members (plus this): the entries of forgotten nodes cannot pile up under churn.
+HEAP_SLACK = 64
+
+
+def _same(addr: IPAddress, known: IPAddress) -> IPAddress:
+    """`known` when it is the same address: one object for each node's address, not one more per
+    message (its primary address, its UDP source, the keys of the dicts: some 200 bytes a node)."""
+    return known if addr == known else addr
 
 
 class Change(Enum):
@@ -85,7 +96,7 @@ class Claim:
 
 class Membership:
     def __init__(self, dead_interval: float, remove_on_leave: bool = True, max_nodes: int = DEFAULT_MAX_NODES) -> None:
-        self.dead_interval = dead_interval
+        self._dead_interval = dead_interval
         self.remove_on_leave = remove_on_leave
         self.max_nodes = max_nodes
         self.members: dict[IPAddress, Member] = {}
@@ -96,6 +107,27 @@ class Membership:
         self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict", "path"
         self.replaced: Member | None = None  # the node the last heard() replaced (same source)
         self.hearsay = 0  # members known only second-hand
+        # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (when due as pushed,
+        # tie-break, member), where a member is due at max(last_heard + dead_interval, spared). A
+        # refresh only raises m.last_heard (no heap work per datagram): an entry found at the top
+        # with an earlier time than its member's is pushed down again, one whose member is no longer
+        # in the map is dropped (lazy deletion). The only thing that makes a member due sooner,
+        # touch() ending a spare, pushes an entry of its own.
+        self._deadlines: list[tuple[float, int, Member]] = []
+        self._pushed = itertools.count()
+
+    @property
+    def dead_interval(self) -> float:
+        return self._dead_interval
+
+    @dead_interval.setter
+    def dead_interval(self, seconds: float) -> None:
+        """The engine scales it with the announce period (a power of two of the map's size): rarely
+        changed, and then every member is due at another time, so the heap is made again."""
+        if seconds != self._dead_interval:
+            self._dead_interval = seconds
+            self._deadlines = [(self._due(m), next(self._pushed), m) for m in self.members.values()]
+            heapq.heapify(self._deadlines)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -118,6 +150,7 @@ class Membership:
     def _add(self, m: Member) -> Change:
         self._tombstones.pop(m.primary, None)
         self.members[m.primary] = m
+        self._push(m)
         self.hearsay += not m.firsthand
         if m.source is not None:
             self._speaks_for[m.source] = m.primary
@@ -160,8 +193,8 @@ class Membership:
         if claim.source is not None:
             if m.source is not None and self._speaks_for.get(m.source) == m.primary:
                 del self._speaks_for[m.source]
-            m.source = claim.source
-            self._speaks_for[claim.source] = m.primary
+            m.source = _same(claim.source, m.primary)
+            self._speaks_for[m.source] = m.primary
         return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
                             claim.seq)
 
@@ -192,15 +225,18 @@ class Membership:
                 self.replaced = self.forget(other)  # one host, one node: the new one takes its place
         if not self._room_for(True):
             return self._reject("full")
+        source = None if claim.source is None else _same(claim.source, claim.primary)
         return self._add(Member(claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags,
-                                claim.via, interface=claim.interface, source=claim.source))
+                                claim.via, interface=claim.interface, source=source))
 
     def _update(self, m: Member, node_id: int, addresses: tuple[IPAddress, ...], incarnation: int, flags: int,
                 via: IPAddress | None, heard_at: float, seq: int) -> Change:
         # The path (via) is no part of the kernel map: with two gateways it may change with every
         # announcement, and must not cost a map write each time.
         changed = (m.node_id, m.addresses, m.flags, m.incarnation) != (node_id, addresses, flags, incarnation)
-        m.node_id, m.addresses, m.flags, m.via = node_id, addresses, flags, via
+        m.node_id, m.flags, m.via = node_id, flags, via
+        if addresses != m.addresses:  # else the tuple kept is the one the members dict's key is from
+            m.addresses = addresses
         m.incarnation, m.seq = incarnation, seq
         m.last_heard = max(m.last_heard, heard_at)
         m.leaving = False
@@ -270,6 +306,29 @@ class Membership:
                 del self._speaks_for[m.source]
         return m
 
+    def _due(self, m: Member) -> float:
+        return max(m.last_heard + self.dead_interval, m.spared)
+
+    def _push(self, m: Member) -> None:
+        if len(self._deadlines) >= 2 * len(self.members) + HEAP_SLACK:
+            self._deadlines = [(self._due(x), next(self._pushed), x) for x in self.members.values()]
+            heapq.heapify(self._deadlines)  # m is among them: it is in members already
+            return
+        heapq.heappush(self._deadlines, (self._due(m), next(self._pushed), m))
+
+    def _first_due(self) -> Member | None:
+        """The member due to expire first, its entry at the top of the heap; None when there is none."""
+        heap = self._deadlines
+        while heap:
+            due, _, m = heap[0]
+            if self.members.get(m.primary) is not m:  # forgotten (or replaced by a new life)
+                heapq.heappop(heap)
+            elif (later := self._due(m)) > due:  # heard (or spared) since it was pushed
+                heapq.heapreplace(heap, (later, next(self._pushed), m))
+            else:
+                return m
+        return None
+
     def failed(self, primary: IPAddress, order: tuple[int, int], now: float) -> Member | None:
         """Declared dead by the failure detector: gone, and what it said up to `order` stays buried
         (a late datagram of its does not bring it back; anything newer it says does)."""
@@ -279,14 +338,15 @@ class Membership:
         return m
 
     def expire(self, now: float, spare: Callable[[Member], float | None] | None = None) -> list[Member]:
-        """Drop every node not heard for dead_interval, but those `spare` keeps a while longer
-        (it returns until when); also forget old tombstones."""
-        due = [m for m in self.members.values() if now - m.last_heard >= self.dead_interval and now >= m.spared]
+        """Drop every node not heard for dead_interval, the first due first, but those `spare` keeps a
+        while longer (it returns until when); also forget old tombstones."""
         gone = []
-        for m in due:
+        while (m := self._first_due()) is not None and now - m.last_heard >= self.dead_interval and now >= m.spared:
+            heapq.heappop(self._deadlines)
             until = spare(m) if spare is not None else None
             if until is not None and until > now:
                 m.spared = until
+                self._push(m)  # due again then
             else:
                 self.forget(m.primary)
                 gone.append(m)
@@ -298,12 +358,15 @@ class Membership:
         """Heard from a member by other means than its announcements (it answered our probe)."""
         m = self.members.get(primary)
         if m is not None:
+            sooner = m.spared > now + self.dead_interval  # was kept past what hearing it now gives
             m.last_heard = now
             m.spared = 0.0
+            if sooner:
+                self._push(m)  # its entry in the heap is later than it is due now
 
     def next_expiry(self) -> float | None:
-        times = [max(m.last_heard + self.dead_interval, m.spared) for m in self.members.values()]
-        return min(times) if times else None
+        m = self._first_due()
+        return None if m is None else self._due(m)
 
     def firsthand(self) -> list[Member]:
         return [m for m in self.members.values() if m.firsthand]

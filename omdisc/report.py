@@ -5,6 +5,7 @@ pieces, so this module needs nothing above the membership and the prober."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from . import gateway
@@ -19,33 +20,38 @@ def acked_age(prober: Prober | None, m: Member, now: float) -> float | None:
     return None if at is None else round(now - at, 3)
 
 
+def member_states(membership: Membership, prober: Prober | None, now: float) -> Iterator[dict[str, Any]]:
+    """Every member's dict in showmap's order, each made as it is taken."""
+    for m in sorted(membership.members.values(), key=lambda m: (m.node_id, str(m.primary))):
+        yield {
+            "id": m.node_id,
+            "addresses": [str(a) for a in m.addresses],
+            "incarnation": m.incarnation,
+            "age": round(now - m.last_heard, 3),
+            "via": str(m.via) if m.via else None,
+            "gateway": bool(m.flags & FLAG_GATEWAY),
+            "leaving": m.leaving,
+            "firsthand": m.firsthand,
+            "state": prober.state_of(m) if prober else ("leaving" if m.leaving else "alive"),
+            "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
+            "probes": bool(m.flags & FLAG_PROBES),
+            "acked": acked_age(prober, m, now),
+        }
+
+
 def state(me: Member, joining: bool, membership: Membership, prober: Prober | None, stats: Counter[str],
-          now: float) -> dict[str, Any]:
-    """`me`: this node as a member; `joining`: still learning from every SNAPSHOT (JOIN_WINDOW)."""
-    members = sorted(membership.members.values(), key=lambda m: (m.node_id, str(m.primary)))
+          now: float, lazy_members: bool = False) -> dict[str, Any]:
+    """`me`: this node as a member; `joining`: still learning from every SNAPSHOT (JOIN_WINDOW).
+    With `lazy_members`, the members are an iterator of their dicts, not a list: mapwriter's
+    encode_state then never holds 1,000 of them at once (1 MB of RSS kept after the first write)."""
+    members = member_states(membership, prober, now)
     return {
         "node_id": me.node_id,
         "addresses": [str(a) for a in me.addresses],
         "incarnation": me.incarnation,
         "joining": joining,
         "probe_health": prober.detector.health if prober else None,  # 0: judging at full speed
-        "members": [
-            {
-                "id": m.node_id,
-                "addresses": [str(a) for a in m.addresses],
-                "incarnation": m.incarnation,
-                "age": round(now - m.last_heard, 3),
-                "via": str(m.via) if m.via else None,
-                "gateway": bool(m.flags & FLAG_GATEWAY),
-                "leaving": m.leaving,
-                "firsthand": m.firsthand,
-                "state": prober.state_of(m) if prober else ("leaving" if m.leaving else "alive"),
-                "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
-                "probes": bool(m.flags & FLAG_PROBES),
-                "acked": acked_age(prober, m, now),
-            }
-            for m in members
-        ],
+        "members": members if lazy_members else list(members),
         "gateways": gateway.report(membership),
         "stats": dict(sorted(stats.items())),
     }

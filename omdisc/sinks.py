@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,10 +22,22 @@ class SinkError(OSError):
     """The map could not be written: an OSError, so the loop handles it like any write error."""
 
 
+def make_temp(directory: Path, prefix: str) -> tuple[int, str]:
+    """A new file as tempfile.mkstemp makes it (O_EXCL, mode 0600, a name nobody can guess), its
+    descriptor and path; without tempfile, which with shutil would cost the daemon 0.3 MB of RSS."""
+    for _ in range(100):
+        path = os.path.join(directory, prefix + os.urandom(8).hex())
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory))
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
     """Temp file + rename in the same directory: a reader sees the old file or the new, never half.
     With `sync`, the data is on disk before the rename (what must survive a power cut)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = make_temp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

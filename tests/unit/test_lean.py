@@ -1,0 +1,93 @@
+"""What keeps the daemon lean does not change what it does: state.json byte for byte as before, the
+cluster key's MACs without OpenSSL; and the omdiscd program does leave out what it never uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from omdisc import __version__
+from omdisc.auth import Authenticator, Keyring
+from omdisc.mapwriter import MEMBERS_AT_ONCE, encode_state
+from omdisc.protocol import Message, MsgType, encode
+from tests.bench.lean import engine_with
+
+
+@pytest.mark.parametrize("members", [0, 1, MEMBERS_AT_ONCE, MEMBERS_AT_ONCE + 1, 1000])
+def test_state_json_is_what_json_dumps_writes(members: int) -> None:
+    state = engine_with(members).state(200.0)
+    state["keys"] = {"signing": "00ff", "accepted": ["00ff", "\u00e9\n\""]}  # nesting and escapes too
+    assert len(state["members"]) == members
+    assert encode_state(state) == (json.dumps(state, separators=(",", ":")) + "\n").encode()
+    lazy = engine_with(members).state(200.0, lazy_members=True)  # as MapWriter asks for it
+    lazy["keys"] = state["keys"]
+    assert encode_state(lazy) == encode_state(state)
+
+
+# --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers", "omdisc.showmap")
+SIGN = """
+import sys
+from omdisc.daemon import main  # as the omdiscd script starts
+from omdisc import __version__
+from omdisc.auth import Authenticator, Keyring
+from omdisc.protocol import Message, MsgType, encode
+from ipaddress import ip_address
+auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)
+signed = auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),))))
+print(signed.hex(), auth.verify(signed, __import__("omdisc.protocol").protocol.decode(signed)).reason or "ok")
+print("openssl" if "libcrypto" in open("/proc/self/maps").read() else "no openssl")
+"""
+
+
+LOADED = f"""
+import sys
+try:
+    main(["--version"])
+except SystemExit:
+    pass
+maps = open("/proc/self/maps").read()
+print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None),
+      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps), "asyncio" in sys.modules)
+"""
+
+
+def run(*command: str) -> str:
+    r = subprocess.run([sys.executable, *command], capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    return r.stdout
+
+
+def omdiscd_script(tmp_path: Path, body: str = "from omdisc.daemon import main\nsys.exit(main())\n") -> str:
+    """A program named omdiscd, as the Debian package's /usr/sbin/omdiscd."""
+    script = tmp_path / "omdiscd"
+    script.write_text("import sys\n" + body)
+    return str(script)
+
+
+def test_the_omdiscd_program_loads_no_tls_or_openssl(tmp_path: Path) -> None:
+    as_module = ("import runpy, sys\nsys.argv[1:] = ['--version']\n"
+                 "main = lambda argv: runpy.run_module('omdisc.daemon', run_name='__main__')\n")
+    for program in (run("-c", as_module + LOADED),  # python -m omdisc.daemon
+                    run(omdiscd_script(tmp_path, "from omdisc.daemon import main\n" + LOADED))):
+        assert program.splitlines() == [f"omdiscd {__version__}", "[] [] True"], program  # it ran, without them
+
+
+def test_a_program_that_imports_the_daemon_module_keeps_ssl() -> None:
+    assert run("-c", "import sys, omdisc.daemon, asyncio, ssl; print(sys.modules['ssl'] is not None)") == "True\n"
+
+
+def test_the_cluster_key_macs_are_the_same_without_openssl(tmp_path: Path) -> None:
+    out = run(omdiscd_script(tmp_path, SIGN))
+    signed, verdict, openssl = out.replace("\n", " ").split(maxsplit=2)
+    assert (verdict, openssl.strip()) == ("ok", "no openssl"), out
+    auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)  # with OpenSSL, here
+    assert signed == auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),)))).hex()
