@@ -26,6 +26,10 @@ MAP_INTERVAL = 0.05  # the kernel map: at most 20 writes a second
 # table), for counters and ages alone at most one: no flood can keep the loop writing it.
 STATE_AFTER_MAP = 0.25
 STATE_INTERVAL = 1.0
+# counters alone: state.json costs about 5 ms to write at 1,000 members, so beyond 100 members it is
+# written every (members / 100) s at most, up to STATE_INTERVAL_MAX (idle CPU stays flat with size)
+STATE_MEMBERS_A_SECOND = 100
+STATE_INTERVAL_MAX = 10.0
 FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for another before its first map shows only itself
 COLLISIONS_SAID = 8  # new collisions named per map write; the rest are counted in one line
 MEMBERS_AT_ONCE = 64  # state.json's members encoded this many at a time (see encode_state)
@@ -130,7 +134,7 @@ class MapWriter:
     def _write_state(self, engine: Engine, now: float) -> None:
         self._state_at = now
         self._state_dirty = False
-        self._state_wait = STATE_INTERVAL
+        self._state_wait = min(STATE_INTERVAL_MAX, max(STATE_INTERVAL, len(engine.membership) / STATE_MEMBERS_A_SECOND))
         state = engine.state(now, lazy_members=True)  # member dicts made a batch at a time
         state.update(self.extra_state())
         try:

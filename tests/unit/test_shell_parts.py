@@ -88,6 +88,18 @@ def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path
     assert alone.written is not None  # nobody came: our own map after all
 
 
+def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(tmp_path: Path) -> None:
+    for members, wait in ((10, 1.0), (500, 5.0), (3000, 10.0)):
+        writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), dict, lambda: None)
+        e = engine()
+        for i in range(members):
+            peer = ip_address(f"198.18.{10 + i // 250}.{i % 250 + 1}")
+            e.receive(encode(Message(MsgType.ANNOUNCE, i + 2, 1, 1, (peer,))), 0.0, source=peer)
+        writer.flush(e, 0.0)  # the map and state.json
+        writer.touch()  # a counter changed
+        assert writer.next_due(e) == wait, members
+
+
 def test_a_gateway_does_not_forward_what_its_via_trailer_would_grow_past_the_limit() -> None:
     msg = Message(MsgType.ANNOUNCE, 7, 1, 1, (ME,), trailer=((9, bytes(MAX_DATAGRAM - 40)),))
     data = encode(msg)
