@@ -18,7 +18,9 @@ NEWER = "0.1.0+1"  # the "upgrade" build: same tree, a higher version
 
 def build(out: Path, version: str | None = None) -> Path:
     args = ["bash", str(REPO / "tools" / "builddeb.sh"), str(out)] + ([version] if version else [])
-    subprocess.run(args, check=True, capture_output=True, text=True)
+    built = subprocess.run(args, capture_output=True, text=True)
+    if built.returncode:  # the end of dpkg-buildpackage's log says why (builddeb.sh prints it)
+        pytest.fail(f"builddeb.sh {' '.join(args[3:])} failed:\n{built.stderr}", pytrace=False)
     return next(out.glob("omdiscd_*_all.deb"))
 
 
