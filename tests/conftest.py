@@ -1,12 +1,21 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lab.netlab import PREFIX, Lab, sweep
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Started as a background job (SIGINT ignored) or under nohup (SIGHUP ignored), the run would
+    hand those dispositions to every process it starts, and the tests that send them (showmap
+    --watch's Ctrl-C, a handler's SIGHUP to dnsmasq) would fail for a reason not theirs."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
