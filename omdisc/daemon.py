@@ -141,7 +141,8 @@ class Daemon:
         now = self.clock()
         self._ready_at = time.time()
         self._send(self.engine.start(now))
-        if self._lived_before:
+        # a last life's map to keep meanwhile; none (alpha files wiped with /run): write at once
+        if self._lived_before and self.sink.holds_map():
             self.writer.hold_until = now + FIRST_MAP_WAIT
         self.writer.flush(self.engine, now)
         local = self.engine.local

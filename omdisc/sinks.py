@@ -56,6 +56,8 @@ class KernelSink(Protocol):
 
     def write(self, node_id: int, table: Table) -> None: ...
 
+    def holds_map(self) -> bool: ...
+
 
 class AlphaSink:
     """The seed's ALPHA mode: the same bytes as /proc would get, in files (default /run/omdiscd)."""
@@ -69,6 +71,10 @@ class AlphaSink:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SinkError(f"cannot create alpha directory {self.directory}: {e.strerror}") from None
+
+    def holds_map(self) -> bool:
+        """A map from before (a last life's) is there for readers meanwhile."""
+        return (self.directory / ALPHA_MOSPE).exists()
 
     def write(self, node_id: int, table: Table) -> None:
         # config first: a reader that sees the new mospe also sees the table that contains it
@@ -99,6 +105,9 @@ class LiveSink:
                 raise SinkError(f"short write to {self.admin / name}")
         finally:
             os.close(fd)
+
+    def holds_map(self) -> bool:
+        return True  # the kernel keeps its table while no daemon runs
 
     def write(self, node_id: int, table: Table) -> None:
         self._put(CONFIG, encode_config(table.entries))

@@ -109,18 +109,23 @@ class Daemon:
     config: dict[str, Any]
 
     @property
+    def alpha(self) -> Path:
+        """Its alpha directory: its own, unless it was given another's (a next life's, say)."""
+        return Path(self.config["alpha_dir"])
+
+    @property
     def log(self) -> str:
         return (self.dir / "log").read_text(errors="replace")
 
     def state(self) -> dict[str, Any]:
         try:
-            data: dict[str, Any] = json.loads((self.dir / "alpha" / "state.json").read_text())
+            data: dict[str, Any] = json.loads((self.alpha / "state.json").read_text())
         except (OSError, ValueError):
             return {}
         return data
 
     def showmap(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return sh(sys.executable, "-m", "omdisc.showmap", "--alpha-dir", str(self.dir / "alpha"), *args,
+        return sh(sys.executable, "-m", "omdisc.showmap", "--alpha-dir", str(self.alpha), *args,
                   check=False)
 
     def map(self) -> dict[str, Any]:
