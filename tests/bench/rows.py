@@ -41,8 +41,9 @@ storm conv: N nodes started at once, from the last start (real: from the last da
   Python's start-up excluded) until every map is complete ("never": not within 60 s); dg/join: multicast
   datagrams sent until then (real) or until 3 s after the last start (sim), per node
 late join: one more node joins the settled cluster: from its start until it is in every map
-crash: kill -9 one node, until it is out of each live map: p50 and p99 over all maps and kills;
-  missed: crashes still in some map when the run ended
+crash: kill -9 one node, until it is out of a live map: real, p50 and p99 over all maps and kills;
+  sim, over the kills, until out of every live map (the slowest map of each); missed: crashes still
+  in some map when the run ended
 false rm: a live node missing from a live map at some point (real: polled every 0.5 s)
 dg/s: datagrams per node a second, received and sent, at steady state; RSS and CPU: the daemons' mean"""
 
