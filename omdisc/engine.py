@@ -248,7 +248,9 @@ class Engine:
             assert msg.snapshot is not None
             # a joiner's map grows from nothing: what a large cluster tells it is up to a (long)
             # announce period old, and must not look stale to the dead_interval of an empty map
-            self._rescale(len(self.membership) + len(msg.snapshot.members) + 1)
+            # (only then: a settled node would remake its expiry heap for every SNAPSHOT it hears)
+            if self.joining.learns_from(msg.snapshot, self.local.addresses, self.incarnation, now):
+                self._rescale(len(self.membership) + len(msg.snapshot.members) + 1)
             self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
         return out
 

@@ -13,7 +13,7 @@ from .answers import AnswerLimits, JoinAnswers
 from .guard import Guard
 from .membership import Change, Claim
 from .news import News
-from .protocol import IPAddress, Message
+from .protocol import IPAddress, Message, Snapshot
 from .snapshots import paths
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
@@ -41,6 +41,10 @@ class Joining:
     def learning(self, now: float) -> bool:
         """Still in JOIN_WINDOW: every SNAPSHOT on our networks teaches us."""
         return now < self.until
+
+    def learns_from(self, snap: Snapshot, addresses: tuple[IPAddress, ...], incarnation: int, now: float) -> bool:
+        """Whether a SNAPSHOT's records are ours to take: it answers our JOIN, or we are still joining."""
+        return (snap.reply_to, snap.reply_to_incarnation) == (addresses[0], incarnation) or self.learning(now)
 
     def retry_due(self, now: float) -> bool:
         if not self.retries or now < self.retries[0]:
@@ -81,7 +85,7 @@ class Joining:
             told = {rec.addresses[0] for rec in snap.members}
             known = self._known(addresses[0])
             self.stats["suppressed"] += self.answers.heard_snapshot(claim.interface, msg.origin, told, known, now)
-        if (snap.reply_to, snap.reply_to_incarnation) != (addresses[0], incarnation) and not self.learning(now):
+        if not self.learns_from(snap, addresses, incarnation, now):
             return
         self.retries.clear()
         path_of = paths(msg, claim, self.membership)
