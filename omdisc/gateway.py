@@ -53,11 +53,13 @@ class Forwarder:
 def forwarding_gateway(msg: Message, source: IPAddress | None, interface: str,
                        membership: Membership) -> IPAddress | None:
     """The gateway that forwarded `msg` (hops above 0) to us, if we may believe it: its VIA names
-    a gateway that is a member heard first-hand and directly on this interface, and the datagram
-    came from one of that gateway's addresses. None: not to be believed."""
+    a gateway that is a member on this interface's network (heard there, or, while we join, told
+    of by a neighbour that heard it there: a joiner learns the gateway from whichever node answered
+    first, and the far side's nodes come through it at once, not an announce period later), and
+    the datagram came from one of that gateway's addresses. None: not to be believed."""
     gw_primary = via(msg)
     gw = membership.members.get(gw_primary) if gw_primary is not None else None
-    if gw is None or not gw.firsthand or gw.via is not None or gw.interface != interface:
+    if gw is None or gw.via is not None or not gw.path_known or gw.interface != interface:
         return None
     if not gw.flags & FLAG_GATEWAY or (source is not None and source not in gw.addresses):
         return None

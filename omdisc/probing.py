@@ -31,6 +31,16 @@ def _target(m: Member) -> Target:
     return Target(m.primary, m.incarnation, m.interface)
 
 
+def _stale(incarnation: int, number: int, subject: Member) -> bool:
+    """Is a SUSPECT or DEAD about an older life, or older than what the subject said since? Number 0:
+    the judge knows this life only from a SNAPSHOT (a node that crashed before its new monitor
+    heard it): not stale by the number, else nobody who heard the node itself would believe it;
+    the suspicion it starts still ends with anything the subject says after it."""
+    if number == 0:
+        return incarnation < subject.incarnation
+    return (incarnation, number) < (subject.incarnation, subject.seq)
+
+
 @dataclass
 class Reaction:
     """What a version 2 message leads to."""
@@ -159,7 +169,7 @@ class Prober:
         if subject is None:
             self.stats[f"probe_ignored:{kind}:unknown"] += 1
             return
-        if (msg.subject.incarnation, msg.subject.number) < (subject.incarnation, subject.seq):
+        if _stale(msg.subject.incarnation, msg.subject.number, subject):
             self.stats[f"probe_ignored:{kind}:stale"] += 1  # about an older life or a message since refuted
             return
         if subject.via is not None:  # behind a gateway: its own network's monitors judge it, and that

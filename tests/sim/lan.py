@@ -38,7 +38,7 @@ from ipaddress import IPv4Address
 from omdisc import engine as engine_module
 from omdisc.engine import Engine, LocalNode, Outgoing, Settings
 from omdisc.nodeid import node_id_for
-from omdisc.protocol import IPAddress, Message
+from omdisc.protocol import FLAG_GATEWAY, IPAddress, Message
 
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")
@@ -135,7 +135,8 @@ class Sim:
         seg_ids = [self.segment(s) for s in segments]
         addrs = [IPv4Address(addr) if addr and k == 0 else self._new_address() for k in range(len(seg_ids))]
         # the engines' wall clock is the virtual time, their first incarnations small and distinct
-        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs)), incarnation=1000 + i,
+        flags = FLAG_GATEWAY if route else 0  # as the daemon's plan says of a routing host
+        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs), flags), incarnation=1000 + i,
                    settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall)
         if route:
             e.route_between = frozenset(segments)
