@@ -218,8 +218,7 @@ class Engine:
         if reason:
             return self._reject(reason, msg, source, interface, now)
         self._taken(verdict)
-        introduced = self.joining.introduced(msg)  # an ACK from a joiner we missed: as its ANNOUNCE
-        if msg.type in SUBJECT_TYPES and not introduced:  # PING, ACK, PING_REQ, SUSPECT, DEAD: the detector's
+        if msg.type in SUBJECT_TYPES:  # PING, ACK, PING_REQ, SUSPECT, DEAD: the failure detector's
             done = self.detection.receive(msg, checked_source, gw, self.local.primary, interface, now)
             out = [self._probe_out(p) for p in done.probes]
             if done.announce:
@@ -239,8 +238,8 @@ class Engine:
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
             out = []
-        elif msg.type is MsgType.SNAPSHOT or introduced:
-            out = []  # an answer is for the joiner's network (its gateway answers for us all); an ACK ours
+        elif msg.type is MsgType.SNAPSHOT:
+            out = []  # an answer is for the joiner's network; the gateway there answers for us all
         else:
             out = self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
@@ -252,8 +251,7 @@ class Engine:
             # (only then: a settled node would remake its expiry heap for every SNAPSHOT it hears)
             if self.joining.learns_from(msg.snapshot, self.local.addresses, self.incarnation, now):
                 self._rescale(len(self.membership) + len(msg.snapshot.members) + 1)
-            intro = self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
-            out += [self._probe_out(intro)] if intro is not None else []
+            self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
         return out
 
     def _authentic(self, data: bytes, msg: Message, source: IPAddress | None, interface: str,
@@ -349,7 +347,6 @@ class Engine:
             self._rescale()  # the map changed: dead_interval follows its size before anything expires
         self.news.expire(now, self.detection.spare(now))
         out += [self._probe_out(p) for p in self.detection.tick(self.local.primary, now)]  # after expiry
-        out += [self._probe_out(p) for p in self.joining.tick(now)]
         return out
 
     def _schedule_announce(self, now: float) -> None:

@@ -10,12 +10,10 @@ import random
 from collections import Counter
 
 from .answers import AnswerLimits, JoinAnswers
-from .detection import Probe
 from .guard import Guard
-from .introductions import Introductions
 from .membership import Change, Claim
 from .news import News
-from .protocol import IPAddress, Message, MsgType, Snapshot
+from .protocol import IPAddress, Message, Snapshot
 from .snapshots import paths
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
@@ -26,7 +24,6 @@ class Joining:
     def __init__(self, limits: AnswerLimits, rng: random.Random, stats: Counter[str], news: News,
                  guard: Guard) -> None:
         self.answers = JoinAnswers(limits, rng)
-        self.introductions = Introductions(rng, stats)  # joiners whose JOIN we missed
         self.stats = stats
         self.news = news
         self.membership = news.membership
@@ -57,20 +54,8 @@ class Joining:
         return True
 
     def due(self) -> list[float]:
-        times = [t for t in (self.answers.next_due(), self.introductions.due()) if t is not None]
-        return self.retries[:1] + times
-
-    def tick(self, now: float) -> list[Probe]:
-        """Introductions' PINGs again, to joiners that have not answered (nor announced) yet."""
-        for node in [n for n in self.introductions.pending() if n in self.membership]:
-            self.introductions.forget(node)  # its announcement came meanwhile
-        return [Probe(s, self.introductions.interface(s.subject)) for s in self.introductions.tick(now)]
-
-    def introduced(self, msg: Message) -> bool:
-        """An ACK from a joiner we PINGed (Introductions): to be taken as its announcement."""
-        subject = msg.subject
-        return (msg.type is MsgType.ACK and subject is not None and subject.address == msg.origin
-                and self.introductions.answered(msg.origin, subject.number))
+        t = self.answers.next_due()
+        return self.retries[:1] + ([] if t is None else [t])
 
     def on_join(self, msg: Message, change: Change, interface: str, source: IPAddress | None, now: float) -> None:
         """Another node's JOIN (not forwarded): an answer is scheduled, unless one is not due."""
@@ -89,12 +74,11 @@ class Joining:
                                  f"left unanswered ({UNANSWERED[why]})", now)
 
     def on_snapshot(self, msg: Message, claim: Claim, addresses: tuple[IPAddress, ...], incarnation: int,
-                    now: float) -> Probe | None:
+                    now: float) -> None:
         """Another node's answer to a JOIN: while we are joining, we learn from it (whichever JOIN it
         answers: in a join storm one SNAPSHOT serves every joiner); to JOINs we are about to answer,
-        it may make ours needless. Nobody else learns from it (a host could make up its records),
-        but a settled node that does not know the joiner it answers (we missed its JOIN) PINGs it:
-        the returned probe. `addresses`, `incarnation`: ours."""
+        it may make ours needless. Nobody else learns from it (a host could make up its records).
+        `addresses`, `incarnation`: ours."""
         snap = msg.snapshot
         assert snap is not None
         if self.answers.pending:
@@ -102,7 +86,7 @@ class Joining:
             known = self._known(addresses[0])
             self.stats["suppressed"] += self.answers.heard_snapshot(claim.interface, msg.origin, told, known, now)
         if not self.learns_from(snap, addresses, incarnation, now):
-            return self._introduce(snap, claim.interface, addresses, now)
+            return
         self.retries.clear()
         path_of = paths(msg, claim, self.membership)
         mine = frozenset(addresses)
@@ -111,15 +95,6 @@ class Joining:
                 continue
             via, path_known = path_of(rec)
             self.news.learned(rec, now, via, claim.interface, path_known, msg.origin)
-        return None
-
-    def _introduce(self, snap: Snapshot, interface: str, addresses: tuple[IPAddress, ...],
-                   now: float) -> Probe | None:
-        joiner, incarnation = snap.reply_to, snap.reply_to_incarnation
-        if joiner in self.membership or joiner in addresses or self.membership.buried(joiner, incarnation):
-            return None
-        send = self.introductions.heard_of(joiner, incarnation, interface, now)
-        return Probe(send, interface) if send is not None else None
 
     def _known(self, me: IPAddress) -> set[IPAddress]:
         """What our own SNAPSHOT would tell: ourselves and what we heard first-hand. Kept while the

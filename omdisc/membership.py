@@ -135,10 +135,6 @@ class Membership:
     def __contains__(self, primary: object) -> bool:
         return primary in self.members
 
-    def buried(self, primary: IPAddress, incarnation: int) -> bool:
-        """Did that life leave, or was it removed (a late word of it changes nothing)?"""
-        return self._buried(primary, incarnation, 0)
-
     def _buried(self, primary: IPAddress, incarnation: int, seq: int) -> bool:
         tomb = self._tombstones.get(primary)
         return tomb is not None and (incarnation, seq) <= tomb[:2]
