@@ -244,6 +244,8 @@ class Engine:
             out = self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
             self.joining.on_join(msg, change, interface, checked_source, now)
+            if change is not Change.STALE:
+                self.forwarder.joined(interface, now)  # a gateway says itself there (Forwarder.joined)
         elif msg.type is MsgType.SNAPSHOT:
             assert msg.snapshot is not None
             # a joiner's map grows from nothing: what a large cluster tells it is up to a (long)
@@ -330,7 +332,8 @@ class Engine:
     def next_deadline(self) -> float:
         expiry = self.membership.next_expiry()
         times = [self._next_announce, *self.joining.due(), *self.detection.due()]
-        return min(times if expiry is None else [*times, expiry])
+        times += [t for t in (expiry, self.forwarder.greet_due()) if t is not None]
+        return min(times)
 
     def tick(self, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -341,6 +344,8 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self.joining.retry_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
+        for interface in self.forwarder.greetings(now):
+            out.append(self._send(self._message(MsgType.ANNOUNCE), frozenset({interface})))
         for key, interface in self.joining.answers.due(now):
             out += self._snapshot(key, interface, now)
         if self.membership.version != self._scaled_for:

@@ -17,6 +17,9 @@ from .ratelimit import AgedSet
 log = logging.getLogger("omdisc.gateway")
 
 SEEN_MAX = 8192  # message ids a gateway remembers, so it forwards each message once
+# A gateway greets a network where a node JOINed with its own ANNOUNCE: JOINs this close together
+# share one, and a flood of JOINs gets at most one every GREET_GAP seconds per interface.
+GREET_DELAY, GREET_GAP = 0.01, 0.1
 
 
 class Forwarder:
@@ -24,6 +27,28 @@ class Forwarder:
         self.stats = stats
         self.route_between: frozenset[str] = frozenset()  # interfaces we forward between; empty: none
         self._seen = AgedSet(seen_age, SEEN_MAX)
+        self._greet: dict[str, float] = {}  # interface -> when to ANNOUNCE there (a node JOINed)
+        self._greeted: dict[str, float] = {}  # interface -> when we last did
+
+    def joined(self, interface: str, now: float) -> None:
+        """A node JOINed on `interface` (directly, not forwarded). Forwards through us are believed
+        only from a gateway heard first-hand (forwarding_gateway), and the SNAPSHOT that answers
+        the joiner is often a neighbour's, which the joiner only learns us from: without our own
+        word the joiner would refuse the far side until our next announcement. Keys: our
+        interfaces only."""
+        if interface in self.route_between and interface not in self._greet:
+            self._greet[interface] = max(now + GREET_DELAY, self._greeted.get(interface, -GREET_GAP) + GREET_GAP)
+
+    def greet_due(self) -> float | None:
+        return min(self._greet.values(), default=None)
+
+    def greetings(self, now: float) -> list[str]:
+        """The interfaces to ANNOUNCE on now."""
+        due = [i for i, t in self._greet.items() if now >= t]
+        for i in due:
+            del self._greet[i]
+            self._greeted[i] = now
+        return due
 
     def forward(self, data: bytes, msg: Message, interface: str, gateway: IPAddress,
                 now: float) -> tuple[bytes, frozenset[str]] | None:
@@ -53,13 +78,11 @@ class Forwarder:
 def forwarding_gateway(msg: Message, source: IPAddress | None, interface: str,
                        membership: Membership) -> IPAddress | None:
     """The gateway that forwarded `msg` (hops above 0) to us, if we may believe it: its VIA names
-    a gateway that is a member on this interface's network (heard there, or, while we join, told
-    of by a neighbour that heard it there: a joiner learns the gateway from whichever node answered
-    first, and the far side's nodes come through it at once, not an announce period later), and
-    the datagram came from one of that gateway's addresses. None: not to be believed."""
+    a gateway that is a member heard first-hand and directly on this interface, and the datagram
+    came from one of that gateway's addresses. None: not to be believed."""
     gw_primary = via(msg)
     gw = membership.members.get(gw_primary) if gw_primary is not None else None
-    if gw is None or gw.via is not None or not gw.path_known or gw.interface != interface:
+    if gw is None or not gw.firsthand or gw.via is not None or gw.interface != interface:
         return None
     if not gw.flags & FLAG_GATEWAY or (source is not None and source not in gw.addresses):
         return None

@@ -17,7 +17,7 @@ log = logging.getLogger("omdisc.membership")
 
 REJECTIONS = {
     "source": "its UDP source is not one of the addresses it claims",
-    "via": "it says it was forwarded, but not by a gateway known on this interface's network",
+    "via": "it says it was forwarded, but not by a gateway heard directly on this interface",
     "future": "its incarnation is further ahead of our clock than max_incarnation_ahead",
     "foreign": "it speaks for a known node none of whose addresses is its source",
     "full": "the membership is full (max_nodes)",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 from ipaddress import ip_address
 
@@ -102,3 +103,37 @@ def test_a_host_that_does_not_route_answers_a_join_only_with_what_it_heard_there
     assert [o.interfaces for o in snaps] == [frozenset({"legB"})]
     told = {r.addresses[0] for r in decode(snaps[0].data).snapshot.members}  # type: ignore[union-attr]
     assert told == {ip_address("198.18.2.1")}  # the joiner itself (for others joining with it); nothing from legA
+
+
+def test_a_gateway_greets_a_network_where_a_node_joined_once_per_burst_and_bounded() -> None:
+    """A joiner believes forwards only from a gateway it heard itself; the answer to its JOIN is
+    often a neighbour's. The gateway's own ANNOUNCE follows each JOIN on that network (and only
+    there), JOINs close together share it, and a flood of JOINs gets ten a second at most."""
+    gw = _gateway_engine()
+    gw.start(0.0)
+    gw.tick(5.0)
+
+    def join(k: int, at: float) -> None:
+        joiner = ip_address(int(ip_address("198.18.4.1")) + k)
+        data = encode(Message(MsgType.ANNOUNCE, 300 + k, 5, 1, (joiner,), FLAG_JOIN))
+        gw.receive(data, now=at, interface="legA")
+
+    def greetings(until: float) -> list[float]:
+        sent = []
+        while (t := gw.next_deadline()) <= until:
+            for o in gw.tick(t):
+                m = decode(o.data)
+                if m.type is MsgType.ANNOUNCE and not m.flags & FLAG_JOIN:
+                    assert o.interfaces == frozenset({"legA"})  # not on the far side: it knows us
+                    sent.append(t)
+        return sent
+
+    join(0, 5.0)
+    join(1, 5.005)
+    assert greetings(5.05) == [5.01]  # 10 ms after the first JOIN, one for both
+    sent = []
+    for k in range(1000):  # a JOIN flood: a thousand made-up joiners in one second
+        sent += greetings(6.0 + k / 1000)
+        join(2 + k, 6.0 + k / 1000)
+    sent += greetings(7.05)
+    assert 9 <= len(sent) <= 11 and all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(sent))
