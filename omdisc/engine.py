@@ -344,8 +344,11 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self.joining.retry_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
-        for interface in self.forwarder.greetings(now):
-            out.append(self._send(self._message(MsgType.ANNOUNCE), frozenset({interface})))
+        greet = self.forwarder.greetings(now)
+        if greet and not out:  # one for all networks due (what another gateway carries over is a
+            # duplicate there, not an older message); none if we just announced everywhere
+            self.stats["greetings"] += 1
+            out.append(self._send(self._message(MsgType.ANNOUNCE), frozenset(greet)))
         for key, interface in self.joining.answers.due(now):
             out += self._snapshot(key, interface, now)
         if self.membership.version != self._scaled_for:

@@ -137,3 +137,19 @@ def test_a_gateway_greets_a_network_where_a_node_joined_once_per_burst_and_bound
         join(2 + k, 6.0 + k / 1000)
     sent += greetings(7.05)
     assert 9 <= len(sent) <= 11 and all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(sent))
+    assert gw.stats["greetings"] == len(sent) + 1
+    join(0, 9.0)  # a JOIN heard before (stale: a replay) is greeted no more than it is answered
+    assert greetings(9.5) == []
+
+
+def test_a_host_that_does_not_route_greets_nobody() -> None:
+    host = _gateway_engine()
+    host.route_between = frozenset()  # --no-route: it forwards nothing, so nobody needs its word
+    host.start(0.0)
+    while host.next_deadline() <= 5.0:  # the JOIN's retries
+        host.tick(host.next_deadline())
+    host.receive(encode(Message(MsgType.ANNOUNCE, 257, 5, 1, (ip_address("198.18.1.1"),), FLAG_JOIN)), 5.0, "legA")
+    sent = []
+    while (t := host.next_deadline()) <= 6.0:
+        sent += [decode(o.data).type for o in host.tick(t)]
+    assert MsgType.ANNOUNCE not in sent and host.stats["greetings"] == 0

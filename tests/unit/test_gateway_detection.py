@@ -28,8 +28,9 @@ def two_lans(seed: int) -> tuple[Sim, list[int]]:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_map_is_complete_within_a_second_of_the_last_start(seed: int) -> None:
-    """A joiner that learned the gateway from a neighbour's SNAPSHOT (not from the gateway itself)
-    takes the far side's announcements through it at once, not an announce period (10 s) later."""
+    """A joiner answered by a neighbour knows the gateway only from that SNAPSHOT, and takes
+    forwards only from a gateway it heard itself: the gateway's greeting (an ANNOUNCE where a node
+    JOINs) lets it take the far side at once, not an announce period (10 s) later."""
     sim, nodes = two_lans(seed)
     done = Convergence(sim, [0, *nodes])
     sim.run_until(0.8 + 1.0)  # the last start is at 0.8 s

@@ -12,6 +12,7 @@ from omdisc.protocol import (
     FLAG_JOIN,
     MAX_DATAGRAM,
     MAX_PARTS,
+    MEMBER_GATEWAY,
     MEMBER_INDIRECT,
     IPAddress,
     MemberRecord,
@@ -184,6 +185,26 @@ def test_a_forwarded_message_is_taken_only_from_a_gateway_heard_on_that_interfac
     e.receive(forwarded, 0.3, "eth0", EVIL)  # from a host that is not the gateway
     assert far not in e.membership and e.stats["rejected:via"] == 3
     e.receive(forwarded, 0.4, "eth0", gw)
+    assert e.membership.members[far].via == gw
+
+
+def test_a_joiner_takes_no_forwards_from_a_gateway_it_knows_only_from_a_snapshot() -> None:
+    """A host answers our JOIN with a record of the real gateway that lists the host's own address
+    too, then forwards in the gateway's name from that address: nothing it forwards is taken
+    until the gateway speaks for itself (a gateway ANNOUNCEs where a node JOINs)."""
+    e = engine()  # joining: it learns from any SNAPSHOT
+    gw = ip_address("198.18.0.254")
+    far = ip_address("198.18.2.1")
+    evil2 = ip_address("198.18.0.67")  # the host's second address
+    rec = MemberRecord(254, INC, 0, (gw, evil2), MEMBER_GATEWAY)
+    e.receive(encode(Message(MsgType.SNAPSHOT, 66, INC, 2, (EVIL,), snapshot=Snapshot(ME, INC, 1, 1, (rec,)))),
+              0.01, "eth0", EVIL)
+    assert gw in e.membership and not e.membership.members[gw].firsthand
+    forwarded = msg(MsgType.ANNOUNCE, far, hops=1, trailer=((2, bytes([4]) + gw.packed),))
+    e.receive(forwarded, 0.02, "eth0", evil2)
+    assert far not in e.membership and e.stats["rejected:via"] == 1
+    e.receive(msg(MsgType.ANNOUNCE, gw, seq=3, flags=FLAG_GATEWAY), 0.03, "eth0", gw)  # its greeting
+    e.receive(forwarded, 0.04, "eth0", gw)
     assert e.membership.members[far].via == gw
 
 
