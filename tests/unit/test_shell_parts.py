@@ -66,6 +66,19 @@ def test_map_writes_are_throttled_but_never_lost(tmp_path: Path) -> None:
     assert stats["map_writes"] == 2 and writer.next_due(e) > MAP_INTERVAL  # the last change is written
 
 
+def test_a_newcomers_map_shows_the_first_answer_at_once_then_the_throttle_holds(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)  # at start: this node alone
+    peers = [ip_address(f"198.18.0.{i}") for i in range(2, 12)]
+    for i, peer in enumerate(peers):  # the SNAPSHOT's worth, 10 ms later, then a trickle
+        e.receive(encode(Message(MsgType.ANNOUNCE, i + 2, 1, 1, (peer,))), 0.01 + i * 0.001, source=peer)
+        writer.flush(e, 0.01 + i * 0.001)
+    assert stats["map_writes"] == 2  # the cluster written with the first answer, not 50 ms on
+    assert writer.next_due(e) == 0.01 + MAP_INTERVAL  # then the throttle, as for any burst
+
+
 def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path: Path) -> None:
     stats: Counter[str] = Counter()
     writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
