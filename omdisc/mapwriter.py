@@ -95,10 +95,14 @@ class MapWriter:
         """When flush() has something to write that the throttle held back; inf: nothing."""
         due = float("inf")
         if engine.map_version != self._written_version:
-            due = max(self._map_at + self._gap(engine), self._held(engine))
+            due = self._map_due(engine)
         if self._state_dirty:
             due = min(due, self._state_at + self._state_wait)
         return due
+
+    def _map_due(self, engine: Engine) -> float:
+        """The earliest a changed map may be written: the throttle, and a restart's first-map hold."""
+        return max(self._map_at + self._gap(engine), self._held(engine))
 
     def _gap(self, engine: Engine) -> float:
         """MAP_INTERVAL between writes, but none between a map of this node alone and the first
@@ -111,8 +115,7 @@ class MapWriter:
         return self.hold_until if self.written is None and not len(engine.membership) else float("-inf")
 
     def flush(self, engine: Engine, now: float) -> None:
-        if engine.map_version != self._written_version and now >= max(self._map_at + self._gap(engine),
-                                                                       self._held(engine)):
+        if engine.map_version != self._written_version and now >= self._map_due(engine):
             self._write_map(engine, now)
         if self._state_dirty and now >= self._state_at + self._state_wait:
             self._write_state(engine, now)
