@@ -13,6 +13,7 @@ stopped for a second (SIGSTOP, SIGCONT) now and then.
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import statistics
@@ -138,6 +139,22 @@ def storm(lab: Lab, nodes: list[Node], row: Row) -> list[Daemon]:
     return daemons
 
 
+def settle(daemons: list[Daemon]) -> None:
+    """Until every node has heard every other itself (its first announcement, one announce period
+    after the storm). Before that most nodes know part of the cluster from a SNAPSHOT only, and such
+    a node answers a JOIN last (answers.py): a newcomer then waits for the few that heard everyone."""
+    t0 = time.monotonic()
+    n = len(daemons)
+    scale = 2 ** max(0, math.ceil(math.log2(n / 100)))  # the announce period's (docs/protocol.md, "Load")
+
+    def heard_all(d: Daemon) -> bool:
+        members = d.state().get("members", [])
+        return len(members) == n - 1 and all(m.get("firsthand") for m in members)
+    wait_for(lambda: all(heard_all(d) for d in daemons), 60 + 3 * PACKAGED["announce_interval"] * scale,
+             interval=0.5, what="every member heard first-hand")
+    print(f"settled: every member heard first-hand {time.monotonic() - t0:.1f} s after the storm", flush=True)
+
+
 def late_join(node: Node, daemons: list[Daemon]) -> tuple[Daemon, float]:
     """One more node: from its spawn until it is in every map and every node in its map."""
     n = len(daemons) + 1
@@ -161,7 +178,7 @@ def run(n: int, kills: int, soak_s: float, loss: int) -> list[Row]:
         lan = lab.lan()
         nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n + 1)]
         daemons = storm(lab, nodes[:n], row)
-        time.sleep(3)  # join answers and retries over
+        settle(daemons)
         late, row.late_join = late_join(nodes[n], daemons)
         daemons.append(late)
         time.sleep(3)

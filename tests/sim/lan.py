@@ -99,6 +99,8 @@ class Sim:
         self._segment_index: dict[str, int] = {}
         self.observers: list[Observer] = []
         self.tap: Callable[[int, bytes], None] | None = None  # told of every datagram given to a node
+        # a targeted fault: (sender, receiver) -> lose this multicast (counted as lost)
+        self.drop_multicast: Callable[[int, int], bool] | None = None
         self.unroutable = 0  # unicasts to an address nobody has (or across segments, not routed)
         # per node
         self.up: list[bool] = []  # started and neither crashed nor stopped
@@ -412,8 +414,12 @@ class Sim:
         side, up, stalled, counters = self.side, self.up, self.stalled, self.counters
         my_side = side[sender]
         until_lost = self._until_lost
+        drop = self.drop_multicast
         for r in seg.members:
             if r == sender or not up[r]:
+                continue
+            if drop is not None and drop(sender, r):
+                counters[r].lost += 1
                 continue
             if until_lost == 0:
                 until_lost = self._draw_until_lost()

@@ -62,3 +62,24 @@ def test_a_newcomer_to_a_cluster_that_announces_seldom_learns_everyone_and_drops
     sim.run_for(120.0)
     assert joined.at is not None and joined.at - 200.0 < 1.0
     assert removals.false == []
+
+
+def test_a_node_that_lost_a_newcomers_join_and_first_announcement_learns_it_from_the_second() -> None:
+    """At 5% loss 1 node in 400 loses both; the newcomer's second announcement comes one
+    announce_interval after its first (20 s after its start), not a grown period later (160 s
+    here, 41 nodes where 5 would do; 160 s at 1,000 nodes by default)."""
+    sim = Sim(Settings(announce_rate=0.5), seed=5, latency=0.0002, jitter=0.0003)
+    sim.add_settled(40)
+    sim.run_for(200.0)
+    deaf = sim.live()[7]
+    t0 = sim.now
+    newcomer = len(sim.engines)
+    sim.drop_multicast = lambda sender, receiver: (sender, receiver) == (newcomer, deaf) and sim.now < t0 + 15.0
+    removals = Removals(sim)
+    sim.add()
+    joined = Convergence(sim, sim.live())
+    sim.run_for(15.0)
+    assert joined.at is None and sim.engines[newcomer].local.primary not in sim.engines[deaf].membership
+    sim.run_for(10.0)
+    assert joined.at is not None and joined.at - t0 <= 23.0, joined.at and joined.at - t0
+    assert removals.false == []

@@ -7,7 +7,7 @@ from ipaddress import ip_address
 import pytest
 
 from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.protocol import FLAG_JOIN, MAX_HOPS, Message, MsgType, decode, encode, via, with_hops
+from omdisc.protocol import FLAG_JOIN, FLAG_PROBES, MAX_HOPS, Message, MsgType, decode, encode, via, with_hops
 from tests.unit.sim import SimLan
 
 FAST = Settings(announce_interval=10.0, dead_interval=30.0)
@@ -153,3 +153,32 @@ def test_a_host_that_does_not_route_greets_nobody() -> None:
     while (t := host.next_deadline()) <= 6.0:
         sent += [decode(o.data).type for o in host.tick(t)]
     assert MsgType.ANNOUNCE not in sent and host.stats["greetings"] == 0
+
+
+
+def announce_times(engine: Engine, count: int) -> list[float]:
+    """When this engine sends its next `count` periodic ANNOUNCEs, nothing else heard meanwhile."""
+    times = []
+    for _ in range(count):
+        now = engine.next_announce
+        assert any(decode(o.data).type is MsgType.ANNOUNCE for o in engine.tick(now))
+        times.append(now)
+    return times
+
+
+def test_after_a_join_the_first_two_announcements_are_one_interval_apart_then_the_period_grows() -> None:
+    """1,000 members: an announcement every 160 s (16 x 10 s, +-10%), but a node that lost the
+    JOIN must not wait that long to hear of the newcomer: 10 s, 10 s more, then 160 s; the same
+    after a rejoin (new addresses, sockets opened again)."""
+    engine = Engine(LocalNode(1, (ip_address("198.18.0.1"),)), 1, Settings(), random.Random(1), wall=lambda: 1.0)
+    engine.start(0.0)
+    for i in range(1000):  # version 2 nodes (PROBES): beside a version 1 node the period stays 10 s
+        addr = ip_address("198.19.0.0") + i
+        engine.receive(encode(Message(MsgType.ANNOUNCE, 1000 + i, 1, 1, (addr,), FLAG_PROBES)), i / 1000,
+                       interface="eth0", source=addr)
+    for joined in (0.0, 200.0):
+        if joined:
+            engine.rejoin(joined)
+        first, second, third = announce_times(engine, 3)
+        assert 9.0 <= first - joined <= 11.0 and 9.0 <= second - first <= 11.0, (joined, first, second)
+        assert 144.0 <= third - second <= 176.0, third - second

@@ -33,7 +33,8 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers", "omdisc.showmap")
+LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers", "omdisc.showmap",
+            "systemd.journal", "systemd.daemon", "uuid", "platform")  # the C halves of systemd-python do
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
@@ -91,3 +92,13 @@ def test_the_cluster_key_macs_are_the_same_without_openssl(tmp_path: Path) -> No
     assert (verdict, openssl.strip()) == ("ok", "no openssl"), out
     auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)  # with OpenSSL, here
     assert signed == auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),)))).hex()
+
+
+def test_journal_fields_are_what_systemd_journal_send_made() -> None:
+    """omdisc.journal calls systemd-python's C sendv() itself: the same FIELD=value entries as its
+    Python send() made, str as text, bytes as they are, numbers by str()."""
+    from omdisc.journal import journal_fields
+    assert journal_fields({"MESSAGE": "node #3 joined\nsecond line", "PRIORITY": 6, "CODE_LINE": 12,
+                           "OMDISC_BLOB": b"\xde\xad", "OMDISC_PEER": "198.18.0.3"}) == [
+        "MESSAGE=node #3 joined\nsecond line", "PRIORITY=6", "CODE_LINE=12", b"OMDISC_BLOB=\xde\xad",
+        "OMDISC_PEER=198.18.0.3"]
