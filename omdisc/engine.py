@@ -55,11 +55,12 @@ from .table import Table, build_table
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")
 
-# After a JOIN (a start, new addresses, new sockets) the first announcements go out one
+# After a JOIN (a start, new addresses, new sockets, a reload) the first announcements go out one
 # announce_interval apart, whatever the cluster's size: a node that lost the JOIN learns the
 # newcomer from the first, one that lost that too (1 in 400 at 5% loss) from the second, 20 s
 # after the JOIN, not a whole period (160 s at 1,000 nodes) on.
 EARLY_ANNOUNCES = 2
+
 
 @dataclass(frozen=True)
 class Settings:

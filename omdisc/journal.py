@@ -24,7 +24,7 @@ def _optional(module: str) -> Any:
 
 
 # The C halves of systemd-python: sendv() and notify() are all the daemon uses, and the Python halves
-# (systemd.journal, systemd.daemon) bring uuid, platform, syslog and the journal reader: 0.5 MB of RSS.
+# (systemd.journal, systemd.daemon) bring uuid, platform, syslog and the journal reader: 0.4 MB of RSS.
 sd_daemon = _optional("systemd._daemon")
 sd_journal = _optional("systemd._journal")
 

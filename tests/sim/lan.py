@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from omdisc import engine as engine_module
-from omdisc.engine import Engine, LocalNode, Outgoing, Settings
+from omdisc.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
 from omdisc.nodeid import node_id_for
 from omdisc.protocol import FLAG_GATEWAY, IPAddress, Message
 
@@ -171,12 +171,14 @@ class Sim:
         nodes = [len(self.engines) + k for k in range(n)]
         for _ in nodes:
             self.add(start=False, settings=warm)
-        start, now = self.now, self.now + 2 * WARM
+        start, now = self.now, self.now + (EARLY_ANNOUNCES + 1) * WARM
         announces: list[tuple[int, list[Outgoing]]] = []
         for i in nodes:
             e = self.engines[i]
             self.up[i] = True
             e.start(start)  # its JOIN: dropped
+            for _ in range(EARLY_ANNOUNCES - 1):  # settled: a joiner's early announcements are over
+                e.tick(e.next_announce)  # (dropped too: the last, below, is what every node heard)
             announces.append((i, e.tick(now)))
         self.now = now
         with _decoded_once():
