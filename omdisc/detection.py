@@ -21,6 +21,12 @@ from .probing import Prober
 from .protocol import FLAG_RESTART, IPAddress, Message, MsgType
 
 log = logging.getLogger("omdisc.membership")
+def period_scale(nodes: int, per: float) -> int:
+    """The announce period for `nodes`, in announce intervals: 1 up to `per` nodes, then the next
+    power of two that keeps what each node hears at `per` announcements an interval."""
+    return 1 if nodes <= per else int(2 ** math.ceil(math.log2(nodes / per)))
+
+
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 
 
@@ -134,9 +140,7 @@ class Detection:
             return 1
         self.prober.ring(me)
         n = nodes if nodes is not None else len(self.membership) + 1
-        if self.prober.v1_neighbours or n <= per:
-            return 1
-        return int(2 ** math.ceil(math.log2(n / per)))
+        return 1 if self.prober.v1_neighbours else period_scale(n, per)
 
     # --- verdicts ----------------------------------------------------------------------------
 

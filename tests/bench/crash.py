@@ -13,7 +13,6 @@ stopped for a second (SIGSTOP, SIGCONT) now and then.
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 import statistics
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from omdisc.detection import period_scale
+from omdisc.engine import Settings
 from tests.bench.converge import in_map, rss_kib
 from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.integration.test_failure_detection import dropped, lossy
@@ -145,12 +146,13 @@ def settle(daemons: list[Daemon]) -> None:
     a node answers a JOIN last (answers.py): a newcomer then waits for the few that heard everyone."""
     t0 = time.monotonic()
     n = len(daemons)
-    scale = 2 ** max(0, math.ceil(math.log2(n / 100)))  # the announce period's (docs/protocol.md, "Load")
+    interval = PACKAGED["announce_interval"]
+    period = interval * period_scale(n, Settings().announce_rate * interval)  # docs/protocol.md, "Load"
 
     def heard_all(d: Daemon) -> bool:
         members = d.state().get("members", [])
         return len(members) == n - 1 and all(m.get("firsthand") for m in members)
-    wait_for(lambda: all(heard_all(d) for d in daemons), 60 + 3 * PACKAGED["announce_interval"] * scale,
+    wait_for(lambda: all(heard_all(d) for d in daemons), 60 + 3 * period,
              interval=0.5, what="every member heard first-hand")
     print(f"settled: every member heard first-hand {time.monotonic() - t0:.1f} s after the storm", flush=True)
 

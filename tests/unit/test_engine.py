@@ -155,7 +155,6 @@ def test_a_host_that_does_not_route_greets_nobody() -> None:
     assert MsgType.ANNOUNCE not in sent and host.stats["greetings"] == 0
 
 
-
 def announce_times(engine: Engine, count: int) -> list[float]:
     """When this engine sends its next `count` periodic ANNOUNCEs, nothing else heard meanwhile."""
     times = []
