@@ -22,8 +22,9 @@ log = logging.getLogger("omdisc")
 klog = logging.getLogger("omdisc.kernel")
 
 MAP_INTERVAL = 0.05  # the kernel map: at most 20 writes a second
-# state.json: after a map change at most 4 writes a second (showmap --json shows members with the
-# table), for counters and ages alone at most one: no flood can keep the loop writing it.
+# state.json: a map change is written with the map when none was in the last STATE_AFTER_MAP
+# seconds (showmap --json and --members follow the kernel table at once after a quiet spell), else
+# at most 4 a second; counters and ages alone at most one a second: no flood keeps the loop writing.
 STATE_AFTER_MAP = 0.25
 STATE_INTERVAL = 1.0
 # counters alone: state.json costs about 5 ms to write at 1,000 members, so beyond 100 members it is
@@ -80,8 +81,10 @@ class MapWriter:
         self.hold_until = float("-inf")
         self._map_at = float("-inf")
         self._lone = False  # the map last written was of this node alone
-        self._state_at = float("-inf")
+        self._state_at = float("-inf")  # state.json last written, for whatever reason
+        self._state_map_at = float("-inf")  # ... last written with a map change
         self._state_dirty = True
+        self._state_map_pending = False  # a written map that state.json does not show yet
         self._state_wait = STATE_INTERVAL
         self._dropped_reported: tuple[Entry, ...] = ()
         self._ipv6_only_reported: set[Any] = set()
@@ -97,8 +100,14 @@ class MapWriter:
         if engine.map_version != self._written_version:
             due = self._map_due(engine)
         if self._state_dirty:
-            due = min(due, self._state_at + self._state_wait)
+            due = min(due, self._state_due())
         return due
+
+    def _state_due(self) -> float:
+        """A map change waits only for the last map change's write, not for a counters' write."""
+        if self._state_map_pending:
+            return self._state_map_at + STATE_AFTER_MAP
+        return self._state_at + self._state_wait
 
     def _map_due(self, engine: Engine) -> float:
         """The earliest a changed map may be written: the throttle, and a restart's first-map hold."""
@@ -117,7 +126,7 @@ class MapWriter:
     def flush(self, engine: Engine, now: float) -> None:
         if engine.map_version != self._written_version and now >= self._map_due(engine):
             self._write_map(engine, now)
-        if self._state_dirty and now >= self._state_at + self._state_wait:
+        if self._state_dirty and now >= self._state_due():
             self._write_state(engine, now)
 
     def _write_map(self, engine: Engine, now: float) -> None:
@@ -132,6 +141,9 @@ class MapWriter:
             klog.error("cannot write the map to %s: %s (will retry)", self.sink.description, e.strerror or e)
             return
         self._written_version = version
+        if self._lone and len(engine.membership):
+            # a newcomer's first answer: in state.json at once too, as in the kernel table (_gap)
+            self._state_map_at = float("-inf")
         self._lone = not len(engine.membership)
         self.written, self.written_id = table, my_id
         self.stats["map_writes"] += 1
@@ -139,12 +151,14 @@ class MapWriter:
         events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(engine.membership) + 1,
                          len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
         self._state_dirty = True
-        self._state_wait = STATE_AFTER_MAP
+        self._state_map_pending = True
         self.on_written()
 
     def _write_state(self, engine: Engine, now: float) -> None:
         self._state_at = now
-        self._state_dirty = False
+        if self._state_map_pending:
+            self._state_map_at = now
+        self._state_dirty = self._state_map_pending = False
         self._state_wait = min(STATE_INTERVAL_MAX, max(STATE_INTERVAL, len(engine.membership) / STATE_MEMBERS_A_SECOND))
         state = engine.state(now, lazy_members=True)  # member dicts made a batch at a time
         state.update(self.extra_state())

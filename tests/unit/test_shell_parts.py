@@ -3,6 +3,8 @@ map writer's throttle and its write errors, the rate limits."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import random
 from collections import Counter
 from ipaddress import ip_address
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from omdisc import incarnation
 from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, MapWriter
+from omdisc.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, STATE_AFTER_MAP, MapWriter
 from omdisc.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
 from omdisc.ratelimit import AgedSet, KeyedBuckets, LogLimiter
 from omdisc.sinks import AlphaSink, SinkError
@@ -77,6 +79,61 @@ def test_a_newcomers_map_shows_the_first_answer_at_once_then_the_throttle_holds(
         writer.flush(e, 0.01 + i * 0.001)
     assert stats["map_writes"] == 2  # the cluster written with the first answer, not 50 ms on
     assert writer.next_due(e) == 0.01 + MAP_INTERVAL  # then the throttle, as for any burst
+
+
+def announce(e: Engine, node_id: int, now: float) -> None:
+    peer = ip_address(f"198.18.{node_id // 250}.{node_id % 250 + 1}")
+    e.receive(encode(Message(MsgType.ANNOUNCE, node_id, 1, 1, (peer,))), now, source=peer)
+
+
+def test_state_json_shows_a_map_change_with_the_map_after_a_quiet_spell(tmp_path: Path) -> None:
+    """showmap --members must not lag the kernel table: a counters' write just before does not hold it."""
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    announce(e, 2, 0.0)
+    writer.flush(e, 0.0)
+    for t in (1.0, 2.0, 2.5, 3.0):  # counters change now and then: state.json written for them alone
+        now[0] = t
+        writer.touch()
+        writer.flush(e, t)
+    assert states == [0.0, 1.0, 2.0, 3.0]  # counters at most once a second
+    now[0] = 3.1
+    announce(e, 3, 3.1)  # a newcomer, 100 ms after a counters' write
+    writer.flush(e, 3.1)
+    assert states[-1] == 3.1 and len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2
+
+
+def test_a_newcomers_state_json_shows_the_first_answer_at_once(tmp_path: Path) -> None:
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)  # at start: this node alone, map and state.json
+    now[0] = 0.01
+    announce(e, 2, 0.01)
+    writer.flush(e, 0.01)
+    assert states == [0.0, 0.01]
+    assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 1
+
+
+def test_a_flood_of_map_changes_writes_state_json_at_most_four_times_a_second(tmp_path: Path) -> None:
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    announce(e, 2, 0.0)
+    for ms in range(2000):  # a new node every millisecond for 2 s, the loop flushing each time
+        now[0] = ms / 1000
+        announce(e, 3 + ms, now[0])
+        writer.touch()
+        writer.flush(e, now[0])
+    assert len(states) <= 2 / STATE_AFTER_MAP + 1
+    assert all(b - a >= STATE_AFTER_MAP for a, b in itertools.pairwise(states))
+    now[0] = 2.0 + STATE_AFTER_MAP
+    writer.flush(e, now[0])  # the last change is written, not lost
+    assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2001
 
 
 def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path: Path) -> None:
