@@ -8,6 +8,9 @@ OMDISC_APT (a directory served to the containers as /srv/apt). The containers ou
 process (molecule runs each step as its own playbook); their pids and namespaces are kept in
 OMDISC_LAB_DIR/lab.json for destroy. Ansible reaches them by SSH from inside the lab's "ctl"
 namespace (tests/lab/netns-ssh), so no traffic leaves the lab.
+
+A test that runs ansible-playbook itself boots the same lab with booted() (a context manager that
+shuts it down again), in its own process.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -33,23 +38,33 @@ def _lab_dir() -> Path:
     return d
 
 
-def create(instance_config: Path) -> None:
-    lab_dir = _lab_dir()
-    key = lab_dir / "id_ed25519"
+def ssh_key(lab_dir: Path) -> Path:
+    """The key Ansible logs in with (root's authorized key in every container)."""
+    return lab_dir / "id_ed25519"
+
+
+def address(i: int) -> str:
+    return f"198.18.0.{11 + i}"
+
+
+def boot(lab_dir: Path, prefix: str, apt: str | None) -> tuple[Lab, list[Container]]:
+    """The lab's LAN, its "ctl" namespace (198.18.0.1) and the containers PLATFORMS (198.18.0.11, ...),
+    booted, with SSH up; `apt` is served as /srv/apt. If anything fails, nothing is left running."""
+    key = ssh_key(lab_dir)
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     ensure_rootfs()
     lab = Lab(lab_dir)
-    lab.prefix = os.environ["OMDISC_LAB_PREFIX"]
+    lab.prefix = prefix
     binds = {str(key) + ".pub": "/root/.ssh/authorized_keys"}
-    if os.environ.get("OMDISC_APT"):
-        binds[os.environ["OMDISC_APT"]] = "/srv/apt"
+    if apt:
+        binds[apt] = "/srv/apt"
     containers: list[Container] = []
     try:
         lan = lab.lan()
         lab.node("ctl", lan, "198.18.0.1/24")
         for i, name in enumerate(PLATFORMS):
-            node = lab.node(name.removeprefix("omdt-"), lan, f"198.18.0.{11 + i}/24")
+            node = lab.node(name.removeprefix("omdt-"), lan, f"{address(i)}/24")
             c = Container(node, name, dict(binds))
             c.boot()
             containers.append(c)
@@ -63,10 +78,29 @@ def create(instance_config: Path) -> None:
             c.shutdown()
         lab.close()
         raise
+    return lab, containers
+
+
+@contextmanager
+def booted(lab_dir: Path, prefix: str, apt: str | None = None) -> Iterator[list[Container]]:
+    """boot(), then everything shut down and removed when the block ends, however it ends."""
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    lab, containers = boot(lab_dir, prefix, apt)
+    try:
+        yield containers
+    finally:
+        for c in containers:
+            c.shutdown()
+        lab.close()
+
+
+def create(instance_config: Path) -> None:
+    lab_dir = _lab_dir()
+    lab, containers = boot(lab_dir, os.environ["OMDISC_LAB_PREFIX"], os.environ.get("OMDISC_APT"))
     state = {"namespaces": lab.namespaces, "nspawn": [c.proc.pid for c in containers if c.proc]}
     (lab_dir / "lab.json").write_text(json.dumps(state))
-    instances = [{"instance": name, "address": f"198.18.0.{11 + i}", "user": "root", "port": 22,
-                  "identity_file": str(key)} for i, name in enumerate(PLATFORMS)]
+    instances = [{"instance": name, "address": address(i), "user": "root", "port": 22,
+                  "identity_file": str(ssh_key(lab_dir))} for i, name in enumerate(PLATFORMS)]
     instance_config.write_text(yaml.safe_dump(instances))
 
 
