@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import NoReturn
 
-from . import __version__
-from .config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
+from omdisc import __version__
+from omdisc.core.config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid file held, bind failed

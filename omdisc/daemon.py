@@ -32,25 +32,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, events, incarnation, interfaces, keyfile
-from .auth import Authenticator, KeyFileError, gen_key, key_id
-from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
-from .config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
-from .detach import Detacher
-from .detector import ProbeSettings
-from .engine import Engine, Outgoing, Settings
-from .handlers import Runner
-from .journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
-from .links import Links, Wanted
-from .mapwriter import FIRST_MAP_WAIT, MapWriter
-from .netlink import LinkMonitor
-from .nodeid import NodeIdError
-from .pidfile import PidFile, PidFileError
-from .plan import Addresses, Plan, StartupError, local_node, make_plan
-from .protocol import IPAddress
-from .ratelimit import LogLimiter
-from .sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
-from .transport import MulticastHandler
+from omdisc import __version__
+from omdisc.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
+from omdisc.core import events
+from omdisc.core.auth import Authenticator, KeyFileError, gen_key, key_id
+from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
+from omdisc.core.detection.timers import ProbeSettings
+from omdisc.core.engine import Engine, Outgoing, Settings
+from omdisc.core.interface_plan import Addresses, Plan, StartupError, local_node, make_plan
+from omdisc.core.nodeid import NodeIdError
+from omdisc.core.protocol import IPAddress
+from omdisc.core.ratelimit import LogLimiter
+from omdisc.shell import incarnation, interfaces, keyfile
+from omdisc.shell.detach import Detacher
+from omdisc.shell.handlers import Runner
+from omdisc.shell.journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
+from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
+from omdisc.shell.netlink import LinkMonitor
+from omdisc.shell.pidfile import PidFile, PidFileError
+from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
+from omdisc.shell.sockets import Links, Wanted
+from omdisc.shell.transport import MulticastHandler
 
 log = logging.getLogger("omdisc")
 
@@ -359,7 +361,7 @@ class Daemon:
         written = self.writer.written
         table = written if written is not None else self.engine.table()
         node_id = self.writer.written_id if written is not None else self.engine.local.node_id
-        from .showmap import as_json  # only when a handler runs: showmap's imports cost 0.4 MB
+        from omdisc.showmap import as_json  # only when a handler runs: showmap's imports cost 0.4 MB
 
         data = (as_json(node_id, list(table.entries), state) + "\n").encode()
         self._document = (version, now, data)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
-from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, path_argument
-from .config import DEFAULT_PATH, ConfigError, load
-from .inotify import (
+from omdisc import __version__
+from omdisc.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, path_argument
+from omdisc.core.config import DEFAULT_PATH, ConfigError, load
+from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
     IN_DELETE,
@@ -27,8 +28,7 @@ from .inotify import (
     Event,
     Inotify,
 )
-from .sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
-from .table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
 
 EXIT_STALE = 3  # the map is there, but the omdiscd that wrote it is not running
 

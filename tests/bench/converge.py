@@ -16,9 +16,9 @@ import time
 from ipaddress import ip_address
 from pathlib import Path
 
-from omdisc.auth import Authenticator, Keyring, gen_key
-from omdisc.protocol import Message, MsgType, decode, encode
-from omdisc.table import TableFormatError, decode_config
+from omdisc.core.auth import Authenticator, Keyring, gen_key
+from omdisc.core.protocol import Message, MsgType, decode, encode
+from omdisc.core.table import TableFormatError, decode_config
 from tests.lab.netlab import Daemon, Lab, require_root, wait_for
 
 QUIET = {"announce_interval": 30.0, "dead_interval": 90.0}  # no periodic traffic during the counts

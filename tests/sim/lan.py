@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from omdisc import engine as engine_module
-from omdisc.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
-from omdisc.nodeid import node_id_for
-from omdisc.protocol import FLAG_GATEWAY, IPAddress, Message
+from omdisc.core.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
+from omdisc.core.nodeid import node_id_for
+from omdisc.core.protocol import FLAG_GATEWAY, IPAddress, Message
 
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.auth import Authenticator, KeyFileError, Keyring, gen_key, key_id, load_keyring, parse_keys
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.protocol import FLAG_JOIN, MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded, with_hops
+from omdisc.core.auth import Authenticator, KeyFileError, Keyring, gen_key, key_id, load_keyring, parse_keys
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import FLAG_JOIN, MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded, with_hops
 
 A = ip_address("198.18.0.1")
 B = ip_address("198.18.0.2")
@@ -172,7 +172,7 @@ def test_engines_with_a_key_hear_each_other_and_ignore_one_without() -> None:
 
 
 def test_a_probe_read_before_an_older_multicast_is_no_replay_but_a_replayed_probe_is() -> None:
-    from omdisc.protocol import Subject
+    from omdisc.core.protocol import Subject
 
     clock = Clock()
     sender, receiver = auth(clock=clock), auth(clock=clock)

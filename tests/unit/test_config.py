@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.config import Config, ConfigError, dump_defaults, load, parse
+from omdisc.core.config import Config, ConfigError, dump_defaults, load, parse
 
 
 def test_empty_file_is_the_defaults() -> None:

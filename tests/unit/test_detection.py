@@ -3,7 +3,7 @@ users of such a cluster notice (issue 10's bounds, at this size)."""
 
 from __future__ import annotations
 
-from omdisc.engine import Settings
+from omdisc.core.engine import Settings
 from tests.sim import Convergence, Departure, Removals, Sim
 
 N = 50

@@ -7,8 +7,8 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address, ip_address
 
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.protocol import (
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import (
     FLAG_PROBES,
     DecodeError,
     IPAddress,
@@ -255,7 +255,7 @@ def test_a_restart_that_never_comes_back_is_detected_after_the_grace() -> None:
 
 
 def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() -> None:
-    from omdisc.detector import Detector, ProbeSettings, Target
+    from omdisc.core.detection.timers import Detector, ProbeSettings, Target
 
     d = Detector(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
@@ -275,7 +275,7 @@ def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() ->
 
 
 def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> None:
-    from omdisc.detector import Detector, ProbeSettings, Target
+    from omdisc.core.detection.timers import Detector, ProbeSettings, Target
 
     d = Detector(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")

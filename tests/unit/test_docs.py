@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from omdisc.cli import build_parser
-from omdisc.config import Config, parse
+from omdisc.core.config import Config, parse
 from omdisc.showmap import build_parser as showmap_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.protocol import FLAG_JOIN, FLAG_PROBES, MAX_HOPS, Message, MsgType, decode, encode, via, with_hops
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import FLAG_JOIN, FLAG_PROBES, MAX_HOPS, Message, MsgType, decode, encode, via, with_hops
 from tests.unit.sim import SimLan
 
 FAST = Settings(announce_interval=10.0, dead_interval=30.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from omdisc.engine import Settings
+from omdisc.core.engine import Settings
 from tests.sim import Convergence, Departure, Removals, Sim
 
 SEEDS = range(1, 41)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.config import Config, ConfigError, HandlerSpec, dump, parse
-from omdisc.engine import Settings
-from omdisc.events import Event, Recorder
-from omdisc.handlers import PARALLEL, Backlog, Capture, Runner, environment, excerpt
+from omdisc.core.config import Config, ConfigError, HandlerSpec, dump, parse
+from omdisc.core.engine import Settings
+from omdisc.core.events import Event, Recorder
+from omdisc.shell.handlers import PARALLEL, Backlog, Capture, Runner, environment, excerpt
 from tests.unit.sim import SimLan
 
 A, B = ip_address("198.18.0.1"), ip_address("198.18.0.2")

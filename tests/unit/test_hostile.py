@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.protocol import (
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
     MAX_DATAGRAM,

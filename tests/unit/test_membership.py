@@ -5,8 +5,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from omdisc.membership import HEAP_SLACK, Change, Claim, Member, Membership
-from omdisc.protocol import MemberRecord
+from omdisc.core.membership import HEAP_SLACK, Change, Claim, Member, Membership
+from omdisc.core.protocol import MemberRecord
 
 A = ip_address("198.18.0.1")
 B = ip_address("198.18.0.2")

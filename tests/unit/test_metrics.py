@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.mapwriter import MapWriter
-from omdisc.metrics import escape_label, render
-from omdisc.sinks import AlphaSink
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.metrics import escape_label, render
+from omdisc.shell.mapwriter import MapWriter
+from omdisc.shell.sinks import AlphaSink
 
 STATS = Counter({"received": 12, "sent": 5, "sent:ANNOUNCE": 4, "sent:LEAVE": 1, "malformed": 2,
                  "malformed:short": 2, "rejected": 1, "rejected:foreign": 1, "auth:replay": 3, "stale": 1,

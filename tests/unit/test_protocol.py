@@ -4,8 +4,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from omdisc import protocol
-from omdisc.protocol import (
+from omdisc.core import protocol
+from omdisc.core.protocol import (
     FLAG_JOIN,
     MAX_DATAGRAM,
     DecodeError,

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.config import Config
+from omdisc.core.config import Config
+from omdisc.core.interface_plan import make_plan
+from omdisc.core.protocol import FLAG_RESTART, MsgType, decode
 from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon
-from omdisc.journal import LogControl
-from omdisc.plan import make_plan
-from omdisc.protocol import FLAG_RESTART, MsgType, decode
-from omdisc.sinks import AlphaSink
+from omdisc.shell.journal import LogControl
+from omdisc.shell.sinks import AlphaSink
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,13 +10,13 @@ from collections import Counter
 from ipaddress import ip_address
 from pathlib import Path
 
-from omdisc import incarnation
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, STATE_AFTER_MAP, MapWriter
-from omdisc.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
-from omdisc.ratelimit import AgedSet, KeyedBuckets, LogLimiter
-from omdisc.sinks import AlphaSink, SinkError
-from omdisc.table import Table
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
+from omdisc.core.ratelimit import AgedSet, KeyedBuckets, LogLimiter
+from omdisc.core.table import Table
+from omdisc.shell import incarnation
+from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, STATE_AFTER_MAP, MapWriter
+from omdisc.shell.sinks import AlphaSink, SinkError
 
 ME = ip_address("198.18.0.1")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from ipaddress import IPv4Address
 
-from omdisc.engine import Outgoing, Settings
-from omdisc.protocol import Message, MsgType, encode
+from omdisc.core.engine import Outgoing, Settings
+from omdisc.core.protocol import Message, MsgType, encode
 from tests.sim import Convergence, Departure, Removals, Sim, in_map
 
 QUICK = Settings(announce_interval=1.0, dead_interval=3.0)

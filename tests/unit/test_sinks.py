@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
-from omdisc.table import Entry, Table, decode_config, decode_mospe
+from omdisc.core.table import Entry, Table, decode_config, decode_mospe
+from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 
 
 def table(n: int) -> Table:

@@ -5,8 +5,8 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 
-from omdisc.nodeid import NodeIdError, node_id_for, settle
-from omdisc.table import (
+from omdisc.core.nodeid import NodeIdError, node_id_for, settle
+from omdisc.core.table import (
     MAX_ENTRIES,
     Entry,
     TableFormatError,

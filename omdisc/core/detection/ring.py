@@ -15,10 +15,10 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .detector import Detector, ProbeSettings, Send, Target
-from .membership import Member, Membership
-from .protocol import FLAG_PROBES, IPAddress, Message, MsgType
-from .ratelimit import KeyedBuckets
+from omdisc.core.detection.timers import Detector, ProbeSettings, Send, Target
+from omdisc.core.membership import Member, Membership
+from omdisc.core.protocol import FLAG_PROBES, IPAddress, Message, MsgType
+from omdisc.core.ratelimit import KeyedBuckets
 
 log = logging.getLogger("omdisc.membership")
 

@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .protocol import IPAddress, MsgType
+from omdisc.core.protocol import IPAddress, MsgType
 
 Order = tuple[int, int]  # (incarnation, seq): what a node says is newer when this is larger
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from .answers import AnswerLimits, JoinAnswers
-from .guard import Guard
-from .membership import Change, Claim
-from .news import News
-from .protocol import IPAddress, Message, Snapshot
-from .snapshots import paths
+from omdisc.core.answers import AnswerLimits, JoinAnswers
+from omdisc.core.chronicle import News
+from omdisc.core.guard import Guard
+from omdisc.core.membership import Change, Claim
+from omdisc.core.protocol import IPAddress, Message, Snapshot
+from omdisc.core.snapshots import paths
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from .protocol import MsgType
+from omdisc.core.protocol import MsgType
 
 # (metric, stats key, help): always present, 0 until counted
 COUNTERS = (

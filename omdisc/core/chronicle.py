@@ -8,10 +8,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from . import events
-from .detector import Order
-from .membership import Change, Claim, Member, Membership
-from .protocol import IPAddress, MemberRecord
+from omdisc.core import events
+from omdisc.core.detection.timers import Order
+from omdisc.core.membership import Change, Claim, Member, Membership
+from omdisc.core.protocol import IPAddress, MemberRecord
 
 log = logging.getLogger("omdisc.membership")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from . import interfaces
-from .config import Config
-from .engine import LocalNode
-from .nodeid import check_node_id, node_id_for
-from .protocol import FLAG_GATEWAY, MAX_ADDRESSES, IPAddress
+from omdisc.core.config import Config
+from omdisc.core.engine import LocalNode
+from omdisc.core.nodeid import check_node_id, node_id_for
+from omdisc.core.protocol import FLAG_GATEWAY, MAX_ADDRESSES, IPAddress
+from omdisc.shell import interfaces
 
 
 class StartupError(RuntimeError):

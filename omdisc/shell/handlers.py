@@ -27,9 +27,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .config import HandlerSpec
-from .events import Event
-from .ratelimit import LogLimiter
+from omdisc.core.config import HandlerSpec
+from omdisc.core.events import Event
+from omdisc.core.ratelimit import LogLimiter
 
 log = logging.getLogger("omdisc.handlers")
 

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import events, metrics
-from .engine import Engine
-from .protocol import IPAddress
-from .sinks import STATE, AlphaSink, LiveSink, write_atomic
-from .table import Entry, Table
+from omdisc.core import events, metrics
+from omdisc.core.engine import Engine
+from omdisc.core.protocol import IPAddress
+from omdisc.core.table import Entry, Table
+from omdisc.shell.sinks import STATE, AlphaSink, LiveSink, write_atomic
 
 log = logging.getLogger("omdisc")
 klog = logging.getLogger("omdisc.kernel")

@@ -23,17 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import events, gateway, report
-from .answers import AnswerLimits, JoinKey
-from .auth import Authenticator, Verdict
-from .detection import Detection, Probe
-from .detector import ProbeSettings
-from .guard import Guard
-from .joining import Joining
-from .membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
-from .news import News
-from .probing import Prober
-from .protocol import (
+from omdisc.core import events, gateway, report
+from omdisc.core.answers import AnswerLimits, JoinKey
+from omdisc.core.auth import Authenticator, Verdict
+from omdisc.core.chronicle import News
+from omdisc.core.detection.conductor import Detection, Probe
+from omdisc.core.detection.ring import Prober
+from omdisc.core.detection.timers import ProbeSettings
+from omdisc.core.guard import Guard
+from omdisc.core.joining import Joining
+from omdisc.core.membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
+from omdisc.core.protocol import (
     FLAG_JOIN,
     FLAG_PROBES,
     FLAG_RESTART,
@@ -49,8 +49,8 @@ from .protocol import (
     encode,
     snapshot_messages,
 )
-from .snapshots import records_for
-from .table import Table, build_table
+from omdisc.core.snapshots import records_for
+from omdisc.core.table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from .protocol import IPAddress, MemberRecord, member_flags, node_flags
+from omdisc.core.protocol import IPAddress, MemberRecord, member_flags, node_flags
 
 DEFAULT_MAX_NODES = 4096
 # The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .events import KINDS as EVENT_KINDS
+from omdisc.core.events import KINDS as EVENT_KINDS
 
 DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
 DEFAULT_KEY_FILE = Path("/etc/omdiscd/cluster.key")  # used when present: no key file, no authentication

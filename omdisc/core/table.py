@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from .nodeid import Collision, IPAddress, NodeLike, settle
+from omdisc.core.nodeid import Collision, IPAddress, NodeLike, settle
 
 MAX_ENTRIES = 256  # setpe's limit on map lines
 

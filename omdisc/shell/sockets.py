@@ -10,12 +10,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import interfaces
-from .config import Config
-from .engine import Outgoing
-from .plan import Plan, StartupError
-from .protocol import IPAddress
-from .transport import Endpoint, MulticastHandler, UnicastHandler
+from omdisc.core.config import Config
+from omdisc.core.engine import Outgoing
+from omdisc.core.interface_plan import Plan, StartupError
+from omdisc.core.protocol import IPAddress
+from omdisc.shell import interfaces
+from omdisc.shell.transport import Endpoint, MulticastHandler, UnicastHandler
 
 log = logging.getLogger("omdisc.net")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from .protocol import MAX_DATAGRAM, IPAddress
+from omdisc.core.protocol import MAX_DATAGRAM, IPAddress
 
 log = logging.getLogger("omdisc.net")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .membership import Claim, Membership
-from .protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
+from omdisc.core.membership import Claim, Membership
+from omdisc.core.protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
 
 
 def records_for(membership: Membership, interface: str, routing: bool,

@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Any
 
-from .config import DEBUG_CATEGORIES
+from omdisc.core.config import DEBUG_CATEGORIES
 
 
 def _optional(module: str) -> Any:

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .detector import ProbeSettings, Send
-from .membership import Member
-from .news import News
-from .probing import Prober
-from .protocol import FLAG_RESTART, IPAddress, Message, MsgType
+from omdisc.core.chronicle import News
+from omdisc.core.detection.ring import Prober
+from omdisc.core.detection.timers import ProbeSettings, Send
+from omdisc.core.membership import Member
+from omdisc.core.protocol import FLAG_RESTART, IPAddress, Message, MsgType
 
 log = logging.getLogger("omdisc.membership")
 def period_scale(nodes: int, per: float) -> int:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .protocol import (
+from omdisc.core.protocol import (
     HEADER_SIZE,
     PROBE_TYPES,
     TRAILER_AUTH,

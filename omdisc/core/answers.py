@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from .protocol import IPAddress
-from .ratelimit import AgedSet, KeyedBuckets
+from omdisc.core.protocol import IPAddress
+from omdisc.core.ratelimit import AgedSet, KeyedBuckets
 
 JoinKey = tuple[IPAddress, int]  # (origin, incarnation)
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-from .table import Table, encode_config, encode_mospe, encode_mospe_text
+from omdisc.core.table import Table, encode_config, encode_mospe, encode_mospe_text
 
 log = logging.getLogger("omdisc.kernel")
 

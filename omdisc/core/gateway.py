@@ -10,9 +10,9 @@ import logging
 from collections import Counter
 from typing import Any
 
-from .membership import Member, Membership
-from .protocol import FLAG_GATEWAY, MAX_HOPS, IPAddress, Message, forwarded, via
-from .ratelimit import AgedSet
+from omdisc.core.membership import Member, Membership
+from omdisc.core.protocol import FLAG_GATEWAY, MAX_HOPS, IPAddress, Message, forwarded, via
+from omdisc.core.ratelimit import AgedSet
 
 log = logging.getLogger("omdisc.gateway")
 

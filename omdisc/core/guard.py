@@ -7,10 +7,10 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
-from . import gateway
-from .membership import Membership
-from .protocol import IPAddress, Message
-from .ratelimit import KeyedBuckets, LogLimiter, muted_note
+from omdisc.core import gateway
+from omdisc.core.membership import Membership
+from omdisc.core.protocol import IPAddress, Message
+from omdisc.core.ratelimit import KeyedBuckets, LogLimiter, muted_note
 
 netlog = logging.getLogger("omdisc.net")
 log = logging.getLogger("omdisc.membership")

@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from . import gateway
-from .membership import Member, Membership
-from .probing import Prober
-from .protocol import FLAG_GATEWAY, FLAG_PROBES
+from omdisc.core import gateway
+from omdisc.core.detection.ring import Prober
+from omdisc.core.membership import Member, Membership
+from omdisc.core.protocol import FLAG_GATEWAY, FLAG_PROBES
 
 
 def acked_age(prober: Prober | None, m: Member, now: float) -> float | None:

@@ -14,9 +14,9 @@ import base64
 import os
 from pathlib import Path
 
-from .auth import KeyFileError, Keyring, load_keyring
-from .config import DEFAULT_KEY_FILE, Config
-from .sinks import make_temp
+from omdisc.core.auth import KeyFileError, Keyring, load_keyring
+from omdisc.core.config import DEFAULT_KEY_FILE, Config
+from omdisc.shell.sinks import make_temp
 
 STAGED = "cluster.key"
 
