@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omdisc.shell.sinks import write_atomic
+from omdisc.shell.files import write_atomic
 
 log = logging.getLogger("omdisc")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omdisc.core.auth import KeyFileError, Keyring, load_keyring
 from omdisc.core.config import DEFAULT_KEY_FILE, Config
-from omdisc.shell.sinks import make_temp
+from omdisc.shell.files import make_temp
 
 STAGED = "cluster.key"
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import errno
-import json
-import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
 
 from omdisc.core.table import Table, encode_config, encode_mospe, encode_mospe_text
-
-log = logging.getLogger("omdisc.kernel")
+from omdisc.shell.files import write_atomic
 
 PROC_ADMIN = Path("/proc/hpc/admin")
 MOSPE, CONFIG = "mospe", "config"
@@ -20,43 +15,6 @@ ALPHA_MOSPE, ALPHA_CONFIG, STATE = "om_mospe", "om_config", "state.json"
 
 class SinkError(OSError):
     """The map could not be written: an OSError, so the loop handles it like any write error."""
-
-
-def make_temp(directory: Path, prefix: str) -> tuple[int, str]:
-    """A new file as tempfile.mkstemp makes it (O_EXCL, mode 0600, a name nobody can guess), its
-    descriptor and path; without tempfile, which with shutil would cost the daemon 0.3 MB of RSS."""
-    for _ in range(100):
-        path = os.path.join(directory, prefix + os.urandom(8).hex())
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(directory))
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
-    """Temp file + rename in the same directory: a reader sees the old file or the new, never half.
-    With `sync`, the data is on disk before the rename (what must survive a power cut)."""
-    fd, tmp = make_temp(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class KernelSink(Protocol):
-    description: str
-
-    def write(self, node_id: int, table: Table) -> None: ...
-
-    def holds_map(self) -> bool: ...
 
 
 class AlphaSink:
@@ -143,7 +101,3 @@ def choose_sink(mode: str, alpha_dir: Path, admin: Path = PROC_ADMIN) -> AlphaSi
         return LiveSink(admin)
     return AlphaSink(alpha_dir)
 
-
-def write_state(directory: Path, state: dict[str, Any]) -> None:
-    """What the binary table cannot say (members, gateways, counters), for showmap --json."""
-    write_atomic(directory / STATE, (json.dumps(state, separators=(",", ":")) + "\n").encode())

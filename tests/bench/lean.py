@@ -39,8 +39,9 @@ import yaml
 from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import Message, MsgType, encode
 from omdisc.core.snapshots import records_for
-from omdisc.shell.mapwriter import encode_state
-from omdisc.shell.sinks import STATE, AlphaSink, write_atomic
+from omdisc.shell.files import write_atomic
+from omdisc.shell.sinks import STATE, AlphaSink
+from omdisc.shell.statefile import encode_state
 from tests.lab.inject import add_addresses, made_up
 from tests.lab.netlab import REPO, Lab, Node, require_root, wait_for
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from omdisc.shell.files import write_atomic
 from omdisc.shell.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, IN_ONLYDIR, Event, Inotify, parse_events
-from omdisc.shell.sinks import write_atomic
 
 
 def test_events_are_parsed_with_their_padded_names() -> None:

@@ -15,7 +15,7 @@ import pytest
 from omdisc import __version__
 from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.protocol import Message, MsgType, encode
-from omdisc.shell.mapwriter import MEMBERS_AT_ONCE, encode_state
+from omdisc.shell.statefile import MEMBERS_AT_ONCE, encode_state
 from tests.bench.lean import engine_with
 
 

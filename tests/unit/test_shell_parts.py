@@ -14,8 +14,9 @@ from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
 from omdisc.core.ratelimit import AgedSet, KeyedBuckets, LogLimiter
 from omdisc.core.table import Table
+from omdisc.core.throttle import MAP_INTERVAL, STATE_AFTER_MAP
 from omdisc.shell import incarnation
-from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MAP_INTERVAL, STATE_AFTER_MAP, MapWriter
+from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
 from omdisc.shell.sinks import AlphaSink, SinkError
 
 ME = ip_address("198.18.0.1")
