@@ -1,6 +1,6 @@
 """The counters and gauges in Prometheus' text exposition format (version 0.0.4), for
 node_exporter's textfile collector (config key metrics_file). Pure: render() makes the text; the
-map writer writes it atomically with state.json."""
+metrics file (shell.metricsfile) is written with state.json."""
 
 from __future__ import annotations
 

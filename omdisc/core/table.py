@@ -21,7 +21,7 @@ class TableFormatError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)  # a table at 1,000 members has 1,000 of them: no __dict__ each
+@dataclass(frozen=True, slots=True)  # one per member in a large table: no __dict__ each
 class Entry:
     node_id: int
     ip: IPv4Address
