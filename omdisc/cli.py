@@ -43,7 +43,9 @@ exit status:
 See omdiscd(8) for the full manual."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """omdiscd's and showmap's: a bad command line is one line on stderr and exit status 2."""
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
@@ -86,7 +88,7 @@ def _debug(value: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="omdiscd",
         description=DESCRIPTION,
         epilog=EPILOG,

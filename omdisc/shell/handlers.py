@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from omdisc.core.config import HandlerSpec
-from omdisc.core.events import Event
+from omdisc.core.events import KINDS, Event
 from omdisc.core.ratelimit import LogLimiter
 
 log = logging.getLogger("omdisc.handlers")
+mainlog = logging.getLogger("omdisc")  # what the configuration gets wrong: with the daemon's own (category main)
 
 PARALLEL = 4  # programs running at once, over all handlers
 QUEUED = 64  # events waiting per handler
@@ -169,6 +170,11 @@ class Runner:
     def wanted(self) -> bool:
         return bool(self._slots)
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of event some handler wants: the engine records only these."""
+        return frozenset(k for s in self._slots for k in KINDS if s.spec.wants(k))
+
     def configure(self, specs: Iterable[HandlerSpec], timeout: float) -> None:
         """The handlers in force (start, SIGHUP). One kept from before keeps its backlog; one no
         longer configured finishes what runs and forgets what waits."""
@@ -193,6 +199,9 @@ class Runner:
                 log.warning("handler %s is no longer configured: %d events it had not run yet dropped", s.spec.run,
                             forgotten)
         self._slots = slots
+        for slot in slots:
+            if not os.access(slot.spec.run, os.X_OK):
+                mainlog.warning("handler %s is not an executable file: its events will fail", slot.spec.run)
 
     def submit(self, events: Iterable[Event]) -> None:
         """From the loop: never waits."""

@@ -17,8 +17,6 @@ IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
 IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
 IN_IGNORED = 0x00008000  # the watch is gone (its directory was removed)
 IN_ONLYDIR = 0x01000000
 IN_NONBLOCK = os.O_NONBLOCK
@@ -30,7 +28,7 @@ _READ_SIZE = 64 * 1024  # many events per read(); one event is at most 16 + NAME
 
 
 @dataclass(frozen=True)
-class Event:
+class InotifyEvent:
     wd: int
     mask: int
     name: str  # the file's name within the watched directory; "" for the directory itself
@@ -50,7 +48,7 @@ def _raise_errno(path: Path | None = None) -> NoReturn:
     raise OSError(code, os.strerror(code), *((str(path),) if path is not None else ()))
 
 
-def parse_events(data: bytes) -> list[Event]:
+def parse_events(data: bytes) -> list[InotifyEvent]:
     """The events in one read(): fixed headers, each followed by its NUL-padded name."""
     events, offset = [], 0
     while offset + _EVENT.size <= len(data):
@@ -58,7 +56,7 @@ def parse_events(data: bytes) -> list[Event]:
         offset += _EVENT.size
         raw = data[offset:offset + length]
         offset += length
-        events.append(Event(wd, mask, os.fsdecode(raw.split(b"\0", 1)[0])))
+        events.append(InotifyEvent(wd, mask, os.fsdecode(raw.split(b"\0", 1)[0])))
     return events
 
 
@@ -82,7 +80,7 @@ class Inotify:
             _raise_errno(path)
         return wd
 
-    def read(self, timeout: float | None) -> list[Event]:
+    def read(self, timeout: float | None) -> list[InotifyEvent]:
         """The events that arrive within `timeout` seconds (None: wait for one); [] if none did."""
         ready, _, _ = select.select([self._fd], [], [], timeout)
         if not ready:

@@ -13,10 +13,6 @@ class InterfaceError(RuntimeError):
     pass
 
 
-def exists(name: str) -> bool:
-    return name in netifaces.interfaces()
-
-
 def index(name: str) -> int:
     try:
         return socket.if_nametoindex(name)

@@ -5,6 +5,7 @@ them back when it returns."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from omdisc.core.engine import Outgoing
 from omdisc.core.interface_plan import Plan, StartupError
 from omdisc.core.protocol import IPAddress
 from omdisc.shell import interfaces
-from omdisc.shell.transport import Endpoint, MulticastHandler, UnicastHandler
+from omdisc.shell.transport import Endpoint, MulticastSocket, UnicastSocket
 
 log = logging.getLogger("omdisc.net")
 
@@ -36,40 +37,47 @@ class Wanted:
         return cls(plan.announce_on, plan.families, {f: Endpoint(groups[f], cfg.port, plan.ttl) for f in plan.families})
 
 
-class Links:
-    def __init__(self, stats: Counter[str], watch: Callable[[MulticastHandler], None],
-                 unwatch: Callable[[MulticastHandler], None]) -> None:
+class Sockets:
+    """The sockets in use, each read by the running loop: `on_readable` gets the socket that has
+    datagrams waiting."""
+
+    def __init__(self, stats: Counter[str], on_readable: Callable[[MulticastSocket], None]) -> None:
         self.stats = stats
-        self.watch = watch  # the loop starts reading a new socket
-        self.unwatch = unwatch
-        self.handlers: dict[Key, MulticastHandler] = {}
+        self.on_readable = on_readable
+        self.sockets: dict[Key, MulticastSocket] = {}
         self.wanted: Wanted | None = None
         self._missing: set[str] = set()  # interfaces that vanished, said once
 
     def __bool__(self) -> bool:
-        return bool(self.handlers)
+        return bool(self.sockets)
+
+    def watch(self, sock: MulticastSocket) -> None:
+        asyncio.get_running_loop().add_reader(sock.fileno(), self.on_readable, sock)
+
+    def unwatch(self, sock: MulticastSocket) -> None:
+        asyncio.get_running_loop().remove_reader(sock.fileno())
 
     @staticmethod
-    def _open(name: str, family: int, wanted: Wanted, stats: Counter[str]) -> MulticastHandler:
+    def _open(name: str, family: int, wanted: Wanted, stats: Counter[str]) -> MulticastSocket:
         endpoint = wanted.endpoints[family]
         try:
-            return MulticastHandler(name, interfaces.index(name), endpoint, stats)
+            return MulticastSocket(name, interfaces.index(name), endpoint, stats)
         except OSError as e:
             raise StartupError(f"cannot join {endpoint.group} port {endpoint.port} on {name}: {e.strerror}") from None
 
-    def _open_unicast(self, endpoint: Endpoint) -> UnicastHandler:
+    def _open_unicast(self, endpoint: Endpoint) -> UnicastSocket:
         try:
-            return UnicastHandler(endpoint, self.stats)
+            return UnicastSocket(endpoint, self.stats)
         except OSError as e:
             raise StartupError(f"cannot open the probe socket on port {endpoint.port}: {e.strerror}") from None
 
     def replace_all(self, wanted: Wanted) -> None:
         self.install(wanted, self.make(wanted))
 
-    def make(self, wanted: Wanted) -> dict[Key, MulticastHandler]:
+    def make(self, wanted: Wanted) -> dict[Key, MulticastSocket]:
         """All of `wanted`'s sockets, or none: on an error the new ones are closed again and the old
         ones stay (a reload that cannot open its sockets changes nothing)."""
-        made: dict[Key, MulticastHandler] = {}
+        made: dict[Key, MulticastSocket] = {}
         try:
             for name in wanted.names:
                 for family in wanted.families:
@@ -77,22 +85,21 @@ class Links:
             for family in wanted.families:
                 made[("", family)] = self._open_unicast(wanted.endpoints[family])
         except BaseException:
-            for h in made.values():
-                h.close()
+            for sock in made.values():
+                sock.close()
             raise
         return made
 
-    def install(self, wanted: Wanted, made: dict[Key, MulticastHandler],
-                drain: Callable[[MulticastHandler], None] | None = None) -> None:
-        """The sockets from make() in place of the old ones (drained first with `drain`)."""
-        if drain is not None:
-            self.drain(drain)
+    def install(self, wanted: Wanted, made: dict[Key, MulticastSocket], drain: bool = False) -> None:
+        """The sockets from make() in place of the old ones (with `drain`, what those hold is read first)."""
+        if drain:
+            self.drain()
         self.close_all()
         self.wanted = wanted
         self._missing.clear()
-        for key, h in made.items():
-            self.handlers[key] = h
-            self.watch(h)
+        for key, sock in made.items():
+            self.sockets[key] = sock
+            self.watch(sock)
 
     def sync(self) -> bool:
         """Match the sockets to the interfaces as they are now. True if any socket was (re)opened:
@@ -103,10 +110,10 @@ class Links:
         for name in self.wanted.names:
             index = interfaces.index_or_none(name)
             for family in self.wanted.families:
-                h = self.handlers.get((name, family))
-                if h is not None and h.ifindex == index:
+                sock = self.sockets.get((name, family))
+                if sock is not None and sock.ifindex == index:
                     continue
-                if h is not None:
+                if sock is not None:
                     self._drop((name, family))
                 if index is None:
                     self._vanished(name)
@@ -123,25 +130,25 @@ class Links:
     def _reopen(self, name: str, family: int) -> bool:
         assert self.wanted is not None
         try:
-            h = self._open(name, family, self.wanted, self.stats)
+            sock = self._open(name, family, self.wanted, self.stats)
         except StartupError as e:
             self.stats["interface_reopen_errors"] += 1
             log.warning("%s (will try again)", e)
             return False
-        self.handlers[(name, family)] = h
-        self.watch(h)
+        self.sockets[(name, family)] = sock
+        self.watch(sock)
         self._missing.discard(name)
         self.stats["interface_reopened"] += 1
-        log.warning("interface %s (index %d): sockets opened again; rejoining", name, h.ifindex)
+        log.warning("interface %s (index %d): sockets opened again; rejoining", name, sock.ifindex)
         return True
 
     def _drop(self, key: Key) -> None:
-        h = self.handlers.pop(key)
-        self.unwatch(h)
-        h.close()
+        sock = self.sockets.pop(key)
+        self.unwatch(sock)
+        sock.close()
 
     def close_all(self) -> None:
-        for key in list(self.handlers):
+        for key in list(self.sockets):
             self._drop(key)
 
     def send(self, out: list[Outgoing], families: frozenset[int]) -> None:
@@ -151,21 +158,21 @@ class Links:
             if o.to is not None:
                 self._unicast(o.data, o.to, o.interfaces)
                 continue
-            for (name, family), h in self.handlers.items():
+            for (name, family), sock in self.sockets.items():
                 if name and family in families and (o.interfaces is None or name in o.interfaces):
-                    h.send(o.data)
+                    sock.send(o.data)
 
     def _unicast(self, data: bytes, to: IPAddress, where: frozenset[str] | None) -> None:
-        h = self.handlers.get(("", to.version))
-        if not isinstance(h, UnicastHandler):
+        sock = self.sockets.get(("", to.version))
+        if not isinstance(sock, UnicastSocket):
             self.stats["send_errors:no_probe_socket"] += 1
             return
         ifindex = 0
         if to.version == 6 and to.is_link_local and where:
             ifindex = interfaces.index_or_none(next(iter(where))) or 0
-        h.send_to(data, to, ifindex)
+        sock.send_to(data, to, ifindex)
 
-    def drain(self, read: Callable[[MulticastHandler], None]) -> None:
+    def drain(self) -> None:
         """What the sockets hold, read before they are replaced: nothing queued is lost."""
-        for h in self.handlers.values():
-            read(h)
+        for sock in self.sockets.values():
+            self.on_readable(sock)

@@ -1,5 +1,5 @@
-"""Multicast sockets: one handler per interface and address family, as wsdd does. No protocol
-knowledge here."""
+"""Multicast sockets: one per interface and address family, as wsdd does; and the probes' unicast
+socket. No protocol knowledge here."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def open_socket(endpoint: Endpoint, setup: Callable[[socket.socket], None]) -> s
     return sock
 
 
-class MulticastHandler:
+class MulticastSocket:
     """Receives and sends the group's datagrams on one interface only.
 
     IP(V6)_MULTICAST_ALL=0 plus a membership bound to this interface's index means the socket gets
@@ -122,7 +122,7 @@ class MulticastHandler:
         self.sock.close()
 
 
-class UnicastHandler(MulticastHandler):
+class UnicastSocket(MulticastSocket):
     """The failure detector's probes (PING, ACK, PING_REQ): unicast on the group's port, one socket
     per family on every interface. IP(V6)_MULTICAST_ALL=0 and no group membership: it gets no
     multicast, which the per-interface sockets read."""
