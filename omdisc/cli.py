@@ -8,11 +8,7 @@ from typing import NoReturn
 
 from omdisc import __version__
 from omdisc.core.config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
-
-EXIT_OK = 0
-EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid file held, bind failed
-EXIT_USAGE = 2  # a bad command line
-EXIT_CONFIG = 78  # a bad configuration file (EX_CONFIG)
+from omdisc.shell.exits import EXIT_USAGE
 
 HELP_WIDTH = 79  # the options and the text below them wrap at one width, whatever the terminal
 

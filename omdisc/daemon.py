@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from omdisc import __version__
-from omdisc.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
+from omdisc.cli import build_parser
 from omdisc.core import events
 from omdisc.core.auth import KeyFileError, gen_key
 from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
@@ -46,6 +46,7 @@ from omdisc.shell import interfaces, keyfile
 from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, local_node, make_plan
 from omdisc.shell.boundary import Boundary
 from omdisc.shell.detach import Detacher
+from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from omdisc.shell.feed import HandlerFeed
 from omdisc.shell.journal import LogControl, choose_target, notify, under_systemd
 from omdisc.shell.keys import ClusterKeys

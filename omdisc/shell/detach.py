@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from omdisc.cli import EXIT_FAILURE, EXIT_OK
+from omdisc.shell.exits import EXIT_FAILURE, EXIT_OK
 
 _UP = b"\x06"  # ACK: the child is running
 

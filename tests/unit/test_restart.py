@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.cli import EXIT_FAILURE
 from omdisc.core.config import Config
 from omdisc.core.protocol import FLAG_RESTART, MsgType, decode
 from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon, main
 from omdisc.shell import keyfile
 from omdisc.shell.addresses import make_plan
+from omdisc.shell.exits import EXIT_FAILURE
 from omdisc.shell.journal import LogControl
 from omdisc.shell.pidfile import PidFile
 from omdisc.shell.sinks import AlphaSink
