@@ -35,8 +35,8 @@ from typing import Any
 from omdisc import __version__
 from omdisc.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, build_parser
 from omdisc.core import events
-from omdisc.core.auth import Authenticator, KeyFileError, gen_key, key_id
-from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
+from omdisc.core.auth import Authenticator, KeyFileError, key_id
+from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, dump
 from omdisc.core.detection.timers import ProbeSettings
 from omdisc.core.engine import Engine, Outgoing, Settings
 from omdisc.core.interface_plan import Addresses, Plan, StartupError, local_node, make_plan
@@ -44,9 +44,11 @@ from omdisc.core.nodeid import NodeIdError
 from omdisc.core.protocol import IPAddress
 from omdisc.core.ratelimit import LogLimiter
 from omdisc.shell import incarnation, interfaces, keyfile
+from omdisc.shell.configfiles import drop_ins, load
 from omdisc.shell.detach import Detacher
 from omdisc.shell.handlers import Runner
 from omdisc.shell.journal import LogControl, choose_target, notify, under_systemd, watchdog_seconds
+from omdisc.shell.keyfile import gen_key
 from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
 from omdisc.shell.netlink import LinkMonitor
 from omdisc.shell.pidfile import PidFile, PidFileError
@@ -93,7 +95,7 @@ class Daemon:
         self._lived_before = incarnation.kept(cfg.state_dir)
         life = incarnation.next_incarnation(cfg.state_dir, time.time_ns() // 1000)
         keyring, self.key_path = keyfile.load(cfg)
-        auth = Authenticator(keyring, time.time, cfg.max_clock_skew) if keyring else None
+        auth = Authenticator(keyring, time.time, cfg.max_clock_skew, time.monotonic) if keyring else None
         self.engine = Engine(addrs.node, life, settings_for(cfg), random.Random(), wall=time.time, auth=auth)
         self.engine.route_between = plan.route_between
         self.stats = self.engine.stats
@@ -173,7 +175,7 @@ class Daemon:
         if keyring is None:
             engine.auth = None
         elif engine.auth is None:
-            engine.auth = Authenticator(keyring, time.time, cfg.max_clock_skew)
+            engine.auth = Authenticator(keyring, time.time, cfg.max_clock_skew, time.monotonic)
         else:  # same replay state: a reload is no restart
             engine.auth.keyring = keyring
             engine.auth.max_skew = cfg.max_clock_skew

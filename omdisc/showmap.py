@@ -15,8 +15,9 @@ from typing import Any, NoReturn, TextIO
 
 from omdisc import __version__
 from omdisc.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, path_argument
-from omdisc.core.config import DEFAULT_PATH, ConfigError, load
+from omdisc.core.config import DEFAULT_PATH, ConfigError
 from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.configfiles import load
 from omdisc.shell.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
