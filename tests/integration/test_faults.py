@@ -150,7 +150,7 @@ def churn(iface: str, port: int, count: int) -> None:
     """Run inside a lab namespace (see start_churn): `count` made-up nodes, each announced from its
     own source address 198.19.7.<2k> (ids two apart: one map entry each), join and leave in turns,
     paced, until killed. Every map write of the daemon that hears them is a different table."""
-    from omdisc import protocol
+    from omdisc.core import protocol
     from omdisc.core.config import DEFAULT_GROUP
     from omdisc.core.nodeid import node_id_for
     from omdisc.core.protocol import Message, MsgType

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from omdisc import engine as engine_module
+from omdisc.core import engine as engine_module
 from omdisc.core.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
 from omdisc.core.nodeid import node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, IPAddress, Message

@@ -57,7 +57,7 @@ def test_shipped_config_shows_every_key_at_its_default() -> None:
 
 
 def test_every_message_id_is_documented_in_the_man_page_and_docs() -> None:
-    from omdisc import events
+    from omdisc.core import events
 
     ids = {v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)}
     assert len(ids) == 8
