@@ -35,8 +35,8 @@ from typing import Any
 from omdisc import __version__
 from omdisc.cli import build_parser
 from omdisc.core import events
-from omdisc.core.auth import KeyFileError, gen_key
-from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, drop_ins, dump, load
+from omdisc.core.auth import KeyFileError
+from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, dump
 from omdisc.core.engine import Engine, Outgoing
 from omdisc.core.interface_plan import Plan, StartupError
 from omdisc.core.nodeid import NodeIdError
@@ -45,10 +45,12 @@ from omdisc.core.settings import restart_only, settings_for
 from omdisc.shell import interfaces, keyfile
 from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, local_node, make_plan
 from omdisc.shell.boundary import Boundary
+from omdisc.shell.configfiles import drop_ins, load
 from omdisc.shell.detach import Detacher
 from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from omdisc.shell.feed import HandlerFeed
 from omdisc.shell.journal import LogControl, choose_target, notify, under_systemd
+from omdisc.shell.keyfile import gen_key
 from omdisc.shell.keys import ClusterKeys
 from omdisc.shell.life import Life
 from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter

@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 from omdisc import __version__
 from omdisc.cli import Parser, path_argument
-from omdisc.core.config import DEFAULT_PATH, ConfigError, load
+from omdisc.core.config import DEFAULT_PATH, ConfigError
 from omdisc.core.mapdoc import as_json
 from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.configfiles import load
 from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from omdisc.shell.inotify import (
     IN_CLOSE_WRITE,

@@ -1,4 +1,5 @@
-"""The cluster key: signing and checking datagrams, and refusing replays. Pure: clock injected.
+"""The cluster key: signing and checking datagrams, and refusing replays. Pure: clocks injected;
+the key file is read by omdisc.shell.keyfile.
 
 With a keyring, every datagram carries an AUTH trailer (docs/protocol.md, "Authentication"):
 key id (4 bytes), timestamp (8, microseconds since the epoch, strictly increasing per sender) and
@@ -18,15 +19,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
-import secrets
-import stat
 import struct
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from omdisc.core.protocol import (
     HEADER_SIZE,
@@ -48,11 +44,6 @@ RECENT_MACS = 64  # per origin: a SNAPSHOT of 64 parts read twice (two families,
 
 class KeyFileError(ValueError):
     """A key file that cannot be used; str() is the one line the user sees (exit 78)."""
-
-
-def gen_key() -> str:
-    """One new key line: 32 random bytes, base64."""
-    return base64.b64encode(secrets.token_bytes(KEY_SIZE)).decode()
 
 
 def key_id(key: bytes) -> bytes:
@@ -94,29 +85,6 @@ def parse_keys(text: str, source: str) -> Keyring:
     return Keyring(tuple(keys))
 
 
-def load_keyring(path: Path) -> Keyring:
-    """The key file, refused when others than its owner may read it or its owner is someone else
-    than root or us (as ssh refuses a private key)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()):
-            raise KeyFileError(f"key file {path} belongs to uid {st.st_uid}, neither root nor this process's user")
-        if st.st_mode & 0o077:
-            raise KeyFileError(f"key file {path} may be read by others than its owner (mode "
-                               f"{stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
-        try:
-            text = f.read(65536).decode("ascii")
-        except UnicodeDecodeError:
-            raise KeyFileError(f"key file {path} is not text (make a key with: omdiscd --gen-key)") from None
-    return parse_keys(text, str(path))
-
-
 def _signed_part(data: bytes) -> bytes:
     """Header (hops zeroed: a gateway changes it) and body: what the originator's MAC covers."""
     return with_hops(data[: body_end(data)], 0)
@@ -139,8 +107,10 @@ class Verdict:
 
 
 class Authenticator:
-    def __init__(self, keyring: Keyring, wall: Callable[[], float], max_skew: float,
-                 mono: Callable[[], float] = time.monotonic, max_origins: int = 8192) -> None:
+    def __init__(self, keyring: Keyring, wall: Callable[[], float], max_skew: float, mono: Callable[[], float],
+                 max_origins: int = 8192) -> None:
+        """`wall`: seconds since the epoch (timestamps); `mono`: a clock never set back (our start's
+        place on `wall`, should that be set back)."""
         self.keyring = keyring
         self.wall = wall
         self.mono = mono

@@ -1,6 +1,7 @@
-"""What happens to the membership, told: each peer that joins, changes, leaves, expires or fails goes
-to the log (with its journal MESSAGE_ID, docs/journal.md) and to the event handlers' Recorder;
-what was stale or refused, to the counters. Pure, as the engine, which decides what to apply."""
+"""The chronicle of the membership: each change applied to it, told. A peer that joins, changes,
+leaves, expires or fails goes to the log (with its journal MESSAGE_ID, docs/journal.md) and to the
+event handlers' Recorder; what was stale or refused, to the counters. Pure, as the engine, which
+decides what to apply."""
 
 from __future__ import annotations
 
@@ -9,28 +10,28 @@ from collections import Counter
 from collections.abc import Callable
 
 from omdisc.core import events
-from omdisc.core.detection.timers import Order
-from omdisc.core.membership import Change, Claim, Member, Membership
-from omdisc.core.protocol import IPAddress, MemberRecord
+from omdisc.core.membership import Change, Claim, Member, Membership, Rejected, Replaced
+from omdisc.core.protocol import IPAddress, MemberRecord, Order
 
 log = logging.getLogger("omdisc.membership")
 
 
-class News:
+class Chronicle:
+    """Applies changes to the membership and tells each one. It holds the membership, the counters
+    and the event handlers' Recorder, and no history of its own: the log and the handlers keep that."""
+
     def __init__(self, membership: Membership, stats: Counter[str], recorder: events.Recorder) -> None:
         self.membership = membership
         self.stats = stats
         self.events = recorder
 
-    def heard(self, claim: Claim, now: float) -> Change:
+    def heard(self, claim: Claim, now: float) -> Change | Rejected | Replaced:
         """A node's own ANNOUNCE (or SNAPSHOT header): it joins, changes or is refreshed."""
-        change = self.membership.heard(claim, now)
-        gone = self.membership.replaced
-        if gone is not None:
-            self.stats["replaced"] += 1
-            self.events.add("leave", gone.node_id, gone.addresses)
-            events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
-                            gone.primary, claim.node_id, claim.primary, claim.source)
+        result = self.membership.heard(claim, now)
+        change = result
+        if isinstance(result, Replaced):
+            self._replaced(result.gone, claim)
+            change = result.then
         if change is Change.STALE:
             self.stats["stale"] += 1
         elif change is Change.JOINED:
@@ -40,9 +41,15 @@ class News:
             self.events.add("update", claim.node_id, claim.addresses)
             events.log_peer(log, events.UPDATE, "node #%d %s changed: %s", claim.node_id, claim.primary,
                             ", ".join(map(str, claim.addresses)))
-        return change
+        return result
 
-    def left(self, claim: Claim, now: float) -> Change:
+    def _replaced(self, gone: Member, claim: Claim) -> None:
+        self.stats["replaced"] += 1
+        self.events.add("leave", gone.node_id, gone.addresses)
+        events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
+                        gone.primary, claim.node_id, claim.primary, claim.source)
+
+    def left(self, claim: Claim, now: float) -> Change | Rejected:
         change = self.membership.left(claim, now)
         if change is Change.LEFT:
             self.events.add("leave", claim.node_id, claim.addresses)
@@ -60,8 +67,8 @@ class News:
             self.events.add("join", rec.node_id, rec.addresses)
             events.log_peer(log, events.JOIN, "node #%d %s joined (learned from %s)", rec.node_id,
                             rec.addresses[0], told_by)
-        elif change is Change.REJECTED:
-            self.stats[f"rejected:{self.membership.rejected}"] += 1
+        elif isinstance(change, Rejected):
+            self.stats[f"rejected:{change.reason}"] += 1
 
     def expire(self, now: float, spare: Callable[[Member], float | None] | None) -> None:
         for m in self.membership.expire(now, spare):

@@ -1,13 +1,14 @@
-"""The YAML configuration: keys, types, defaults, validation with file:line errors. Pure.
+"""The YAML configuration: keys, types, defaults, validation with file:line errors. Pure: it parses
+text; reading the files is omdisc.shell.configfiles's.
 
-Every key is described once, in KEYS; the man page omdiscd.yaml(5) and the shipped
-/etc/omdiscd/omdiscd.yaml list the same keys (a test checks they agree).
+Every key is a field of Config with its default, and has its parser in PARSERS; the man page
+omdiscd.yaml(5) and the shipped /etc/omdiscd/omdiscd.yaml list the same keys (a test checks they agree).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from omdisc.core.events import KINDS as EVENT_KINDS
+from omdisc.core.protocol import MAX_NODE_ID
 
 DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
 DEFAULT_KEY_FILE = Path("/etc/omdiscd/cluster.key")  # used when present: no key file, no authentication
@@ -150,7 +152,7 @@ def parse_port(value: object) -> int:
 
 
 def parse_node_id(value: object) -> int | None:
-    return None if value is None else _int(value, 1, 65535)
+    return None if value is None else _int(value, 1, MAX_NODE_ID)
 
 
 def _seconds(lo: float, hi: float, zero: str = "") -> Callable[[object], float]:
@@ -297,7 +299,7 @@ def check_intervals(cfg: Config) -> None:
         )
 
 
-# --- loading ------------------------------------------------------------------------------------
+# --- a file's text ----------------------------------------------------------------------------------
 
 
 def _mapping(text: str, source: str) -> list[tuple[yaml.Node, yaml.Node]]:
@@ -359,47 +361,20 @@ def _checked(values: dict[str, Any], origins: Origins) -> Config:
     return cfg
 
 
-def parse(text: str, source: str = "<config>") -> Config:
-    origins: Origins = {}
-    return _checked(_values(text, source, origins), origins)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"cannot read config file {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise ConfigError(f"cannot read config file {path}: {reason}") from None
-
-
-def drop_ins(main: Path) -> list[Path]:
-    """conf.d/*.yaml beside the main file, in name order: each overrides what came before.
-    Tools that manage a host (the Ansible role) write here and leave the packaged file alone."""
-    directory = main.parent / "conf.d"
-    return sorted(p for p in directory.glob("*.yaml") if p.is_file()) if directory.is_dir() else []
-
-
-def load(path: Path | None, default: Path = DEFAULT_PATH) -> tuple[Config, Path | None]:
-    """The config at `path` (named by the user: must exist), or the default file if present, then
-    its conf.d drop-ins.
-
-    Returns the config and the main file (None: no main file, built-in defaults under drop-ins).
-    """
-    main = path or default
-    origins: Origins = {}
+def parse_layers(layers: Iterable[tuple[str, str]]) -> Config:
+    """A config from (source, text) pairs in order, each overriding what came before (the main file,
+    then its drop-ins). Each is taken from the iterable only once the one before it has parsed."""
     values: dict[str, Any] = {}
-    found: Path | None = main
-    if path is None and not main.exists():
-        found = None
-    else:
-        values.update(_values(_read(main), str(main), origins))
-    for drop_in in drop_ins(main):
+    origins: Origins = {}
+    for source, text in layers:
         seen: Origins = {}
-        values.update(_values(_read(drop_in), str(drop_in), seen))
+        values.update(_values(text, source, seen))
         origins.update(seen)
-    return _checked(values, origins), found
+    return _checked(values, origins)
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    return parse_layers([(source, text)])
 
 
 def dump(cfg: Config) -> str:

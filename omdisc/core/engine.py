@@ -7,17 +7,17 @@ with about one SNAPSHOT (answers.py). Every datagram is checked before it counts
 "Threats"): its source against the addresses it claims, a forwarded one against the gateway that
 says it forwarded it, its incarnation against the clock; a claim made in our own name is refuted.
 
-The engine conducts; the modules it calls decide, and none of them sends: joining.py (our JOIN, our
-answers to others'), detection.py (probes and their verdicts), news.py (membership changes told to
-the log and the event handlers), report.py (state.json). Only the engine numbers (seq), encodes
-and signs what goes out, so every datagram takes its place in one sequence.
+The engine conducts; the modules it calls decide, and none of them sends: guard.py (what a datagram
+must show), joining.py (our JOIN, our answers to others'), detection/ (probes and their verdicts),
+chronicle.py (membership changes told to the log and the event handlers), report.py (state.json).
+AnnounceSchedule, here, says when we announce. Only the engine numbers (seq), encodes and signs
+what goes out, so every datagram takes its place in one sequence.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,18 +26,16 @@ from typing import Any
 from omdisc.core import events, gateway, report
 from omdisc.core.answers import AnswerLimits, JoinKey
 from omdisc.core.auth import Authenticator, Verdict
-from omdisc.core.chronicle import News
-from omdisc.core.detection.conductor import Detection, Probe
-from omdisc.core.detection.ring import Prober
-from omdisc.core.detection.timers import ProbeSettings
+from omdisc.core.chronicle import Chronicle
+from omdisc.core.detection.conductor import FailureDetection
+from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.guard import Guard
 from omdisc.core.joining import Joining
-from omdisc.core.membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership
+from omdisc.core.membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership, Rejected, Replaced
 from omdisc.core.protocol import (
     FLAG_JOIN,
     FLAG_PROBES,
     FLAG_RESTART,
-    MAX_DATAGRAM,
     NODE_FLAGS,
     SUBJECT_TYPES,
     DecodeError,
@@ -47,9 +45,7 @@ from omdisc.core.protocol import (
     Subject,
     decode,
     encode,
-    snapshot_messages,
 )
-from omdisc.core.snapshots import records_for
 from omdisc.core.table import Table, build_table
 
 log = logging.getLogger("omdisc.membership")
@@ -57,8 +53,8 @@ netlog = logging.getLogger("omdisc.net")
 
 # After a JOIN (a start, new addresses, new sockets, a reload) the first announcements go out one
 # announce_interval apart, whatever the cluster's size: a node that lost the JOIN learns the
-# newcomer from the first, one that lost that too (1 in 400 at 5% loss) from the second, 20 s
-# after the JOIN, not a whole period (160 s at 1,000 nodes) on.
+# newcomer from the first, one that lost that too from the second, an interval later, not a whole
+# (grown) announce period on.
 EARLY_ANNOUNCES = 2
 
 
@@ -98,33 +94,75 @@ class Outgoing:
     to: IPAddress | None = None  # unicast to this node address (a probe); None: multicast
 
 
+class AnnounceSchedule:
+    """When we announce next, and the dead_interval members are judged by: both follow the announce
+    period, which grows with the cluster once probes find failures (FailureDetection.announce_scale);
+    a life's first announcements after a JOIN are announce_interval apart (EARLY_ANNOUNCES)."""
+
+    def __init__(self, settings: Settings, rng: random.Random, membership: Membership,
+                 detection: FailureDetection) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.membership = membership
+        self.detection = detection
+        self.next = float("inf")
+        self._early = 0  # how many of this life's periodic announcements are still to come at announce_interval
+        self._scaled_for = -1  # the membership version dead_interval was last scaled for
+
+    def begin(self, me: IPAddress, now: float) -> None:
+        """Our JOIN went out now: the early announcements follow."""
+        self._early = EARLY_ANNOUNCES
+        self.schedule(me, now)
+
+    def announced(self, me: IPAddress, now: float) -> None:
+        """A periodic announcement went out now."""
+        self._early = max(0, self._early - 1)
+        self.schedule(me, now)
+
+    def schedule(self, me: IPAddress, now: float) -> None:
+        j = self.settings.announce_jitter
+        scale = self.rescale(me)
+        if self._early:
+            scale = 1
+        self.next = now + self.settings.announce_interval * scale * self.rng.uniform(1 - j, 1 + j)
+
+    def follow_the_map(self, me: IPAddress) -> None:
+        """The map changed: dead_interval follows its size before anything expires."""
+        if self.membership.version != self._scaled_for:
+            self.rescale(me)
+
+    def rescale(self, me: IPAddress, nodes: int | None = None) -> int:
+        """dead_interval grows with the announce period, for the map's size or `nodes`; the scale."""
+        scale = self.scale(me, nodes)
+        self.membership.dead_interval = self.settings.dead_interval * scale
+        self._scaled_for = self.membership.version
+        return scale
+
+    def scale(self, me: IPAddress, nodes: int | None = None) -> int:
+        """How many announce_intervals apart we announce (FailureDetection.announce_scale)."""
+        per = self.settings.announce_rate * self.settings.announce_interval
+        return self.detection.announce_scale(me, per, nodes)
+
+
 class Engine:
     def __init__(self, local: LocalNode, incarnation: int, settings: Settings, rng: random.Random,
-                 wall: Callable[[], float] = time.time, auth: Authenticator | None = None) -> None:
+                 wall: Callable[[], float], auth: Authenticator | None = None) -> None:
         self.local = local
         self.incarnation = incarnation
         self.settings = settings
-        self.rng = rng
         self.wall = wall  # seconds since the epoch: for incarnations (start times)
         self.membership = Membership(settings.dead_interval, settings.remove_on_leave, settings.max_nodes)
-        self._scaled_for = -1  # the membership version dead_interval was last scaled for
         self.stats: Counter[str] = Counter()
         self.forwarder = gateway.Forwarder(self.stats, settings.seen_age)
         self._seq = 0
         self._local_version = 0
-        self._next_announce = float("inf")
-        self._early = 0  # how many of this life's periodic announcements are still to come at announce_interval
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
-        self.news = News(self.membership, self.stats, self.events)  # changes told: log, handlers
-        self.joining = Joining(settings.answers, rng, self.stats, self.news, self.guard)
-        self.detection = Detection(settings.probe, rng, self.stats, self.news)
-
-    @property
-    def prober(self) -> Prober | None:
-        """The failure detector (None: no probes, version 1 only)."""
-        return self.detection.prober
+        self.chronicle = Chronicle(self.membership, self.stats, self.events)  # changes told: log, handlers
+        self.joining = Joining(settings.answers, rng, self.stats, self.chronicle, self.guard)
+        self.detection = FailureDetection(settings.probe, rng, self.stats, self.chronicle)
+        self.announcing = AnnounceSchedule(settings, rng, self.membership, self.detection)
 
     # --- what the cluster looks like ---------------------------------------------------------
 
@@ -159,17 +197,17 @@ class Engine:
 
     def restarting(self) -> list[Outgoing]:
         """On the way out for a restart: no LEAVE (every map keeps us), but word not to probe us
-        until our next life announces itself (detection.RESTART_GRACE at most)."""
+        until our next life announces itself (conductor.RESTART_GRACE at most)."""
         return [self._send(self._message(MsgType.ANNOUNCE, FLAG_RESTART))]
 
     def reconfigure(self, settings: Settings, now: float) -> None:
         """New intervals (SIGHUP); the membership is kept."""
-        self.settings = settings
+        self.settings = self.announcing.settings = settings
         self.membership.dead_interval = settings.dead_interval
         self.membership.remove_on_leave = settings.remove_on_leave
         self.membership.max_nodes = settings.max_nodes
         self.detection.reconfigure(settings.probe)
-        self._schedule_announce(now)
+        self.announcing.schedule(self.local.primary, now)
 
     def set_local(self, local: LocalNode) -> list[Outgoing]:
         """Our addresses or id changed (DHCP renew, SIGHUP). Returns the LEAVE of the old identity
@@ -186,7 +224,7 @@ class Engine:
 
     def forget_interfaces(self, keep: frozenset[str]) -> None:
         """Drop the nodes heard of only on interfaces we no longer use: we cannot hear them leave."""
-        self.news.forget_interfaces(keep)
+        self.chronicle.forget_interfaces(keep)
 
     def renew(self) -> None:
         """A new incarnation (new sockets, a re-created interface): our next JOIN is a new one,
@@ -197,8 +235,7 @@ class Engine:
     def rejoin(self, now: float) -> list[Outgoing]:
         """JOIN again (new addresses, new sockets): the cluster answers with what it knows, and
         whoever lost the JOIN hears the early announcements (EARLY_ANNOUNCES)."""
-        self._early = EARLY_ANNOUNCES
-        self._schedule_announce(now)
+        self.announcing.begin(self.local.primary, now)
         self.joining.begin(now, self.settings.join_retries)
         return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
 
@@ -206,7 +243,7 @@ class Engine:
 
     def receive(self, data: bytes, now: float, interface: str = "", source: IPAddress | None = None) -> list[Outgoing]:
         """One datagram from UDP `source`, arrived on `interface`. Returns what to send: a gateway's
-        forwarded copy, a refutation."""
+        forwarded copy, a refutation, an answer to a probe."""
         self.stats["received"] += 1
         try:
             msg = decode(data)
@@ -215,73 +252,73 @@ class Engine:
             self.stats[f"malformed:{e.kind}"] += 1
             netlog.debug("dropped malformed datagram on %s from %s (%s)", interface or "?", source or "?", e)
             return []
-        verdict = self._authentic(data, msg, source, interface, now) if self.auth is not None else None
-        if verdict is False:
-            return []
+        verdict = None
+        if self.auth is not None:
+            verdict = self.guard.authentic(self.auth, data, msg, source, interface, now)
+            if verdict is None:
+                return []
         if msg.origin in self.local.addresses:
             self._taken(verdict)
             return self._about_us(msg, source, interface, now)
         # signed: the key vouches for its origin, wherever it was sent from (an address that just
         # changed, say); unsigned: its UDP source must be one of the addresses it claims
-        checked_source = None if verdict else source
+        checked_source = None if verdict is not None else source
         gw, reason = self.guard.check(msg, checked_source, interface, self.membership, self.local.addresses)
         if reason:
             return self._reject(reason, msg, source, interface, now)
         self._taken(verdict)
         if msg.type in SUBJECT_TYPES:  # PING, ACK, PING_REQ, SUSPECT, DEAD: the failure detector's
-            done = self.detection.receive(msg, checked_source, gw, self.local.primary, interface, now)
-            out = [self._probe_out(p) for p in done.probes]
-            if done.announce:
-                out.append(self._send(self._message(MsgType.ANNOUNCE)))
-            if done.forward:  # what we did not believe, the far side must not be asked to
-                out += self._forward(data, msg, interface, now)
-            return out
+            return self._probe_message(data, msg, checked_source, gw, interface, now)
+        return self._member_message(data, msg, checked_source, gw, source, interface, now)
+
+    def _taken(self, verdict: Verdict | None) -> None:
+        if verdict is not None and self.auth is not None:
+            self.auth.take(verdict)
+
+    def _probe_message(self, data: bytes, msg: Message, source: IPAddress | None, gw: IPAddress | None,
+                       interface: str, now: float) -> list[Outgoing]:
+        r = self.detection.receive(msg, source, gw, self.local.primary, interface, now)
+        out = [self._probe_out(s) for s in r.sends]
+        if r.refute:
+            out.append(self._refutation())
+        if r.forward:  # what we did not believe, the far side must not be asked to
+            out += self._forward(data, msg, interface, now)
+        return out
+
+    def _member_message(self, data: bytes, msg: Message, checked_source: IPAddress | None, gw: IPAddress | None,
+                        source: IPAddress | None, interface: str, now: float) -> list[Outgoing]:
+        """An ANNOUNCE, LEAVE or SNAPSHOT: what it says of its originator goes into the membership."""
         claim = Claim(msg.node_id, msg.addresses, msg.incarnation, msg.seq, msg.flags & NODE_FLAGS, gw, interface,
                       checked_source if msg.hops == 0 else None)
-        change = self.news.left(claim, now) if msg.type is MsgType.LEAVE else self.news.heard(claim, now)
-        if change is Change.REJECTED:
-            return self._reject(self.membership.rejected, msg, source, interface, now)
+        result = self.chronicle.left(claim, now) if msg.type is MsgType.LEAVE else self.chronicle.heard(claim, now)
+        change = result.then if isinstance(result, Replaced) else result
+        if isinstance(change, Rejected):
+            return self._reject(change.reason, msg, source, interface, now)
         if change is not Change.STALE:
             self.detection.heard(msg, now)
-        if self.membership.replaced is not None and self.route_between:
+        out: list[Outgoing] = []
+        if isinstance(result, Replaced) and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
-            out = []
-        elif msg.type is MsgType.SNAPSHOT:
-            out = []  # an answer is for the joiner's network; the gateway there answers for us all
-        else:
+        elif msg.type is not MsgType.SNAPSHOT:  # a SNAPSHOT is for the joiner's network: its gateway answers
             out = self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
             self.joining.on_join(msg, change, interface, checked_source, now)
             if change is not Change.STALE:
                 self.forwarder.joined(interface, now)  # a gateway says itself there (Forwarder.joined)
         elif msg.type is MsgType.SNAPSHOT:
-            assert msg.snapshot is not None
-            # a joiner's map grows from nothing: what a large cluster tells it is up to a (long)
-            # announce period old, and must not look stale to the dead_interval of an empty map
-            # (only then: a settled node would remake its expiry heap for every SNAPSHOT it hears)
-            if self.joining.learns_from(msg.snapshot, self.local.addresses, self.incarnation, now):
-                self._rescale(len(self.membership) + len(msg.snapshot.members) + 1)
-            self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
+            self._on_snapshot(msg, claim, now)
         return out
 
-    def _authentic(self, data: bytes, msg: Message, source: IPAddress | None, interface: str,
-                   now: float) -> Verdict | bool:
-        """The key's verdict to take later, or False: not to be taken (counted and said here)."""
-        assert self.auth is not None
-        verdict = self.auth.verify(data, msg)
-        if not verdict.reason:
-            return verdict
-        if verdict.reason == "duplicate":  # a copy of what we took (the other family, another gateway)
-            self.stats["auth:duplicate"] += 1
-        else:
-            self.guard.auth_failed(verdict.reason, msg, source, interface, verdict.skew_us, self.auth.max_skew, now)
-        return False
-
-    def _taken(self, verdict: Verdict | bool | None) -> None:
-        if isinstance(verdict, Verdict) and self.auth is not None:
-            self.auth.take(verdict)
+    def _on_snapshot(self, msg: Message, claim: Claim, now: float) -> None:
+        assert msg.snapshot is not None
+        # a joiner's map grows from nothing: what a large cluster tells it is up to a (long)
+        # announce period old, and must not look stale to the dead_interval of an empty map
+        # (only then: a settled node would remake its expiry heap for every SNAPSHOT it hears)
+        if self.joining.learns_from(msg.snapshot, self.local.addresses, self.incarnation, now):
+            self.announcing.rescale(self.local.primary, len(self.membership) + len(msg.snapshot.members) + 1)
+        self.joining.on_snapshot(msg, claim, self.local.addresses, self.incarnation, now)
 
     def _reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str,
                 now: float) -> list[Outgoing]:
@@ -312,45 +349,35 @@ class Engine:
         if renew:  # newer than what was claimed, so every node takes ours over it
             self.incarnation = max(self.incarnation, msg.incarnation) + 1
             self._seq = 0
-        self.stats["refuted"] += 1
-        return [self._send(self._message(MsgType.ANNOUNCE))]
+        return [self._refutation()]
 
-    def _probe_out(self, p: Probe) -> Outgoing:
-        s = p.send
-        msg = replace(self._message(s.type), subject=Subject(s.subject, s.incarnation, s.number))
-        out = self._send(msg, frozenset({p.interface}) if p.interface else None)
-        return out if s.to is None else replace(out, to=s.to)
+    def _refutation(self) -> Outgoing:
+        """An ANNOUNCE newer than what was said against us (a claim in our name, a suspicion or a
+        DEAD about us): every node takes it over that. Counted here, whichever it answers."""
+        self.stats["refuted"] += 1
+        return self._send(self._message(MsgType.ANNOUNCE))
 
     def _forward(self, data: bytes, msg: Message, interface: str, now: float) -> list[Outgoing]:
-        fwd = self.forwarder.forward(data, msg, interface, self.local.primary, now)
-        if fwd is None:
-            return []
-        out, where = fwd
-        if self.auth is not None:
-            out = self.auth.sign_forward(out)
-            if len(out) > MAX_DATAGRAM:
-                self.stats["forward_oversized"] += 1
-                return []
-        return [Outgoing(out, where)]
+        fwd = self.forwarder.forward(data, msg, interface, self.local.primary, now, self.auth)
+        return [] if fwd is None else [Outgoing(*fwd)]
 
     # --- timers ------------------------------------------------------------------------------
 
     @property
     def next_announce(self) -> float:
-        return self._next_announce
+        return self.announcing.next
 
     def next_deadline(self) -> float:
         expiry = self.membership.next_expiry()
-        times = [self._next_announce, *self.joining.due(), *self.detection.due()]
+        times = [self.announcing.next, *self.joining.due(), *self.detection.due()]
         times += [t for t in (expiry, self.forwarder.greet_due()) if t is not None]
         return min(times)
 
     def tick(self, now: float) -> list[Outgoing]:
         out: list[Outgoing] = []
-        if now >= self._next_announce:
+        if now >= self.announcing.next:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
-            self._early = max(0, self._early - 1)
-            self._schedule_announce(now)
+            self.announcing.announced(self.local.primary, now)
         if self.detection.refute_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self.joining.retry_due(now):
@@ -362,50 +389,32 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE), frozenset(greet)))
         for key, interface in self.joining.answers.due(now):
             out += self._snapshot(key, interface, now)
-        if self.membership.version != self._scaled_for:
-            self._rescale()  # the map changed: dead_interval follows its size before anything expires
-        self.news.expire(now, self.detection.spare(now))
-        out += [self._probe_out(p) for p in self.detection.tick(self.local.primary, now)]  # after expiry
+        self.announcing.follow_the_map(self.local.primary)
+        self.chronicle.expire(now, self.detection.spare(now))
+        out += [self._probe_out(s) for s in self.detection.tick(self.local.primary, now)]  # after expiry
         return out
 
-    def _schedule_announce(self, now: float) -> None:
-        j = self.settings.announce_jitter
-        scale = self._rescale()
-        if self._early:
-            scale = 1
-        self._next_announce = now + self.settings.announce_interval * scale * self.rng.uniform(1 - j, 1 + j)
-
-    def _rescale(self, nodes: int | None = None) -> int:
-        """dead_interval grows with the announce period, for the map's size or `nodes`; the scale."""
-        scale = self.announce_scale(nodes)
-        self.membership.dead_interval = self.settings.dead_interval * scale
-        self._scaled_for = self.membership.version
-        return scale
-
     def announce_scale(self, nodes: int | None = None) -> int:
-        """How many announce_intervals apart we announce (Detection.announce_scale)."""
-        per = self.settings.announce_rate * self.settings.announce_interval
-        return self.detection.announce_scale(self.local.primary, per, nodes)
+        """How many announce_intervals apart we announce (FailureDetection.announce_scale)."""
+        return self.announcing.scale(self.local.primary, nodes)
 
     # --- output ------------------------------------------------------------------------------
 
     def _message(self, kind: MsgType, flags: int = 0) -> Message:
         self._seq += 1
-        probes = FLAG_PROBES if self.prober is not None else 0
+        probes = FLAG_PROBES if self.detection.probing else 0
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags | probes)
 
+    def _probe_out(self, s: Send) -> Outgoing:
+        msg = replace(self._message(s.type), subject=Subject(s.subject, s.incarnation, s.number))
+        out = self._send(msg, frozenset({s.interface}) if s.interface else None)
+        return out if s.to is None else replace(out, to=s.to)
+
     def _snapshot(self, key: JoinKey, interface: str, now: float) -> list[Outgoing]:
-        """Answer a JOIN on the network it came from; the most recently heard first, should the
-        membership be more than MAX_PARTS datagrams hold."""
-        joiner, incarnation = key
-        records = records_for(self.membership, interface, bool(self.route_between), now)
-        messages = snapshot_messages(self._message(MsgType.SNAPSHOT), joiner, incarnation, records)
+        """Answer a JOIN on the network it came from (Joining.answer), numbered from here on."""
+        messages = self.joining.answer(self._message(MsgType.SNAPSHOT), key, interface, bool(self.route_between), now)
         self._seq = messages[-1].seq
-        told = sum(len(m.snapshot.members) for m in messages if m.snapshot)
-        if told < len(records):
-            self.stats["snapshot_left_out"] += len(records) - told
-        self.stats["snapshots"] += 1
         where = frozenset({interface}) if interface else None
         return [self._send(m, where) for m in messages]
 
@@ -420,5 +429,5 @@ class Engine:
     def state(self, now: float, lazy_members: bool = False) -> dict[str, Any]:
         """What showmap --json and STATUS= report beyond the kernel table (report.py). With
         `lazy_members`, the members are an iterator of their dicts (see mapwriter.encode_state)."""
-        return report.state(self._me(), self.joining.learning(now), self.membership, self.prober, self.stats, now,
-                            lazy_members)
+        return report.state(self._me(), self.joining.learning(now), self.membership, self.detection.ring, self.stats,
+                            now, lazy_members)

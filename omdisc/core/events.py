@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+
+from omdisc.core.protocol import IPAddress
 
 JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
 LEAVE = "b1a84a5d9363451ca7334e1568719194"
@@ -25,7 +26,7 @@ STOPPED = "4b29337867bb47078a758f81f7c31dac"
 
 
 def log_peer(logger: logging.Logger, message_id: str, fmt: str, node_id: int,
-             peer: IPv4Address | IPv6Address, *args: object, level: int = logging.INFO) -> None:
+             peer: IPAddress, *args: object, level: int = logging.INFO) -> None:
     """Log an event about one peer with the fields journald indexes (OMDISC_PEER, OMDISC_PEER_ID)."""
     extra = {"MESSAGE_ID": message_id, "OMDISC_PEER": str(peer), "OMDISC_PEER_ID": str(node_id)}
     logger.log(level, fmt, node_id, peer, *args, extra={"journal": extra})
@@ -47,7 +48,7 @@ RECORDED = 4096  # events kept between two drains (one loop pass): an expiry of 
 class Event:
     kind: str  # one of KINDS
     node_id: int
-    addresses: tuple[IPv4Address | IPv6Address, ...]
+    addresses: tuple[IPAddress, ...]
 
 
 class Recorder:
@@ -63,7 +64,7 @@ class Recorder:
     def __len__(self) -> int:
         return len(self._events)
 
-    def add(self, kind: str, node_id: int, addresses: tuple[IPv4Address | IPv6Address, ...]) -> None:
+    def add(self, kind: str, node_id: int, addresses: tuple[IPAddress, ...]) -> None:
         if kind not in self.wanted:
             return
         if kind == "map":  # one stands for all: the newest replaces any waiting, and always finds room

@@ -10,8 +10,9 @@ import logging
 from collections import Counter
 from typing import Any
 
+from omdisc.core.auth import Authenticator
 from omdisc.core.membership import Member, Membership
-from omdisc.core.protocol import FLAG_GATEWAY, MAX_HOPS, IPAddress, Message, forwarded, via
+from omdisc.core.protocol import FLAG_GATEWAY, MAX_DATAGRAM, MAX_HOPS, IPAddress, Message, forwarded, via
 from omdisc.core.ratelimit import AgedSet
 
 log = logging.getLogger("omdisc.gateway")
@@ -50,10 +51,11 @@ class Forwarder:
             self._greeted[i] = now
         return due
 
-    def forward(self, data: bytes, msg: Message, interface: str, gateway: IPAddress,
-                now: float) -> tuple[bytes, frozenset[str]] | None:
+    def forward(self, data: bytes, msg: Message, interface: str, gateway: IPAddress, now: float,
+                auth: Authenticator | None = None) -> tuple[bytes, frozenset[str]] | None:
         """What to send on, and where: once per message id, whatever the loops between networks;
-        the hop count bounds what an overflowing seen-cache could let through."""
+        the hop count bounds what an overflowing seen-cache could let through. With the cluster
+        key, signed by us as the gateway (Authenticator.sign_forward)."""
         if interface not in self.route_between:
             return None
         key = msg.message_id
@@ -72,6 +74,11 @@ class Forwarder:
         self.stats["forwarded"] += 1
         log.debug("forward %s #%d from %s to %s (hops %d)", msg.type.name, msg.seq, msg.origin,
                   ",".join(sorted(others)), msg.hops + 1)
+        if auth is not None:
+            out = auth.sign_forward(out)
+            if len(out) > MAX_DATAGRAM:
+                self.stats["forward_oversized"] += 1
+                return None
         return out, others
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from omdisc.core import gateway
+from omdisc.core.auth import Authenticator, Verdict
 from omdisc.core.membership import Membership
 from omdisc.core.protocol import IPAddress, Message
 from omdisc.core.ratelimit import KeyedBuckets, LogLimiter, muted_note
@@ -61,6 +62,19 @@ class Guard:
         if any(a in own for a in msg.addresses):
             return gw, "conflict"
         return gw, ""
+
+    def authentic(self, auth: Authenticator, data: bytes, msg: Message, source: IPAddress | None, interface: str,
+                  now: float) -> Verdict | None:
+        """The cluster key's verdict on a datagram, for Authenticator.take once every other check has
+        passed too; None: not to be taken (counted, and said here)."""
+        verdict = auth.verify(data, msg)
+        if not verdict.reason:
+            return verdict
+        if verdict.reason == "duplicate":  # a copy of what we took (the other family, another gateway)
+            self.stats["auth:duplicate"] += 1
+        else:
+            self.auth_failed(verdict.reason, msg, source, interface, verdict.skew_us, auth.max_skew, now)
+        return None
 
     def reject(self, reason: str, msg: Message, source: IPAddress | None, interface: str, now: float) -> None:
         self.stats["rejected"] += 1

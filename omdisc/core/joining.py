@@ -1,7 +1,7 @@
 """Joining (docs/protocol.md, "Joining"): our JOIN's retries and the window in which we learn from
-every SNAPSHOT, and what others' JOINs and SNAPSHOTs ask of our answers (answers.py schedules
-them). Sans-IO, as the engine: it says when to JOIN again and which answers are due; the engine,
-which numbers and signs what we send, makes them datagrams.
+every SNAPSHOT, what others' JOINs and SNAPSHOTs ask of our answers (answers.py schedules them),
+and what an answer of ours tells. Sans-IO, as the engine: it says when to JOIN again, which answers
+are due and what they say; the engine, which numbers and signs what we send, makes them datagrams.
 """
 
 from __future__ import annotations
@@ -9,24 +9,24 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from omdisc.core.answers import AnswerLimits, JoinAnswers
-from omdisc.core.chronicle import News
+from omdisc.core.answers import AnswerLimits, JoinAnswers, JoinKey
+from omdisc.core.chronicle import Chronicle
 from omdisc.core.guard import Guard
 from omdisc.core.membership import Change, Claim
-from omdisc.core.protocol import IPAddress, Message, Snapshot
-from omdisc.core.snapshots import paths
+from omdisc.core.protocol import IPAddress, Message, Snapshot, snapshot_messages
+from omdisc.core.snapshots import paths, records_for
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
 
 
 class Joining:
-    def __init__(self, limits: AnswerLimits, rng: random.Random, stats: Counter[str], news: News,
+    def __init__(self, limits: AnswerLimits, rng: random.Random, stats: Counter[str], chronicle: Chronicle,
                  guard: Guard) -> None:
         self.answers = JoinAnswers(limits, rng)
         self.stats = stats
-        self.news = news
-        self.membership = news.membership
+        self.chronicle = chronicle
+        self.membership = chronicle.membership
         self.guard = guard
         self.retries: list[float] = []  # when to JOIN again, unless a SNAPSHOT answers first
         self.until = 0.0  # we learn from every SNAPSHOT until then (JOIN_WINDOW)
@@ -73,6 +73,19 @@ class Joining:
             self.guard.limit_hit(f"join_unanswered:{why}", f"JOIN of #{msg.node_id} {msg.origin} from {source} "
                                  f"left unanswered ({UNANSWERED[why]})", now)
 
+    def answer(self, base: Message, key: JoinKey, interface: str, routing: bool, now: float) -> list[Message]:
+        """Our SNAPSHOT for a JOIN due now on `interface` (answers.due): its parts, numbered from
+        `base` on; the most recently heard first, should the membership be more than MAX_PARTS
+        datagrams hold. `routing`: we forward between our networks (records_for)."""
+        joiner, incarnation = key
+        records = records_for(self.membership, interface, routing, now)
+        messages = snapshot_messages(base, joiner, incarnation, records)
+        told = sum(len(m.snapshot.members) for m in messages if m.snapshot)
+        if told < len(records):
+            self.stats["snapshot_left_out"] += len(records) - told
+        self.stats["snapshots"] += 1
+        return messages
+
     def on_snapshot(self, msg: Message, claim: Claim, addresses: tuple[IPAddress, ...], incarnation: int,
                     now: float) -> None:
         """Another node's answer to a JOIN: while we are joining, we learn from it (whichever JOIN it
@@ -94,7 +107,7 @@ class Joining:
             if not mine.isdisjoint(rec.addresses):
                 continue
             via, path_known = path_of(rec)
-            self.news.learned(rec, now, via, claim.interface, path_known, msg.origin)
+            self.chronicle.learned(rec, now, via, claim.interface, path_known, msg.origin)
 
     def _known(self, me: IPAddress) -> set[IPAddress]:
         """What our own SNAPSHOT would tell: ourselves and what we heard first-hand. Kept while the

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from omdisc.core import events
 from omdisc.core.engine import LocalNode
-from omdisc.core.nodeid import Collision, IPAddress
+from omdisc.core.nodeid import Collision
+from omdisc.core.protocol import IPAddress
 from omdisc.core.table import Entry, Table
 
 log = logging.getLogger("omdisc")

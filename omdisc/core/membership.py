@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from omdisc.core.protocol import IPAddress, MemberRecord, member_flags, node_flags
+from omdisc.core.protocol import IPAddress, MemberRecord, Order, member_flags, node_flags
 
 DEFAULT_MAX_NODES = 4096
 # The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there
@@ -33,7 +33,8 @@ HEAP_SLACK = 64
 
 def _same(addr: IPAddress, known: IPAddress) -> IPAddress:
     """`known` when it is the same address: one object for each node's address, not one more per
-    message (its primary address, its UDP source, the keys of the dicts: some 200 bytes a node)."""
+    message (its primary address, its UDP source, the keys of the dicts), which thousands of nodes
+    would each keep."""
     return known if addr == known else addr
 
 
@@ -43,7 +44,6 @@ class Change(Enum):
     REFRESHED = "refreshed"
     STALE = "stale"
     LEFT = "left"
-    REJECTED = "rejected"  # see Membership.rejected for why
 
 
 @dataclass(slots=True)  # thousands of them under a flood: no __dict__ each
@@ -77,6 +77,22 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A claim not taken, and why: "foreign", "full", "conflict" or "path" (guard.REJECTIONS)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A node new here whose UDP source spoke for another node: `gone` is out of the map for it (one
+    host, one node); `then` is what became of the new one (JOINED, unless the map is still full)."""
+
+    gone: Member
+    then: Change | Rejected
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """What one message says about its originator."""
 
@@ -104,8 +120,6 @@ class Membership:
         self._tombstones: OrderedDict[IPAddress, tuple[int, int, float]] = OrderedDict()
         self._speaks_for: dict[IPAddress, IPAddress] = {}  # UDP source -> primary of the node it speaks for
         self.version = 0  # bumped whenever the map-relevant content changes
-        self.rejected = ""  # why the last call returned REJECTED: "foreign", "full", "conflict", "path"
-        self.replaced: Member | None = None  # the node the last heard() replaced (same source)
         self.hearsay = 0  # members known only second-hand
         # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (when due as pushed,
         # tie-break, member), where a member is due at max(last_heard + dead_interval, spared). A
@@ -139,10 +153,6 @@ class Membership:
         tomb = self._tombstones.get(primary)
         return tomb is not None and (incarnation, seq) <= tomb[:2]
 
-    def _reject(self, reason: str) -> Change:
-        self.rejected = reason
-        return Change.REJECTED
-
     def _owned_elsewhere(self, primary: IPAddress, addresses: tuple[IPAddress, ...]) -> bool:
         """Does the claim list as its own the primary address of another member?"""
         return any(a != primary and a in self.members for a in addresses)
@@ -169,23 +179,63 @@ class Membership:
         self.forget(min(hearsay, key=lambda m: m.last_heard).primary)
         return True
 
-    def heard(self, claim: Claim, now: float) -> Change:
+    def heard(self, claim: Claim, now: float) -> Change | Rejected | Replaced:
         """A message from the node itself (directly or forwarded by a gateway)."""
-        self.replaced = None
         if self._buried(claim.primary, claim.incarnation, claim.seq):
             return Change.STALE
         m = self.members.get(claim.primary)
         if m is None:
             return self._new(claim, now)
-        if claim.source is not None and claim.source not in m.addresses:
-            return self._reject("foreign")  # a host speaking for a node it is not
-        path = self._path_check(m, claim, now)
-        if path:
-            return self._reject(path) if path == "path" else Change.STALE
+        refused = self._screen(m, claim, now)
+        if refused is not None:
+            return refused
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq) and not self._owner_overrides(claim, m):
             return Change.STALE
         if self._owned_elsewhere(claim.primary, claim.addresses):
-            return self._reject("conflict")
+            return Rejected("conflict")
+        self._heard_firsthand(m, claim)
+        return self._update(m, claim, now)
+
+    def _screen(self, m: Member, claim: Claim, now: float) -> Change | Rejected | None:
+        """What a node's own message about known member `m` must pass, before its order counts (None:
+        it passed). Its UDP source must be one of m's addresses ("foreign": a host speaking for a
+        node it is not). A forwarded claim (via a gateway) about a node we know first-hand is
+        refused ("path") when the node is heard directly: a gateway has nothing to tell about our
+        neighbour, and a host posing as one would evict or take it over. Through another gateway
+        than the node's it is stale: with two gateways every message comes twice; a switch waits
+        until its path is silent for half of dead_interval, as when its gateway died."""
+        if claim.source is not None and claim.source not in m.addresses:
+            return Rejected("foreign")
+        if claim.via is None or not m.firsthand or m.via == claim.via:
+            return None
+        if m.via is None and m.source is not None:
+            return Rejected("path")
+        return None if now - m.last_heard >= self.dead_interval / 2 else Change.STALE
+
+    @staticmethod
+    def _owner_overrides(claim: Claim, m: Member) -> bool:
+        """The node speaking from its own primary address beats what another host said in its name
+        (an incarnation from the future, say), whatever the order."""
+        return claim.source == claim.primary and not m.owner_heard
+
+    def _new(self, claim: Claim, now: float) -> Change | Rejected | Replaced:
+        if self._owned_elsewhere(claim.primary, claim.addresses):
+            return Rejected("conflict")
+        gone = None
+        if claim.source is not None:
+            other = self._speaks_for.get(claim.source)
+            if other is not None and other in self.members:
+                gone = self.forget(other)  # one host, one node: the new one takes its place
+        then = self._add_heard(claim, now) if self._room_for(True) else Rejected("full")
+        return then if gone is None else Replaced(gone, then)
+
+    def _add_heard(self, claim: Claim, now: float) -> Change:
+        source = None if claim.source is None else _same(claim.source, claim.primary)
+        return self._add(Member(claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags,
+                                claim.via, interface=claim.interface, source=source))
+
+    def _heard_firsthand(self, m: Member, claim: Claim) -> None:
+        """Heard from the node itself: where, and from which UDP source (the one it speaks for)."""
         m.interface = claim.interface
         self.hearsay -= not m.firsthand
         m.firsthand = True
@@ -195,49 +245,16 @@ class Membership:
                 del self._speaks_for[m.source]
             m.source = _same(claim.source, m.primary)
             self._speaks_for[m.source] = m.primary
-        return self._update(m, claim.node_id, claim.addresses, claim.incarnation, claim.flags, claim.via, now,
-                            claim.seq)
 
-    def _path_check(self, m: Member, claim: Claim, now: float) -> str:
-        """A forwarded claim (via a gateway) about a node we know first-hand: "path" when the node is
-        heard directly (a gateway has nothing to tell about our neighbour: a host posing as one
-        would evict or take it over); "other" when it comes through another gateway than the node's
-        (with two gateways every message comes twice; a switch waits until its path is silent for
-        half of dead_interval, as when its gateway died). "" when it may be taken."""
-        if claim.via is None or not m.firsthand or m.via == claim.via:
-            return ""
-        if m.via is None and m.source is not None:
-            return "path"
-        return "" if now - m.last_heard >= self.dead_interval / 2 else "other"
-
-    @staticmethod
-    def _owner_overrides(claim: Claim, m: Member) -> bool:
-        """The node speaking from its own primary address beats what another host said in its name
-        (an incarnation from the future, say), whatever the order."""
-        return claim.source == claim.primary and not m.owner_heard
-
-    def _new(self, claim: Claim, now: float) -> Change:
-        if self._owned_elsewhere(claim.primary, claim.addresses):
-            return self._reject("conflict")
-        if claim.source is not None:
-            other = self._speaks_for.get(claim.source)
-            if other is not None and other in self.members:
-                self.replaced = self.forget(other)  # one host, one node: the new one takes its place
-        if not self._room_for(True):
-            return self._reject("full")
-        source = None if claim.source is None else _same(claim.source, claim.primary)
-        return self._add(Member(claim.node_id, claim.addresses, claim.incarnation, claim.seq, now, claim.flags,
-                                claim.via, interface=claim.interface, source=source))
-
-    def _update(self, m: Member, node_id: int, addresses: tuple[IPAddress, ...], incarnation: int, flags: int,
-                via: IPAddress | None, heard_at: float, seq: int) -> Change:
+    def _update(self, m: Member, claim: Claim, heard_at: float) -> Change:
         # The path (via) is no part of the kernel map: with two gateways it may change with every
         # announcement, and must not cost a map write each time.
-        changed = (m.node_id, m.addresses, m.flags, m.incarnation) != (node_id, addresses, flags, incarnation)
-        m.node_id, m.flags, m.via = node_id, flags, via
-        if addresses != m.addresses:  # else the tuple kept is the one the members dict's key is from
-            m.addresses = addresses
-        m.incarnation, m.seq = incarnation, seq
+        changed = (m.node_id, m.addresses, m.flags, m.incarnation) != (claim.node_id, claim.addresses, claim.flags,
+                                                                       claim.incarnation)
+        m.node_id, m.flags, m.via = claim.node_id, claim.flags, claim.via
+        if claim.addresses != m.addresses:  # else the tuple kept is the one the members dict's key is from
+            m.addresses = claim.addresses
+        m.incarnation, m.seq = claim.incarnation, claim.seq
         m.last_heard = max(m.last_heard, heard_at)
         m.leaving = False
         if changed:
@@ -246,7 +263,7 @@ class Membership:
         return Change.REFRESHED
 
     def learned(self, rec: MemberRecord, now: float, via: IPAddress | None = None, interface: str = "",
-                path_known: bool = True) -> Change:
+                path_known: bool = True) -> Change | Rejected:
         """A node as another node's SNAPSHOT describes it: second hand. It adds a node we do not
         know; it never changes one we know (the node tells us itself) nor refreshes one we heard
         first-hand (a peer must not keep a dead node alive)."""
@@ -259,9 +276,9 @@ class Membership:
             return Change.STALE
         if m is None:
             if self._owned_elsewhere(primary, rec.addresses):
-                return self._reject("conflict")
+                return Rejected("conflict")
             if not self._room_for(False):
-                return self._reject("full")
+                return Rejected("full")
             return self._add(Member(rec.node_id, rec.addresses, rec.incarnation, 0, heard_at, node_flags(rec.flags),
                                     via, interface=interface, firsthand=False, path_known=path_known))
         if m.firsthand or rec.incarnation != m.incarnation:
@@ -269,18 +286,15 @@ class Membership:
         m.last_heard = max(m.last_heard, heard_at)
         return Change.REFRESHED
 
-    def left(self, claim: Claim, now: float) -> Change:
+    def left(self, claim: Claim, now: float) -> Change | Rejected:
         """A LEAVE. With remove_on_leave the node goes at once; otherwise it stays until it expires.
         A LEAVE for a node we do not know changes nothing and leaves nothing behind."""
-        self.replaced = None
         m = self.members.get(claim.primary)
         if m is None or self._buried(claim.primary, claim.incarnation, claim.seq):
             return Change.STALE
-        if claim.source is not None and claim.source not in m.addresses:
-            return self._reject("foreign")
-        path = self._path_check(m, claim, now)
-        if path:
-            return self._reject(path) if path == "path" else Change.STALE
+        refused = self._screen(m, claim, now)
+        if refused is not None:
+            return refused
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq):
             return Change.STALE
         self._bury(claim.primary, (claim.incarnation, claim.seq, now))
@@ -329,7 +343,7 @@ class Membership:
                 return m
         return None
 
-    def failed(self, primary: IPAddress, order: tuple[int, int], now: float) -> Member | None:
+    def failed(self, primary: IPAddress, order: Order, now: float) -> Member | None:
         """Declared dead by the failure detector: gone, and what it said up to `order` stays buried
         (a late datagram of its does not bring it back; anything newer it says does)."""
         m = self.forget(primary)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address
 from typing import Protocol
 
-IPAddress = IPv4Address | IPv6Address
-
-MAX_NODE_ID = 0xFFFF
+from omdisc.core.protocol import MAX_NODE_ID, IPAddress
 
 
 class NodeIdError(ValueError):

@@ -12,6 +12,7 @@ from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
 
 IPAddress = IPv4Address | IPv6Address
+Order = tuple[int, int]  # (incarnation, seq): what a node says is newer when this is larger
 
 MAGIC = b"OMDS"
 VERSION = 1  # ANNOUNCE, LEAVE, SNAPSHOT: unchanged since version 1, so a version 1 node still reads them
@@ -47,8 +48,8 @@ _SNAPSHOT = struct.Struct("!QBBH")
 _TLV = struct.Struct("!BH")
 _SUBJECT = struct.Struct("!QI")
 _FAMILY_SIZE = {4: 4, 6: 16}
-# family -> (size, class, shift, top bits of a multicast address): decoding tests the integer, which
-# is many times faster than ipaddress's is_unspecified and is_multicast (a SNAPSHOT has 50 addresses)
+# family -> (size, class, shift, top bits of a multicast address): decoding tests the integer, not
+# ipaddress's is_unspecified and is_multicast, which are slow and a SNAPSHOT has dozens of addresses
 _FAMILY: dict[int, tuple[int, type[IPv4Address] | type[IPv6Address], int, int]] = {
     4: (4, IPv4Address, 28, 0xE),  # 224.0.0.0/4
     6: (16, IPv6Address, 120, 0xFF),  # ff00::/8
@@ -85,7 +86,7 @@ def version_of(kind: MsgType) -> int:
 
 
 class DecodeError(ValueError):
-    """A datagram that is not a valid omdisc v1 message.
+    """A datagram that is not a valid omdisc message (VERSION or PROBE_VERSION).
 
     `kind` is a fixed short reason (what the daemon counts); str() adds the detail.
     """

@@ -1,6 +1,6 @@
 """What state.json (showmap --json, --members) and STATUS= report beyond the kernel table: this
 node, every member as we see it, the gateways, the counters. Pure; Engine.state() hands it the
-pieces, so this module needs nothing above the membership and the prober."""
+pieces, so this module needs nothing above the membership and the failure detector's ring."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from collections.abc import Iterator
 from typing import Any
 
 from omdisc.core import gateway
-from omdisc.core.detection.ring import Prober
+from omdisc.core.detection.ring import Ring
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_GATEWAY, FLAG_PROBES
 
 
-def acked_age(prober: Prober | None, m: Member, now: float) -> float | None:
+def acked_age(ring: Ring | None, m: Member, now: float) -> float | None:
     """Seconds since it last answered one of our probes (None: we do not probe it)."""
-    at = prober.detector.last_ack.get(m.primary) if prober else None
+    at = ring.acked_at(m.primary) if ring else None
     return None if at is None else round(now - at, 3)
 
 
-def member_states(membership: Membership, prober: Prober | None, now: float) -> Iterator[dict[str, Any]]:
+def member_states(membership: Membership, ring: Ring | None, now: float) -> Iterator[dict[str, Any]]:
     """Every member's dict in showmap's order, each made as it is taken."""
     for m in sorted(membership.members.values(), key=lambda m: (m.node_id, str(m.primary))):
         yield {
@@ -32,25 +32,26 @@ def member_states(membership: Membership, prober: Prober | None, now: float) -> 
             "gateway": bool(m.flags & FLAG_GATEWAY),
             "leaving": m.leaving,
             "firsthand": m.firsthand,
-            "state": prober.state_of(m) if prober else ("leaving" if m.leaving else "alive"),
+            "state": ring.state_of(m) if ring else ("leaving" if m.leaving else "alive"),
             "heard": "snapshot" if not m.firsthand else "gateway" if m.via else "direct",
             "probes": bool(m.flags & FLAG_PROBES),
-            "acked": acked_age(prober, m, now),
+            "acked": acked_age(ring, m, now),
         }
 
 
-def state(me: Member, joining: bool, membership: Membership, prober: Prober | None, stats: Counter[str],
+def state(me: Member, joining: bool, membership: Membership, ring: Ring | None, stats: Counter[str],
           now: float, lazy_members: bool = False) -> dict[str, Any]:
-    """`me`: this node as a member; `joining`: still learning from every SNAPSHOT (JOIN_WINDOW).
-    With `lazy_members`, the members are an iterator of their dicts, not a list: mapwriter's
-    encode_state then never holds 1,000 of them at once (1 MB of RSS kept after the first write)."""
-    members = member_states(membership, prober, now)
+    """`me`: this node as a member; `joining`: still learning from every SNAPSHOT (JOIN_WINDOW);
+    `ring`: the failure detector's (None: no probes). With `lazy_members`, the members are an
+    iterator of their dicts, not a list: mapwriter's encode_state then never holds all of them at
+    once, nor the memory they took after the first write."""
+    members = member_states(membership, ring, now)
     return {
         "node_id": me.node_id,
         "addresses": [str(a) for a in me.addresses],
         "incarnation": me.incarnation,
         "joining": joining,
-        "probe_health": prober.detector.health if prober else None,  # 0: judging at full speed
+        "probe_health": ring.health if ring else None,  # 0: judging at full speed
         "members": members if lazy_members else list(members),
         "gateways": gateway.report(membership),
         "stats": dict(sorted(stats.items())),

@@ -22,10 +22,10 @@ def records_for(membership: Membership, interface: str, routing: bool,
             if routing or not interface or m.interface == interface]
 
 
-Path = tuple[IPAddress | None, bool]  # (the gateway we reach a node through, whether that is known)
+RecordPath = tuple[IPAddress | None, bool]  # (the gateway we reach a record's node through, whether that is known)
 
 
-def paths(msg: Message, claim: Claim, membership: Membership) -> Callable[[MemberRecord], Path]:
+def paths(msg: Message, claim: Claim, membership: Membership) -> Callable[[MemberRecord], RecordPath]:
     """For a SNAPSHOT: through which gateway we reach each node it tells of, and whether that is
     known. What depends on the SNAPSHOT alone is worked out once, not once per record."""
     gateways: list[IPAddress] | None = None
@@ -37,7 +37,7 @@ def paths(msg: Message, claim: Claim, membership: Membership) -> Callable[[Membe
                         if m.flags & FLAG_GATEWAY and m.firsthand and m.via is None and m.interface == claim.interface]
         return gateways[0] if len(gateways) == 1 else None
 
-    def path_of(rec: MemberRecord) -> Path:
+    def path_of(rec: MemberRecord) -> RecordPath:
         indirect = bool(rec.flags & MEMBER_INDIRECT)
         if claim.via is not None:  # the SNAPSHOT came through a gateway
             if claim.via in rec.addresses:

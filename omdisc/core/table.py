@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from omdisc.core.nodeid import Collision, IPAddress, NodeLike, settle
+from omdisc.core.nodeid import Collision, NodeLike, settle
+from omdisc.core.protocol import IPAddress
 
 MAX_ENTRIES = 256  # setpe's limit on map lines
 

@@ -12,13 +12,43 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
+import stat
 from pathlib import Path
 
-from omdisc.core.auth import KeyFileError, Keyring, load_keyring
+from omdisc.core.auth import KEY_SIZE, KeyFileError, Keyring, parse_keys
 from omdisc.core.config import DEFAULT_KEY_FILE, Config
 from omdisc.shell.files import make_temp
 
 STAGED = "cluster.key"
+
+
+def gen_key() -> str:
+    """One new key line: 32 random bytes, base64."""
+    return base64.b64encode(secrets.token_bytes(KEY_SIZE)).decode()
+
+
+def load_keyring(path: Path) -> Keyring:
+    """The key file, refused when others than its owner may read it or its owner is someone else
+    than root or us (as ssh refuses a private key)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise KeyFileError(f"key file {path} belongs to uid {st.st_uid}, neither root nor this process's user")
+        if st.st_mode & 0o077:
+            raise KeyFileError(f"key file {path} may be read by others than its owner (mode "
+                               f"{stat.S_IMODE(st.st_mode):04o}): chmod 600 {path}")
+        try:
+            text = f.read(65536).decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFileError(f"key file {path} is not text (make a key with: omdiscd --gen-key)") from None
+    return parse_keys(text, str(path))
 
 
 def _runtime_dir() -> Path | None:

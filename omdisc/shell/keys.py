@@ -17,12 +17,13 @@ log = logging.getLogger("omdisc")
 
 
 class ClusterKeys:
-    def __init__(self, cfg: Config, wall: Callable[[], float] = time.time) -> None:
-        self.wall = wall
+    def __init__(self, cfg: Config, wall: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic) -> None:
+        self.wall, self.mono = wall, mono
         keyring, path = keyfile.load(cfg)
         self.path: Path | None = path  # the file read: the key file, or its copy staged for the unit
         # None: nothing signed, nothing checked; the engine holds the same object
-        self.auth: Authenticator | None = Authenticator(keyring, wall, cfg.max_clock_skew) if keyring else None
+        self.auth: Authenticator | None = Authenticator(keyring, wall, cfg.max_clock_skew, mono) if keyring else None
 
     def reload(self, cfg: Config) -> None:
         """SIGHUP re-reads the key file: the three steps of a rotation (docs/protocol.md) are reloads.
@@ -35,7 +36,7 @@ class ClusterKeys:
         if keyring is None:
             self.auth = None
         elif self.auth is None:
-            self.auth = Authenticator(keyring, self.wall, cfg.max_clock_skew)
+            self.auth = Authenticator(keyring, self.wall, cfg.max_clock_skew, self.mono)
         else:  # same replay state: a reload is no restart
             self.auth.keyring = keyring
             self.auth.max_skew = cfg.max_clock_skew

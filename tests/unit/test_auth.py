@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.auth import Authenticator, KeyFileError, Keyring, gen_key, key_id, load_keyring, parse_keys
+from omdisc.core.auth import Authenticator, KeyFileError, Keyring, key_id, parse_keys
 from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import FLAG_JOIN, MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded, with_hops
+from omdisc.shell.keyfile import gen_key, load_keyring
 
 A = ip_address("198.18.0.1")
 B = ip_address("198.18.0.2")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.config import Config, ConfigError, dump_defaults, load, parse
+from omdisc.core.config import Config, ConfigError, dump_defaults, parse
+from omdisc.shell.configfiles import load
 
 
 def test_empty_file_is_the_defaults() -> None:

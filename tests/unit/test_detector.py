@@ -1,4 +1,4 @@
-"""Failure detection (detector.py, probing.py): in the simulated LAN, a crash is noticed in seconds,
+"""Failure detection (omdisc/core/detection): in the simulated LAN, a crash is noticed in seconds,
 loss and stalls remove nobody, and the load stays what docs/protocol.md says; against one engine,
 valid but hostile version 2 messages do no more than the threat table allows."""
 
@@ -239,7 +239,7 @@ def test_a_node_restarting_is_not_probed_until_its_next_life_and_keeps_its_place
     lan.run_until(lan.now + 3.0)
     assert all(e.membership.members[addr].incarnation == node.incarnation + 1
                for i, e in enumerate(lan.engines) if i != 4)
-    assert all(not e.prober.detector.held for e in lan.engines if e.prober)  # probed again
+    assert all(not e.detection.ring.timers.held for e in lan.engines if e.detection.ring)  # probed again
 
 
 def test_a_restart_that_never_comes_back_is_detected_after_the_grace() -> None:
@@ -255,9 +255,9 @@ def test_a_restart_that_never_comes_back_is_detected_after_the_grace() -> None:
 
 
 def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() -> None:
-    from omdisc.core.detection.timers import Detector, ProbeSettings, Target
+    from omdisc.core.detection.timers import ProbeSettings, Target, Timers
 
-    d = Detector(ProbeSettings(), random.Random(1))
+    d = Timers(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
     target = Target(peer, INC)
     sends, _ = d.tick(0.0, [target], [])
@@ -275,9 +275,9 @@ def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() ->
 
 
 def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> None:
-    from omdisc.core.detection.timers import Detector, ProbeSettings, Target
+    from omdisc.core.detection.timers import ProbeSettings, Target, Timers
 
-    d = Detector(ProbeSettings(), random.Random(1))
+    d = Timers(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
     target = Target(peer, INC)
     d.tick(0.0, [target], [])

@@ -71,7 +71,7 @@ def test_periodic_announces_are_jittered_not_synchronised() -> None:
 
 def _gateway_engine() -> Engine:
     gw = Engine(LocalNode(510, (ip_address("198.18.1.254"), ip_address("198.18.2.254"))), 1, FAST,
-                random.Random(1))
+                random.Random(1), wall=lambda: 1.0)
     gw.route_between = frozenset({"legA", "legB"})
     return gw
 

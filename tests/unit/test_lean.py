@@ -42,7 +42,7 @@ from omdisc import __version__
 from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.protocol import Message, MsgType, encode
 from ipaddress import ip_address
-auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)
+auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0, lambda: 0.0)
 signed = auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),))))
 print(signed.hex(), auth.verify(signed, __import__("omdisc.core.protocol").core.protocol.decode(signed)).reason or "ok")
 print("openssl" if "libcrypto" in open("/proc/self/maps").read() else "no openssl")
@@ -90,7 +90,7 @@ def test_the_cluster_key_macs_are_the_same_without_openssl(tmp_path: Path) -> No
     out = run(omdiscd_script(tmp_path, SIGN))
     signed, verdict, openssl = out.replace("\n", " ").split(maxsplit=2)
     assert (verdict, openssl.strip()) == ("ok", "no openssl"), out
-    auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)  # with OpenSSL, here
+    auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0, lambda: 0.0)  # with OpenSSL, here
     assert signed == auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),)))).hex()
 
 

@@ -1,8 +1,8 @@
-"""Failure detection as the engine conducts it (docs/protocol.md, "Failure detection"): whether we
-probe at all, what a PING, ACK, PING_REQ, SUSPECT or DEAD leads to, the refutation said twice, the
-members the detector takes out of the map, and how far apart announcements may grow once probes
-find failures. Sans-IO, as the engine: it answers with Probes and asks for announcements; the
-engine, which numbers and signs what we send, makes them datagrams.
+"""Failure detection as the engine sees it (docs/protocol.md, "Failure detection"): whether we probe
+at all, where each probe goes out, what a PING, ACK, PING_REQ, SUSPECT or DEAD leads to beyond
+the ring (the refutation said twice, members touched or taken out of the map), and how far apart
+announcements may grow once probes find failures. Sans-IO, as the engine: it answers with Sends
+and asks for announcements; the engine, which numbers and signs what we send, makes them datagrams.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 
-from omdisc.core.chronicle import News
-from omdisc.core.detection.ring import Prober
+from omdisc.core.chronicle import Chronicle
+from omdisc.core.detection.ring import Reaction, Ring
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.membership import Member
 from omdisc.core.protocol import FLAG_RESTART, IPAddress, Message, MsgType
 
 log = logging.getLogger("omdisc.membership")
+
+
 def period_scale(nodes: int, per: float) -> int:
     """The announce period for `nodes`, in announce intervals: 1 up to `per` nodes, then the next
     power of two that keeps what each node hears at `per` announcements an interval."""
@@ -30,57 +32,43 @@ def period_scale(nodes: int, per: float) -> int:
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 
 
-@dataclass(frozen=True)
-class Probe:
-    """A Send with where it goes out: the member's own interface, else the one the message that
-    led to it came in on ("": every interface)."""
-
-    send: Send
-    interface: str = ""
-
-
-@dataclass
-class Outcome:
-    """What a version 2 message asks of the engine."""
-
-    probes: list[Probe] = field(default_factory=list)
-    announce: bool = False  # refute: an ANNOUNCE newer than the suspicion about us clears it
-    forward: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
-
-
-class Detection:
-    def __init__(self, settings: ProbeSettings | None, rng: random.Random, stats: Counter[str], news: News) -> None:
+class FailureDetection:
+    def __init__(self, settings: ProbeSettings | None, rng: random.Random, stats: Counter[str],
+                 chronicle: Chronicle) -> None:
         self.rng = rng
         self.stats = stats
-        self.news = news
-        self.membership = news.membership
-        self.prober = Prober(settings, rng, stats, self.membership) if settings else None  # None: no probes
+        self.chronicle = chronicle
+        self.membership = chronicle.membership
+        self.ring = Ring(settings, rng, stats, self.membership) if settings else None  # None: no probes
         self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
 
+    @property
+    def probing(self) -> bool:
+        """Whether we probe (and answer probes): version 2."""
+        return self.ring is not None
+
     def reconfigure(self, settings: ProbeSettings | None) -> None:
-        """New probe settings (SIGHUP): what the detector knows is kept while probes stay on."""
+        """New probe settings (SIGHUP): what the ring's timers hold is kept while probes stay on."""
         if settings is None:
-            self.prober = None
-        elif self.prober is None:
-            self.prober = Prober(settings, self.rng, self.stats, self.membership)
+            self.ring = None
+        elif self.ring is None:
+            self.ring = Ring(settings, self.rng, self.stats, self.membership)
         else:
-            self.prober.settings = self.prober.detector.settings = settings
+            self.ring.reconfigure(settings)
 
     # --- input -------------------------------------------------------------------------------
 
     def receive(self, msg: Message, source: IPAddress | None, gw: IPAddress | None, me: IPAddress,
-                interface: str, now: float) -> Outcome:
-        """PING, ACK, PING_REQ, SUSPECT, DEAD that passed the guard (probing.py judges them)."""
-        if self.prober is None:
+                interface: str, now: float) -> Reaction:
+        """PING, ACK, PING_REQ, SUSPECT, DEAD that passed the guard (ring.py judges them). The engine
+        sends what it says, announces when it says refute, and forwards when it says forward."""
+        if self.ring is None:
             self.stats["probe_ignored:off"] += 1
-            return Outcome()
-        r = self.prober.receive(msg, source, gw, me, now)
-        out = Outcome([self._probe(s, interface) for s in r.sends], forward=r.taken)
-        if r.refute and self.prober.may_refute(msg.origin, now):
-            self.stats["refuted"] += 1
-            out.announce = True
-            # again a little later: a node that missed it would go on to doubt us (Detector.check)
-            self.refute_again = now + self.prober.settings.resend
+            return Reaction()
+        r = self.ring.receive(msg, source, gw, me, now)
+        r.sends = [self._routed(s, interface) for s in r.sends]
+        if r.refute:  # again a little later: a node that missed it would go on to doubt us (Timers.check)
+            self.refute_again = now + self.ring.settings.resend
         if r.suspect is not None:
             self.stats["suspected"] += 1
             log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
@@ -88,24 +76,24 @@ class Detection:
             self.membership.touch(r.alive, now)  # it answered our check: heard, as by an announce
         for node in r.gone:
             self._fail(node, str(msg.origin), now)
-        return out
+        return r
 
     def heard(self, msg: Message, now: float) -> None:
         """A member's ANNOUNCE, LEAVE or SNAPSHOT taken into the membership (not a stale one)."""
-        if self.prober is None:
+        if self.ring is None:
             return
-        if self.prober.detector.heard(msg.origin, (msg.incarnation, msg.seq)):
+        if self.ring.heard(msg.origin, (msg.incarnation, msg.seq)):
             self.stats["suspicions_refuted"] += 1
         if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
-            self.prober.detector.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
+            self.ring.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
             log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
 
     # --- timers ------------------------------------------------------------------------------
 
     def due(self) -> list[float]:
         times = [] if self.refute_again is None else [self.refute_again]
-        if self.prober is not None:
-            times.append(self.prober.due())
+        if self.ring is not None:
+            times.append(self.ring.due())
         return times
 
     def refute_due(self, now: float) -> bool:
@@ -117,15 +105,15 @@ class Detection:
 
     def spare(self, now: float) -> Callable[[Member], float | None] | None:
         """For Membership.expire: a member we can probe is PINGed before it expires."""
-        prober = self.prober
-        return (lambda m: prober.spare(m, now)) if prober is not None else None
+        ring = self.ring
+        return (lambda m: ring.spare(m, now)) if ring is not None else None
 
-    def tick(self, me: IPAddress, now: float) -> list[Probe]:
+    def tick(self, me: IPAddress, now: float) -> list[Send]:
         """After expiry: the checks it began send their first PING now."""
-        if self.prober is None:
+        if self.ring is None:
             return []
-        sends, gone = self.prober.tick(me, now)
-        out = [self._probe(s) for s in sends]  # where to, before _fail forgets where the member was
+        sends, gone = self.ring.tick(me, now)
+        out = [self._routed(s) for s in sends]  # where to, before _fail forgets where the member was
         for node in gone:
             self._fail(node, "its monitors", now)
         return out
@@ -136,22 +124,23 @@ class Detection:
         announce_rate a second (powers of two: it changes rarely). Always 1 without probes, or
         beside a version 1 node, which knows no better than to expire us after dead_interval.
         `nodes`: the cluster's size if not the map's (a SNAPSHOT's worth more, while joining)."""
-        if self.prober is None:
+        if self.ring is None:
             return 1
-        self.prober.ring(me)
+        self.ring.order(me)  # counts the version 1 neighbours
         n = nodes if nodes is not None else len(self.membership) + 1
-        return 1 if self.prober.v1_neighbours else period_scale(n, per)
+        return 1 if self.ring.version_1_neighbours else period_scale(n, per)
 
     # --- verdicts ----------------------------------------------------------------------------
 
-    def _probe(self, s: Send, interface: str = "") -> Probe:
+    def _routed(self, s: Send, interface: str = "") -> Send:
+        """Where a unicast goes out: the member's own interface, else the one the message that led
+        to it came in on ("": every interface). A multicast goes out everywhere."""
         if s.to is None:
-            return Probe(s)
+            return s
         m = self.membership.members.get(s.to)
-        return Probe(s, m.interface if m is not None and m.interface else interface)
+        return replace(s, interface=m.interface if m is not None and m.interface else interface)
 
     def _fail(self, node: IPAddress, by: str, now: float) -> None:
-        assert self.prober is not None
-        order = self.prober.detector.latest.get(node, (0, 0))  # its late datagrams up to this stay buried
-        self.prober.forget(node)
-        self.news.failed(node, order, by, now)
+        assert self.ring is not None
+        order = self.ring.forget(node)  # its late datagrams up to this stay buried
+        self.chronicle.failed(node, order, by, now)

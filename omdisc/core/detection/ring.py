@@ -1,5 +1,5 @@
-"""The failure detector wired to the membership: who our neighbours on the ring are, what a probe
-message means here, and who may say what about whom (docs/protocol.md, "Failure detection").
+"""The failure detector's timers wired to the membership: who our neighbours on the ring are, what a
+probe message means here, and who may say what about whom (docs/protocol.md, "Failure detection").
 Pure, as the engine: it answers with Sends; the engine makes them datagrams.
 
 The ring: this node and the members on its own networks (heard directly, not through a gateway)
@@ -15,9 +15,9 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from omdisc.core.detection.timers import Detector, ProbeSettings, Send, Target
+from omdisc.core.detection.timers import ProbeSettings, Send, Target, Timers
 from omdisc.core.membership import Member, Membership
-from omdisc.core.protocol import FLAG_PROBES, IPAddress, Message, MsgType
+from omdisc.core.protocol import FLAG_PROBES, IPAddress, Message, MsgType, Order
 from omdisc.core.ratelimit import KeyedBuckets
 
 log = logging.getLogger("omdisc.membership")
@@ -43,21 +43,21 @@ def _stale(incarnation: int, number: int, subject: Member) -> bool:
 
 @dataclass
 class Reaction:
-    """What a version 2 message leads to."""
+    """What a version 2 message leads to. The engine reads the first three; the conductor acts on
+    the others (and says where each of the sends goes out)."""
 
     sends: list[Send] = field(default_factory=list)
+    refute: bool = False  # someone suspects or declared this node dead: announce ourselves (rate-limited)
+    forward: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
     gone: list[IPAddress] = field(default_factory=list)  # members to remove now
-    refute: bool = False  # someone suspects or declared this node dead: announce ourselves
     suspect: IPAddress | None = None  # a member newly suspected here (to log)
-    taken: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
     alive: IPAddress | None = None  # a member that answered our check: heard from it now
 
 
-class Prober:
+class Ring:
     def __init__(self, settings: ProbeSettings, rng: random.Random, stats: Counter[str],
                  membership: Membership) -> None:
-        self.settings = settings
-        self.detector = Detector(settings, rng)
+        self.timers = Timers(settings, rng)
         self.stats = stats
         self.membership = membership
         self._acks = KeyedBuckets(10.0, 20.0)  # ACKs a second per source: a PING flood is not echoed
@@ -68,23 +68,31 @@ class Prober:
         self._ring_of: tuple[int, IPAddress] | None = None
         self._ring: list[IPAddress] = []
         self._place: dict[IPAddress, int] = {}
-        self.v1_neighbours = 0  # members here that do not speak version 2 (no probes; see announce_period)
+        self.version_1_neighbours = 0  # members here that speak version 1 only (no probes): see announce_scale
+
+    @property
+    def settings(self) -> ProbeSettings:
+        return self.timers.settings
+
+    def reconfigure(self, settings: ProbeSettings) -> None:
+        """New probe settings (SIGHUP): what the timers hold is kept."""
+        self.timers.settings = settings
 
     # --- the ring ----------------------------------------------------------------------------
 
-    def ring(self, me: IPAddress) -> list[IPAddress]:
+    def order(self, me: IPAddress) -> list[IPAddress]:
         """This node and its probe-able neighbours in ring order; rebuilt only when the map changed."""
         if self._ring_of != (self.membership.version, me):
             direct = [m for m in self.membership.members.values() if m.via is None and not m.leaving]
             self._ring = sorted([me, *(m.primary for m in direct if m.flags & FLAG_PROBES)], key=_ring_key)
             self._place = {a: i for i, a in enumerate(self._ring)}
-            self.v1_neighbours = sum(1 for m in direct if not m.flags & FLAG_PROBES)
+            self.version_1_neighbours = sum(1 for m in direct if not m.flags & FLAG_PROBES)
             self._ring_of = (self.membership.version, me)
         return self._ring
 
     def targets(self, me: IPAddress) -> list[Target]:
         """The members after us on the ring: the ones we probe."""
-        ring = self.ring(me)
+        ring = self.order(me)
         i, n = self._place[me], len(ring)
         members = self.membership.members
         out = []
@@ -96,7 +104,7 @@ class Prober:
         """May `sender` suspect `subject`, or declare it dead? Only one of the members just before it
         on the ring (twice `monitors` of them: views differ a little while nodes join), so a
         host, even one with the key, can trouble its few neighbours only, not the cluster."""
-        ring = self.ring(me)
+        ring = self.order(me)
         i, j = self._place.get(subject), self._place.get(sender)
         if i is None or j is None:
             return False
@@ -112,23 +120,23 @@ class Prober:
         r = Reaction()
         sender = self.membership.members.get(msg.origin)
         if sender is not None:
-            self.detector.heard(msg.origin, (msg.incarnation, msg.seq))  # it speaks: it lives
+            self.timers.heard(msg.origin, (msg.incarnation, msg.seq))  # it speaks: it lives
         about_me = msg.subject.address == me
         if msg.type is MsgType.PING:
             self._on_ping(msg, source, about_me, now, r)
         elif about_me and msg.type in (MsgType.SUSPECT, MsgType.DEAD):
             # refuted whoever says it, a node we dropped included: others may believe it
             self.stats[f"{msg.type.name.lower()}_of_us"] += 1
-            self.detector.sick()  # we were too slow for someone: slower to judge others for a while
-            r.refute = True
+            self.timers.sick()  # we were too slow for someone: slower to judge others for a while
+            r.refute = self._refutes.take(msg.origin, now)
         elif sender is None:
             self.stats[f"probe_ignored:{msg.type.name.lower()}:stranger"] += 1
-        elif msg.type is MsgType.ACK and self.detector.answered(msg.origin, msg.subject.address,
-                                                                msg.subject.number, now):
+        elif msg.type is MsgType.ACK and self.timers.answered(msg.origin, msg.subject.address,
+                                                              msg.subject.number, now):
             self.stats["probe_checks_answered"] += 1
             r.alive = msg.origin
         elif msg.type is MsgType.ACK:
-            send = self.detector.acked(msg.origin, msg.subject.address, msg.subject.number, now)
+            send = self.timers.acked(msg.origin, msg.subject.address, msg.subject.number, now)
             if send is not None:
                 self.stats["probe_relayed"] += 1  # a helper's: the subject answered our PING for another
                 r.sends.append(send)
@@ -156,7 +164,7 @@ class Prober:
         elif not self._served.take(msg.origin, now):
             self.stats["probe_ignored:ping_req:rate"] += 1
         else:
-            send = self.detector.relay(msg.origin, msg.subject.number, _target(subject), now)
+            send = self.timers.relay(msg.origin, msg.subject.number, _target(subject), now)
             self.stats["probe_relay_ping" if send else "probe_ignored:ping_req:busy"] += 1
             r.sends += [send] if send else []
 
@@ -182,40 +190,39 @@ class Prober:
         if not allowed:
             self.stats[f"probe_ignored:{kind}:not_a_monitor"] += 1
             return
-        r.taken = True
-        if self.detector.is_held(subject.primary, now):
+        r.forward = True
+        if self.timers.is_held(subject.primary, now):
             self.stats[f"probe_ignored:{kind}:restarting"] += 1  # it said so itself; its next life is coming
             return
         target = _target(subject) if subject.via is None else None  # unicast may not cross the gateway
         if msg.type is MsgType.SUSPECT:
-            if self.detector.suspected(subject.primary, sender.primary, now, target):
+            if self.timers.suspected(subject.primary, sender.primary, now, target):
                 r.suspect = subject.primary
-        elif self.detector.declared_dead(subject.primary, sender.primary, now, target):
+        elif self.timers.declared_dead(subject.primary, sender.primary, now, target):
             r.gone.append(subject.primary)
 
     # --- timers ------------------------------------------------------------------------------
 
     def due(self) -> float:
-        return self.detector.due()
+        return self.timers.due()
 
     def tick(self, me: IPAddress, now: float) -> tuple[list[Send], list[IPAddress]]:
-        if len(self.detector.latest) > len(self.membership):
-            self.detector.keep_only(self.membership.members)
-        sends, gone = self.detector.tick(now, self.targets(me), self.helpers(me))
+        if len(self.timers.latest) > len(self.membership):
+            self.timers.keep_only(self.membership.members)
+        sends, gone = self.timers.tick(now, self.targets(me), self.helpers(me))
         self._count_checks()
         return sends, gone
 
     def _count_checks(self) -> None:
-        if self.detector.checked:
-            self.stats["probe_checks"] = self.detector.checked
+        if self.timers.checked:
+            self.stats["probe_checks"] = self.timers.checked
 
     def helpers(self, me: IPAddress) -> list[IPAddress]:
         """Whom to ask to probe for us: our neighbours on the ring, before and after us. We talk to
         them every second already (their PINGs and ACKs), so the path to them is warm: a random
         member would first need its link-layer address resolved on both legs, and under load those
-        first datagrams were seen to go missing far more often than the LAN loses any (100 real
-        nodes at 5% loss: three of four PING_REQs to random members came to nothing)."""
-        ring = self.ring(me)
+        first datagrams were seen to go missing far more often than the LAN loses any."""
+        ring = self.order(me)
         i, n = self._place[me], len(ring)
         reach = self.settings.monitors + 1
         near = {ring[(i + step) % n] for step in range(-reach, reach + 1) if step}
@@ -224,22 +231,39 @@ class Prober:
 
     def spare(self, m: Member, now: float) -> float | None:
         """A member about to expire (no announcement of its reached us for dead_interval): one we
-        can probe is PINGed first, and kept until the answer is due. At 5% loss, three announces in
-        a row go missing often enough, among thousands of pairs, to drop live nodes every few minutes;
-        two PINGs unanswered on top of that, hardly ever."""
+        can probe is PINGed first, and kept until the answer is due. Under loss, a few announces in
+        a row go missing often enough, among the many pairs of a cluster, to drop live nodes now and
+        then; PINGs unanswered on top of that, hardly ever."""
         if m.via is not None or not m.firsthand or m.leaving or not m.flags & FLAG_PROBES:
             return None  # not heard from itself on our network: a PING may have no way there
-        until = self.detector.check(_target(m), now)
+        until = self.timers.check(_target(m), now)
         self._count_checks()
         return until
 
-    def may_refute(self, sender: IPAddress, now: float) -> bool:
-        return self._refutes.take(sender, now)
+    # --- what the conductor and the report ask of the timers ----------------------------------
 
-    def forget(self, node: IPAddress) -> None:
-        self.detector.forget(node)
+    def heard(self, node: IPAddress, order: Order) -> bool:
+        """A member's message taken into the membership. True when it clears a suspicion."""
+        return self.timers.heard(node, order)
+
+    def restarting(self, node: IPAddress, incarnation: int, now: float, grace: float) -> None:
+        """The node said it is restarting: not probed nor suspected until its next life, `grace` at most."""
+        self.timers.restarting(node, incarnation, now, grace)
+
+    def forget(self, node: IPAddress) -> Order:
+        """Drop what we hold about `node` (out of the map); the newest (incarnation, seq) taken from it."""
+        return self.timers.forget(node)
+
+    def acked_at(self, node: IPAddress) -> float | None:
+        """When `node` last answered one of our probes (None: never, or we do not probe it)."""
+        return self.timers.last_ack.get(node)
+
+    @property
+    def health(self) -> int:
+        """The local health multiplier: 0 when we judge at full speed."""
+        return self.timers.health
 
     def state_of(self, m: Member) -> str:
         if m.leaving:
             return "leaving"
-        return "suspect" if m.primary in self.detector.suspects else "alive"
+        return "suspect" if m.primary in self.timers.suspects else "alive"

@@ -1,11 +1,9 @@
-"""Failure detection (docs/protocol.md, "Failure detection"): unicast probes between neighbours on
-a ring, SWIM style, and a short multicast suspicion. Pure: the engine tells it what it heard and
-asks it, at each tick, what to send and whom to declare dead; the clock is injected.
+"""One node's failure-detection timers (docs/protocol.md, "Failure detection"): the probes it sent,
+the PINGs it relays for others, its suspicions, its own checks, the DEADs it says twice, the nodes
+restarting, and its local health. It knows nodes by address only: whom to probe and whom to ask
+for help it is told at each tick (ring.py knows the membership). Pure: it is told what was heard,
+and asked, at each tick, what to send and whom to declare dead; the clock is passed in.
 
-Why a ring and not SWIM's random target: every node knows every member (multicast), so each member
-is given `monitors` probers deterministically and a crash is noticed within one probe interval,
-not after a geometric wait. Why the suspicion can be short (memberlist's grows with log N): the
-suspect hears the SUSPECT by multicast and refutes it with one datagram, no gossip has to reach it.
 A node removed is one its monitors could not reach directly, nor through `helpers` other members,
 nor by the SUSPECTs and PINGs re-sent while it was suspected.
 """
@@ -15,10 +13,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from omdisc.core.protocol import IPAddress, MsgType
-
-Order = tuple[int, int]  # (incarnation, seq): what a node says is newer when this is larger
+from omdisc.core.protocol import IPAddress, MsgType, Order
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,7 @@ class ProbeSettings:
     resend: float = 0.5  # SUSPECT and a PING again, while the suspicion lasts (loss)
     max_relays: int = 64  # PING_REQs being served at once: what others can make us send is bounded
     max_health: int = 8  # the local health multiplier's top (Lifeguard): timeouts up to 9 times longer
-    check_tries: int = 3  # PINGs to a member we are about to give up on our own (Detector.check)
+    check_tries: int = 3  # PINGs to a member we are about to give up on our own (Timers.check)
 
     @property
     def min_suspect(self) -> float:
@@ -42,11 +39,14 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class Send:
+    """A probe message to send: the engine numbers, encodes and signs it."""
+
     type: MsgType
     to: IPAddress | None  # unicast destination; None: multicast
     subject: IPAddress
     incarnation: int
     number: int  # nonce of a probe; the subject's last seq for SUSPECT and DEAD
+    interface: str = ""  # where it goes out ("": every interface): FailureDetection._routed sets it
 
 
 @dataclass(slots=True)
@@ -103,7 +103,9 @@ class Suspicion:
 
 
 @dataclass
-class Detector:
+class Timers:
+    """One node's probe, relay, suspicion and check timers, by address (see the module's docstring)."""
+
     settings: ProbeSettings
     rng: random.Random
     next_round: float = 0.0
@@ -117,7 +119,7 @@ class Detector:
     held: dict[IPAddress, tuple[float, int]] = field(default_factory=dict)
     checks: dict[IPAddress, _Check] = field(default_factory=dict)
     refused: int = 0  # PING_REQs not served: too many at once
-    checked: int = 0  # checks begun (Detector.check)
+    checked: int = 0  # checks begun (Timers.check)
     # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted,
     # ourselves suspected, our own timers late), lowered by each probe answered in time. Every
     # timeout is (1 + health) times longer: an overloaded node judges others slowly, not wrongly.
@@ -242,9 +244,17 @@ class Detector:
             return False
         return hold is not None
 
-    def forget(self, node: IPAddress) -> None:
-        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks):
+    def _per_node(self) -> tuple[dict[IPAddress, Any], ...]:
+        """What we hold about each member, gone with it. Not the relays (by nonce: they time out) nor
+        the obituaries (the second DEAD is said after its subject is gone)."""
+        return self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks
+
+    def forget(self, node: IPAddress) -> Order:
+        """Drop what we hold about `node`; returns the newest (incarnation, seq) taken from it."""
+        order = self.latest.get(node, (0, 0))
+        for table in self._per_node():
             table.pop(node, None)
+        return order
 
     # --- timers ------------------------------------------------------------------------------
 
@@ -303,8 +313,7 @@ class Detector:
                 probe.deadline = now + self.scaled(self.settings.helper_timeout)
                 probe.helpers = tuple(self._pick_helpers(address, helpers))
                 out += [Send(MsgType.PING_REQ, h, address, t.incarnation, probe.nonce) for h in probe.helpers]
-                # and once more ourselves: either way may be the one the loss spared (at 5% loss,
-                # a tenth as many suspicions of live nodes)
+                # and once more ourselves: either way may be the one the loss spared
                 out.append(Send(MsgType.PING, address, address, t.incarnation, probe.nonce))
             else:
                 del self.probes[address]
@@ -381,6 +390,6 @@ class Detector:
     def keep_only(self, members: Iterable[IPAddress]) -> None:
         """Drop what we hold about nodes no longer members (left, expired, forgotten)."""
         keep = set(members)
-        for table in (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks):
+        for table in self._per_node():
             for node in [n for n in table if n not in keep]:
                 del table[node]
