@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.auth import gen_key, key_id
+from omdisc.core.auth import key_id
 from omdisc.core.config import Config
 from omdisc.shell import keyfile
+from omdisc.shell.keyfile import gen_key
 from omdisc.shell.keys import ClusterKeys
 
 
