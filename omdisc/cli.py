@@ -10,6 +10,13 @@ from omdisc import __version__
 from omdisc.core.config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
 from omdisc.shell.exits import EXIT_USAGE
 
+
+def fail(prog: str, error: object, status: int) -> int:
+    """A user's mistake or the system's refusal: one line on stderr, `prog: what`, and the status."""
+    sys.stderr.write(f"{prog}: {error}\n")
+    return status
+
+
 HELP_WIDTH = 79  # the options and the text below them wrap at one width, whatever the terminal
 
 DESCRIPTION = """\

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from omdisc import __version__
-from omdisc.cli import build_parser
+from omdisc.cli import build_parser, fail
 from omdisc.core import events
 from omdisc.core.auth import KeyFileError
 from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, dump
@@ -45,7 +45,7 @@ from omdisc.core.settings import restart_only, settings_for
 from omdisc.shell import interfaces, keyfile
 from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, local_node, make_plan
 from omdisc.shell.boundary import Boundary
-from omdisc.shell.configfiles import drop_ins, load
+from omdisc.shell.configfiles import ConfigSource, drop_ins
 from omdisc.shell.detach import Detacher
 from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from omdisc.shell.feed import HandlerFeed
@@ -73,11 +73,10 @@ SIGNALS = {signal.SIGTERM: "stop", signal.SIGINT: "stop", signal.SIGHUP: "reload
 class Daemon:
     """One life of this node. Made once the pid file is held: making it takes the next incarnation."""
 
-    def __init__(self, cfg: Config, cfg_path: Path | None, overrides: dict[str, Any], logctl: LogControl,
-                 plan: Plan, sink: AlphaSink | LiveSink) -> None:
+    def __init__(self, cfg: Config, source: ConfigSource, logctl: LogControl, plan: Plan,
+                 sink: AlphaSink | LiveSink) -> None:
         self.cfg = cfg
-        self.cfg_path = cfg_path
-        self.overrides = overrides
+        self.source = source
         self.logctl = logctl
         self.plan = plan
         self.sink = sink
@@ -279,7 +278,7 @@ class Daemon:
         in the configuration (a bad drop-in, an interface away for the moment)."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            cfg: Config | None = load(self.cfg_path)[0].overridden(**self.overrides)
+            cfg: Config | None = self.source.reread()
         except ConfigError as e:
             log.error("reload failed, the running configuration stays: %s", e)
             cfg = None
@@ -323,7 +322,7 @@ class Daemon:
         self.engine.renew()
         self._send(self.engine.rejoin(now))  # introduce ourselves where we now are
         self.logctl.set_field("OMDISC_NODE_ID", addrs.node.node_id)
-        log.info("configuration reloaded from %s; %d nodes kept", self.cfg_path or "built-in defaults",
+        log.info("configuration reloaded from %s; %d nodes kept", self.source.describe(),
                  len(self.engine.membership))
         self.sleep.wake()
 
@@ -354,11 +353,9 @@ def _key_command(args: Any, cfg: Config) -> int:
     try:
         sys.stdout.write(f"omdiscd: {keyfile.stage(cfg)}\n")
     except KeyFileError as e:
-        sys.stderr.write(f"omdiscd: {e}\n")
-        return EXIT_CONFIG
+        return fail("omdiscd", e, EXIT_CONFIG)
     except OSError as e:
-        sys.stderr.write(f"omdiscd: cannot hand the key to the service: {e.strerror or e}\n")
-        return EXIT_FAILURE
+        return fail("omdiscd", f"cannot hand the key to the service: {e.strerror or e}", EXIT_FAILURE)
     return EXIT_OK
 
 
@@ -367,8 +364,7 @@ def _check_config(cfg: Config, cfg_path: Path | None) -> int:
     try:
         keyring, key_path = keyfile.load(cfg)
     except KeyFileError as e:
-        sys.stderr.write(f"omdiscd: {e}\n")
-        return EXIT_CONFIG
+        return fail("omdiscd", e, EXIT_CONFIG)
     main_file = cfg_path or "none: built-in defaults"
     keys = (f"{len(keyring.keys)} key(s) in {key_path}, ids {keyring.describe()}" if keyring
             else "none: announcements are not authenticated")
@@ -389,14 +385,14 @@ def _preflight(cfg: Config) -> tuple[Plan, AlphaSink | LiveSink]:
     return plan, sink
 
 
-def serve(cfg: Config, cfg_path: Path | None, overrides: dict[str, Any], logctl: LogControl, plan: Plan,
-          sink: AlphaSink | LiveSink, on_ready: Callable[[], None] = lambda: None) -> int:
+def serve(cfg: Config, source: ConfigSource, logctl: LogControl, plan: Plan, sink: AlphaSink | LiveSink,
+          on_ready: Callable[[], None] = lambda: None) -> int:
     """Hold the pid file, then make this life and run it. The pid file comes first: a second omdiscd
     must fail before it writes anything of the one that runs (its incarnation file)."""
     pidfile = PidFile(cfg.pid_file)
     pidfile.acquire()
     try:
-        daemon = Daemon(cfg, cfg_path, overrides, logctl, plan, sink)
+        daemon = Daemon(cfg, source, logctl, plan, sink)
         return asyncio.run(daemon.run(on_ready=on_ready))
     finally:
         pidfile.release()
@@ -407,32 +403,28 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"interfaces": args.interfaces, "multicast_ttl": args.multicast_ttl, "debug": args.debug,
                  "family": args.family, "route": args.route}
     try:
-        cfg, cfg_path = load(Path(args.config) if args.config is not None else None)
-        cfg = cfg.overridden(**overrides)
+        cfg, source = ConfigSource.read(Path(args.config) if args.config is not None else None, overrides)
     except ConfigError as e:
-        sys.stderr.write(f"omdiscd: {e}\n")
-        return EXIT_CONFIG
+        return fail("omdiscd", e, EXIT_CONFIG)
     if args.gen_key or args.stage_key:
         return _key_command(args, cfg)
     if args.check_config:
-        return _check_config(cfg, cfg_path)
+        return _check_config(cfg, source.path)
     try:
         keyfile.load(cfg)
     except KeyFileError as e:
-        sys.stderr.write(f"omdiscd: {e}\n")
-        return EXIT_CONFIG
+        return fail("omdiscd", e, EXIT_CONFIG)
     try:
         plan, sink = _preflight(cfg)
     except STARTUP_ERRORS as e:
-        sys.stderr.write(f"omdiscd: {e}\n")
-        return EXIT_FAILURE
+        return fail("omdiscd", e, EXIT_FAILURE)
     detacher = Detacher()
     detached = not args.nodaemon and not under_systemd()
     if detached:
         detacher.detach()
     logctl = LogControl(choose_target(detached), cfg.debug)
     try:
-        return serve(cfg, cfg_path, overrides, logctl, plan, sink, on_ready=detacher.up)
+        return serve(cfg, source, logctl, plan, sink, on_ready=detacher.up)
     except STARTUP_ERRORS as e:
         if detacher.fd is not None:
             detacher.fail(str(e))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from omdisc import __version__
-from omdisc.cli import Parser, path_argument
+from omdisc.cli import Parser, fail, path_argument
 from omdisc.core.config import DEFAULT_PATH, ConfigError
 from omdisc.core.mapdoc import as_json
 from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
@@ -367,11 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         source = locate(args)
         return watch(args, source) if args.watch else show_once(args, source)
     except ConfigError as e:
-        sys.stderr.write(f"showmap: {e}\n")
-        return EXIT_CONFIG
+        return fail("showmap", e, EXIT_CONFIG)
     except ShowmapError as e:
-        sys.stderr.write(f"showmap: {e}\n")
-        return EXIT_FAILURE
+        return fail("showmap", e, EXIT_FAILURE)
     except BrokenPipeError:
         return _stdout_gone()
 

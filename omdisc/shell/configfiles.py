@@ -4,7 +4,9 @@ omdisc.core.config (which reads nothing itself)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, parse_layers
 
@@ -43,3 +45,24 @@ def load(path: Path | None, default: Path = DEFAULT_PATH) -> tuple[Config, Path 
             yield str(drop_in), _read(drop_in)
 
     return parse_layers(layers()), found
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the configuration in force came from: its main file (None: built-in defaults under
+    any drop-ins) and the command line's options over it. SIGHUP reads the same again."""
+
+    path: Path | None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, named: Path | None, overrides: dict[str, Any]) -> tuple[Config, ConfigSource]:
+        """The file named on the command line, or the default one if present."""
+        cfg, path = load(named)
+        return cfg.overridden(**overrides), cls(path, overrides)
+
+    def reread(self) -> Config:
+        return load(self.path)[0].overridden(**self.overrides)
+
+    def describe(self) -> str:
+        return str(self.path) if self.path else "built-in defaults"

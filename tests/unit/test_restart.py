@@ -21,6 +21,7 @@ from omdisc.core.protocol import FLAG_RESTART, MsgType, decode
 from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon, main
 from omdisc.shell import keyfile
 from omdisc.shell.addresses import make_plan
+from omdisc.shell.configfiles import ConfigSource
 from omdisc.shell.exits import EXIT_FAILURE
 from omdisc.shell.journal import LogControl
 from omdisc.shell.pidfile import PidFile
@@ -42,7 +43,7 @@ def omdisc_logger() -> Iterator[None]:
 def daemon(tmp: Path) -> Daemon:
     cfg = Config(interfaces=("lo",), kernel="alpha", alpha_dir=tmp / "run", pid_file=tmp / "run" / "pid",
                  state_dir=tmp / "state", key_file=None)
-    return Daemon(cfg, None, {}, LogControl("stderr", ()), make_plan(cfg), AlphaSink(tmp / "run"))
+    return Daemon(cfg, ConfigSource(None), LogControl("stderr", ()), make_plan(cfg), AlphaSink(tmp / "run"))
 
 
 def test_sigusr2_sends_no_leave_and_the_next_life_is_newer(tmp_path: Path, omdisc_logger: None,
