@@ -428,6 +428,6 @@ class Engine:
 
     def state(self, now: float, lazy_members: bool = False) -> dict[str, Any]:
         """What showmap --json and STATUS= report beyond the kernel table (report.py). With
-        `lazy_members`, the members are an iterator of their dicts (see mapwriter.encode_state)."""
+        `lazy_members`, the members are an iterator of their dicts (see shell/statefile.py, encode_state)."""
         return report.state(self._me(), self.joining.learning(now), self.membership, self.detection.ring, self.stats,
                             now, lazy_members)

@@ -43,7 +43,7 @@ def state(me: Member, joining: bool, membership: Membership, ring: Ring | None, 
           now: float, lazy_members: bool = False) -> dict[str, Any]:
     """`me`: this node as a member; `joining`: still learning from every SNAPSHOT (JOIN_WINDOW);
     `ring`: the failure detector's (None: no probes). With `lazy_members`, the members are an
-    iterator of their dicts, not a list: mapwriter's encode_state then never holds all of them at
+    iterator of their dicts, not a list: shell/statefile.py's encode_state then never holds all of them at
     once, nor the memory they took after the first write."""
     members = member_states(membership, ring, now)
     return {

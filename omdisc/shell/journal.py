@@ -24,7 +24,7 @@ def _optional(module: str) -> Any:
 
 
 # The C halves of systemd-python: sendv() and notify() are all the daemon uses, and the Python halves
-# (systemd.journal, systemd.daemon) bring uuid, platform, syslog and the journal reader: 0.4 MB of RSS.
+# (systemd.journal, systemd.daemon) bring uuid, platform, syslog and the journal reader, which the daemon never uses.
 sd_daemon = _optional("systemd._daemon")
 sd_journal = _optional("systemd._journal")
 
@@ -110,7 +110,7 @@ class LogControl:
             handler = JournalHandler(self.fields)
             handler.setFormatter(logging.Formatter("%(message)s"))
         elif target == "syslog":
-            from logging.handlers import SysLogHandler  # only here: it imports pickle, queue, threading (0.5 MB)
+            from logging.handlers import SysLogHandler  # only here: it imports pickle, queue, threading
 
             handler = SysLogHandler("/dev/log", SysLogHandler.LOG_DAEMON)
             handler.setFormatter(logging.Formatter(f"{IDENTIFIER}[%(process)d]: %(message)s"))
