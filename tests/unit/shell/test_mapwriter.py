@@ -1,5 +1,5 @@
-"""The small rooms of the shell, driven without a network: the incarnation kept across lives, the
-map writer's throttle and its write errors, the rate limits."""
+"""The map writer driven without a network (omdisc/shell/mapwriter.py, core/throttle.py): the
+throttle of the map and of state.json, write errors counted and retried, a restart's first-map hold."""
 
 from __future__ import annotations
 
@@ -11,28 +11,14 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from omdisc.core.engine import Engine, LocalNode, Settings
-from omdisc.core.protocol import MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded
-from omdisc.core.ratelimit import AgedSet, KeyedBuckets, LogLimiter
+from omdisc.core.protocol import Message, MsgType, encode
 from omdisc.core.table import Table
 from omdisc.core.throttle import MAP_INTERVAL, STATE_AFTER_MAP
-from omdisc.shell import incarnation
 from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
 from omdisc.shell.sinks import AlphaSink, SinkError
 
 ME = ip_address("198.18.0.1")
 
-
-def test_a_life_after_a_clock_went_back_is_still_a_newer_one(tmp_path: Path) -> None:
-    first = incarnation.next_incarnation(tmp_path, wall_us=5_000_000)
-    assert first == 5_000_000
-    behind = incarnation.next_incarnation(tmp_path, wall_us=5_000_000 - 3_600_000_000)  # an hour behind
-    assert behind == first + 1
-    assert incarnation.next_incarnation(tmp_path, wall_us=9_000_000) == 9_000_000  # the clock is ahead again
-
-
-def test_an_unwritable_state_dir_is_a_warning_not_a_failure(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("")
-    assert incarnation.next_incarnation(tmp_path / "file" / "sub", wall_us=7) == 7
 
 
 class ShortWrites(AlphaSink):
@@ -169,25 +155,3 @@ def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(
         writer.flush(e, 0.0)  # the map and state.json
         writer.touch()  # a counter changed
         assert writer.next_due(e) == wait, members
-
-
-def test_a_gateway_does_not_forward_what_its_via_trailer_would_grow_past_the_limit() -> None:
-    msg = Message(MsgType.ANNOUNCE, 7, 1, 1, (ME,), trailer=((9, bytes(MAX_DATAGRAM - 40)),))
-    data = encode(msg)
-    assert len(data) <= MAX_DATAGRAM
-    assert forwarded(data, decode(data), ip_address("198.18.0.254")) is None
-
-
-def test_rate_limits_and_aged_sets_stay_bounded() -> None:
-    buckets = KeyedBuckets(rate=1.0, burst=2.0, max_keys=10)
-    assert [buckets.take("a", 0.0) for _ in range(3)] == [True, True, False]
-    assert buckets.take("a", 1.0)
-    for i in range(1000):
-        buckets.take(i, 2.0)
-    assert len(buckets) == 10
-    said = LogLimiter(period=60.0, max_keys=5)
-    assert said.allow("x", 0.0) == 0 and said.allow("x", 1.0) is None and said.allow("x", 61.0) == 1
-    seen = AgedSet(age=10.0, max_keys=100)
-    for i in range(1000):
-        seen.add(i, float(i) / 100)
-    assert len(seen) == 100 and 999 in seen and 0 not in seen

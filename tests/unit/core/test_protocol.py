@@ -14,6 +14,7 @@ from omdisc.core.protocol import (
     MsgType,
     decode,
     encode,
+    forwarded,
     snapshot_messages,
     with_hops,
 )
@@ -95,3 +96,10 @@ def test_trailing_bytes_inside_the_body_are_rejected() -> None:
     bad = GOOD[:body_len_at] + (body_len + 3).to_bytes(2, "big") + GOOD[body_len_at + 2 :] + b"\x00\x00\x00"
     with pytest.raises(DecodeError, match="trailing bytes"):
         decode(bad)
+
+
+def test_a_gateway_does_not_forward_what_its_via_trailer_would_grow_past_the_limit() -> None:
+    msg = Message(MsgType.ANNOUNCE, 7, 1, 1, (A,), trailer=((9, bytes(MAX_DATAGRAM - 40)),))
+    data = encode(msg)
+    assert len(data) <= MAX_DATAGRAM
+    assert forwarded(data, decode(data), ip_address("198.18.0.254")) is None
