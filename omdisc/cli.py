@@ -6,13 +6,16 @@ import argparse
 import sys
 from typing import NoReturn
 
-from . import __version__
-from .config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
+from omdisc import __version__
+from omdisc.core.config import DEBUG_CATEGORIES, DEFAULT_PATH, FAMILIES, parse_debug, parse_interfaces
+from omdisc.shell.exits import EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FAILURE = 1  # the system refused: no such interface, no default route, pid file held, bind failed
-EXIT_USAGE = 2  # a bad command line
-EXIT_CONFIG = 78  # a bad configuration file (EX_CONFIG)
+
+def fail(prog: str, error: object, status: int) -> int:
+    """A user's mistake or the system's refusal: one line on stderr, `prog: what`, and the status."""
+    sys.stderr.write(f"{prog}: {error}\n")
+    return status
+
 
 HELP_WIDTH = 79  # the options and the text below them wrap at one width, whatever the terminal
 
@@ -43,7 +46,9 @@ exit status:
 See omdiscd(8) for the full manual."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """omdiscd's and showmap's: a bad command line is one line on stderr and exit status 2."""
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
@@ -86,7 +91,7 @@ def _debug(value: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="omdiscd",
         description=DESCRIPTION,
         epilog=EPILOG,

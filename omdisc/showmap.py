@@ -11,12 +11,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
-from . import __version__
-from .cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, path_argument
-from .config import DEFAULT_PATH, ConfigError, load
-from .inotify import (
+from omdisc import __version__
+from omdisc.cli import Parser, fail, path_argument
+from omdisc.core.config import DEFAULT_PATH, ConfigError
+from omdisc.core.mapdoc import as_json
+from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.configfiles import load
+from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from omdisc.shell.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
     IN_DELETE,
@@ -24,11 +28,10 @@ from .inotify import (
     IN_MOVED_FROM,
     IN_MOVED_TO,
     IN_ONLYDIR,
-    Event,
     Inotify,
+    InotifyEvent,
 )
-from .sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
-from .table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
+from omdisc.shell.sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
 
 EXIT_STALE = 3  # the map is there, but the omdiscd that wrote it is not running
 
@@ -54,14 +57,8 @@ class ShowmapError(RuntimeError):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message} (see '{self.prog} --help')\n")
-        sys.exit(EXIT_USAGE)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="showmap",
         description="Print the openMosix cluster map that omdiscd(8) wrote: this node's number and the "
         "table in setpe's map format (first-ID IP count, and ID IP ALIAS lines).",
@@ -94,17 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Source:
-    state_dir: Path  # the alpha files and state.json (the daemon writes state.json here also in live mode)
+    alpha_dir: Path  # the alpha files and state.json (the daemon writes state.json here also in live mode)
     live: bool
 
     @property
     def map_dir(self) -> Path:
-        return PROC_ADMIN if self.live else self.state_dir
+        return PROC_ADMIN if self.live else self.alpha_dir
 
     def map_files(self) -> tuple[Path, Path]:
         if self.live:
             return PROC_ADMIN / MOSPE, PROC_ADMIN / CONFIG
-        return self.state_dir / ALPHA_MOSPE, self.state_dir / ALPHA_CONFIG
+        return self.alpha_dir / ALPHA_MOSPE, self.alpha_dir / ALPHA_CONFIG
 
 
 def locate(args: argparse.Namespace) -> Source:
@@ -146,14 +143,6 @@ def _state(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def as_json(node_id: int, entries: list[Entry], state: dict[str, Any]) -> str:
-    out: dict[str, Any] = {"node_id": node_id, "entries": [e.as_json() for e in entries]}
-    for key in ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "kernel", "stats"):
-        if key in state:
-            out[key] = state[key]
-    return json.dumps(out, indent=2)
 
 
 # --- the members -------------------------------------------------------------------------------
@@ -228,7 +217,7 @@ def is_omdiscd(pid: int) -> bool | None:
 def stale_note(source: Source) -> str | None:
     """What to say when the daemon that wrote the map is gone. Without state.json or its pid, we do
     not know: not stale."""
-    pid = _state(source.state_dir).get("pid")
+    pid = _state(source.alpha_dir).get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
     if is_omdiscd(pid) is not False:
@@ -241,13 +230,13 @@ def stale_note(source: Source) -> str | None:
 
 def render(args: argparse.Namespace, source: Source) -> str:
     if args.members:
-        return members_table(source.state_dir, time.time())
+        return members_table(source.alpha_dir, time.time())
     if source.live and not PROC_ADMIN.is_dir():
         raise ShowmapError(f"this kernel has no openMosix interface ({PROC_ADMIN}); omdiscd writes "
                            f"the map to alpha files then: run showmap without --live")
     node_id, entries = read_map(*source.map_files(), live=source.live)
     if args.json:
-        return as_json(node_id, entries, _state(source.state_dir)) + "\n"
+        return as_json(node_id, entries, _state(source.alpha_dir)) + "\n"
     return format_text(node_id, entries)
 
 
@@ -325,7 +314,7 @@ def _add_watches(inotify: Inotify, directory: Path) -> None:
         inotify.add_watch(directory, FILE_EVENTS)
 
 
-def _matters(event: Event, directory: Path) -> bool:
+def _matters(event: InotifyEvent, directory: Path) -> bool:
     return event.name in WATCHED_FILES or event.name == directory.name or bool(event.mask & IN_IGNORED)
 
 
@@ -340,7 +329,7 @@ def _settle(inotify: Inotify) -> None:
 
 def watch(args: argparse.Namespace, source: Source) -> int:
     """Redraw at each change of the map's files, until Ctrl-C: then exit 0, as `watch` does."""
-    directory = source.state_dir.absolute()
+    directory = source.alpha_dir.absolute()
     screen = Screen(sys.stdout, sys.stderr, f"showmap --watch: {directory}")
     try:
         inotify = Inotify()
@@ -378,11 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         source = locate(args)
         return watch(args, source) if args.watch else show_once(args, source)
     except ConfigError as e:
-        sys.stderr.write(f"showmap: {e}\n")
-        return EXIT_CONFIG
+        return fail("showmap", e, EXIT_CONFIG)
     except ShowmapError as e:
-        sys.stderr.write(f"showmap: {e}\n")
-        return EXIT_FAILURE
+        return fail("showmap", e, EXIT_FAILURE)
     except BrokenPipeError:
         return _stdout_gone()
 

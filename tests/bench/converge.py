@@ -16,9 +16,10 @@ import time
 from ipaddress import ip_address
 from pathlib import Path
 
-from omdisc.auth import Authenticator, Keyring, gen_key
-from omdisc.protocol import Message, MsgType, decode, encode
-from omdisc.table import TableFormatError, decode_config
+from omdisc.core.auth import Authenticator, Keyring
+from omdisc.core.protocol import Message, MsgType, decode, encode
+from omdisc.core.table import TableFormatError, decode_config
+from omdisc.shell.keyfile import gen_key
 from tests.lab.netlab import Daemon, Lab, require_root, wait_for
 
 QUIET = {"announce_interval": 30.0, "dead_interval": 90.0}  # no periodic traffic during the counts
@@ -48,7 +49,8 @@ def rss_kib(d: Daemon) -> int:
 def mac_cost(count: int = 20000) -> tuple[float, float]:
     """Microseconds to sign and to check one ANNOUNCE, in this process."""
     ring = Keyring((os.urandom(32),))
-    sender, receiver = Authenticator(ring, time.time, 5.0), Authenticator(ring, time.time, 5.0)
+    sender = Authenticator(ring, time.time, 5.0, time.monotonic)
+    receiver = Authenticator(ring, time.time, 5.0, time.monotonic)
     plain = [encode(Message(MsgType.ANNOUNCE, 7, 1, i, (ip_address("198.18.0.1"),))) for i in range(count)]
     t0 = time.perf_counter()
     signed = [sender.sign(d) for d in plain]

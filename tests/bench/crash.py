@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omdisc.detection import period_scale
-from omdisc.engine import Settings
+from omdisc.core.detection.conductor import period_scale
+from omdisc.core.engine import Settings
 from tests.bench.converge import in_map, rss_kib
 from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.integration.test_failure_detection import dropped, lossy

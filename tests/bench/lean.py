@@ -36,11 +36,12 @@ from pathlib import Path
 
 import yaml
 
-from omdisc.engine import Engine, LocalNode, Settings
-from omdisc.mapwriter import encode_state
-from omdisc.protocol import Message, MsgType, encode
-from omdisc.sinks import STATE, AlphaSink, write_atomic
-from omdisc.snapshots import records_for
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import Message, MsgType, encode
+from omdisc.core.snapshots import records_for
+from omdisc.shell.files import write_atomic
+from omdisc.shell.sinks import STATE, AlphaSink
+from omdisc.shell.statefile import encode_state
 from tests.lab.inject import add_addresses, made_up
 from tests.lab.netlab import REPO, Lab, Node, require_root, wait_for
 

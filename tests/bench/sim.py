@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from omdisc.engine import Settings
+from omdisc.core.engine import Settings
 from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.sim import Convergence, Departure, Removals, Sim
 

@@ -13,8 +13,9 @@ import time
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from omdisc.auth import gen_key, key_id
-from omdisc.protocol import MsgType, decode, with_hops
+from omdisc.core.auth import key_id
+from omdisc.core.protocol import MsgType, decode, with_hops
+from omdisc.shell.keyfile import gen_key
 from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, wait_for
 
 REAL = [IPv4Address(f"198.18.1.{i}") for i in (11, 12, 13)]

@@ -194,7 +194,7 @@ def test_showmap_live_without_an_openmosix_kernel() -> None:
 def test_showmap_finds_the_alpha_dir_from_the_daemon_config(tmp_path: Path) -> None:
     from ipaddress import IPv4Address
 
-    from omdisc.table import Entry, encode_config, encode_mospe
+    from omdisc.core.table import Entry, encode_config, encode_mospe
 
     alpha = tmp_path / "alpha"
     alpha.mkdir()

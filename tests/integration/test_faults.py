@@ -25,7 +25,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from omdisc.table import TableFormatError, decode_config, decode_mospe
+from omdisc.core.table import TableFormatError, decode_config, decode_mospe
 from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, bridge_counted, bridge_table, sh, wait_for
 
 MARGIN = 1.0  # seconds allowed on top of the protocol's own bound (polling, a loaded machine)
@@ -150,10 +150,10 @@ def churn(iface: str, port: int, count: int) -> None:
     """Run inside a lab namespace (see start_churn): `count` made-up nodes, each announced from its
     own source address 198.19.7.<2k> (ids two apart: one map entry each), join and leave in turns,
     paced, until killed. Every map write of the daemon that hears them is a different table."""
-    from omdisc import protocol
-    from omdisc.config import DEFAULT_GROUP
-    from omdisc.nodeid import node_id_for
-    from omdisc.protocol import Message, MsgType
+    from omdisc.core import protocol
+    from omdisc.core.config import DEFAULT_GROUP
+    from omdisc.core.nodeid import node_id_for
+    from omdisc.core.protocol import Message, MsgType
 
     addrs = [IPv4Address(f"198.19.7.{2 * k}") for k in range(1, count + 1)]
     mreqn = struct.pack("=4s4si", bytes(4), bytes(4), socket.if_nametoindex(iface))

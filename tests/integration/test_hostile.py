@@ -12,7 +12,7 @@ import time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
-from omdisc.protocol import (
+from omdisc.core.protocol import (
     FLAG_JOIN,
     MAX_DATAGRAM,
     IPAddress,

@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv4Address, ip_address
 
-from omdisc import protocol
-from omdisc.config import DEFAULT_GROUP
-from omdisc.protocol import Message, MsgType
+from omdisc.core import protocol
+from omdisc.core.config import DEFAULT_GROUP
+from omdisc.core.protocol import Message, MsgType
 
 
 def _valid(rng: random.Random) -> bytes:

@@ -35,10 +35,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
-from omdisc import engine as engine_module
-from omdisc.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
-from omdisc.nodeid import node_id_for
-from omdisc.protocol import FLAG_GATEWAY, IPAddress, Message
+from omdisc.core import engine as engine_module
+from omdisc.core.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
+from omdisc.core.nodeid import node_id_for
+from omdisc.core.protocol import FLAG_GATEWAY, IPAddress, Message
 
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")
@@ -78,47 +78,37 @@ class Segment:
     jitter: float
     members: list[int] = field(default_factory=list)
 
+class Wire:
+    """How datagrams travel between the simulated nodes: segments (latency, jitter), loss,
+    partitions, a stalled node's socket buffer, and what each node sent and received. Sim, below,
+    runs the nodes' engines and timers on it; both share one heap of events in virtual time."""
 
-class Sim:
-    """Engines on simulated LANs. `engines[i]` stays the i-th node's engine after it stopped."""
-
-    def __init__(self, settings: Settings, seed: int = 1, latency: float = 0.0005, jitter: float = 0.0,
-                 loss: float = 0.0, buffer: int = 256, routed: bool = True, share_decode: bool = True) -> None:
+    def __init__(self, seed: int, latency: float, jitter: float, loss: float, buffer: int, routed: bool) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError(f"loss is a probability below 1, not {loss}")
-        self.settings = settings
-        self.rng = random.Random(seed)  # engines' seeds
         self._net_rng = random.Random(seed * 7919 + 1)  # loss and jitter: its own stream
         self.latency, self.jitter, self.loss, self.buffer, self.routed = latency, jitter, loss, buffer, routed
-        self.share_decode = share_decode
         self._log_keep = math.log1p(-loss) if loss else 0.0
         self.now = 0.0
         self.engines: list[Engine] = []
         self.counters: list[Counters] = []
         self.segments: list[Segment] = []
         self._segment_index: dict[str, int] = {}
-        self.observers: list[Observer] = []
         self.tap: Callable[[int, bytes], None] | None = None  # told of every datagram given to a node
         # a targeted fault: (sender, receiver) -> lose this multicast (counted as lost)
         self.drop_multicast: Callable[[int, int], bool] | None = None
         self.unroutable = 0  # unicasts to an address nobody has (or across segments, not routed)
         # per node
         self.up: list[bool] = []  # started and neither crashed nor stopped
-        self.gone: list[bool] = []  # crashed or stopped
         self.stalled: list[bool] = []
         self.side: list[int] = []  # partition side: nodes hear each other only on the same side
         self._on: list[dict[int, IPAddress]] = []  # segment index -> the node's address there
         self._queued: dict[int, list[tuple[bytes, str, IPAddress, bool]]] = {}  # stalled: its socket buffer
-        self._timer_seq: list[int] = []  # seq of the node's one live timer event (others are stale)
-        self._timer_at: list[float] = []
         self._owner: dict[IPAddress, int] = {}
         self._events: list[tuple] = []  # type: ignore[type-arg]
         self._seq = 0
         self._next_address = FIRST_ADDRESS
-        self._next_side = 1
         self._until_lost = self._draw_until_lost()
-
-    # --- building the network ------------------------------------------------------------------
 
     def segment(self, name: str, latency: float | None = None, jitter: float | None = None) -> int:
         """The segment called `name` (created on first use, with the simulator's latency and jitter)."""
@@ -128,21 +118,9 @@ class Sim:
                                          self.jitter if jitter is None else jitter))
         return self._segment_index[name]
 
-    def add(self, addr: str | None = None, start: bool | float = True, segments: Sequence[str] = ("lan",),
-            route: bool = False, settings: Settings | None = None) -> Engine:
-        """A node with one address on each segment (`addr` for the first, else the next free one in
-        198.18.0.0/16). start: True now, False not (start(i) later), a number: at that time.
-        route: a gateway forwarding between its segments."""
+    def _attach(self, e: Engine, seg_ids: list[int], addrs: list[IPv4Address]) -> None:
+        """A new node (index len(engines)), its engine, with one address on each of those segments; down."""
         i = len(self.engines)
-        seg_ids = [self.segment(s) for s in segments]
-        addrs = [IPv4Address(addr) if addr and k == 0 else self._new_address() for k in range(len(seg_ids))]
-        # the engines' wall clock is the virtual time, their first incarnations small and distinct
-        flags = FLAG_GATEWAY if route else 0  # as the daemon's plan says of a routing host
-        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs), flags), incarnation=1000 + i,
-                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall)
-        if route:
-            e.route_between = frozenset(segments)
-        self._watch(i, e)
         self.engines.append(e)
         self.counters.append(Counters())
         for s, a in zip(seg_ids, addrs, strict=True):
@@ -150,50 +128,8 @@ class Sim:
             self._owner[a] = i
         self._on.append(dict(zip(seg_ids, addrs, strict=True)))
         self.up.append(False)
-        self.gone.append(False)
         self.stalled.append(False)
         self.side.append(0)
-        self._timer_seq.append(-1)
-        self._timer_at.append(INF)
-        if start is True:
-            self.start(i)
-        elif start is not False:
-            self.start(i, at=float(start))
-        return e
-
-    def add_settled(self, n: int) -> list[int]:
-        """n nodes on the first segment, up now and each in every other's map: each has heard one
-        announce of every other, first-hand, as after a join storm that went well. For runs of the
-        steady state at sizes whose storm would take the engines too long (N^2 receptions here,
-        uncounted, and no join traffic: their JOINs are never sent, nobody answers)."""
-        # an announce a microsecond after the start, whatever the cluster size; no JOIN retries
-        warm = replace(self.settings, announce_interval=WARM, announce_rate=1.0 / WARM, join_retries=())
-        nodes = [len(self.engines) + k for k in range(n)]
-        for _ in nodes:
-            self.add(start=False, settings=warm)
-        start, now = self.now, self.now + (EARLY_ANNOUNCES + 1) * WARM
-        announces: list[tuple[int, list[Outgoing]]] = []
-        for i in nodes:
-            e = self.engines[i]
-            self.up[i] = True
-            e.start(start)  # its JOIN: dropped
-            for _ in range(EARLY_ANNOUNCES - 1):  # settled: a joiner's early announcements are over
-                e.tick(e.next_announce)  # (dropped too: the last, below, is what every node heard)
-            announces.append((i, e.tick(now)))
-        self.now = now
-        with _decoded_once():
-            for i, out in announces:
-                for o in out:
-                    for j in nodes:
-                        if j != i:
-                            self.engines[j].receive(o.data, now, self.segments[0].name, self._on[i][0])
-        for i in nodes:
-            self.engines[i].reconfigure(self.settings, now)
-            self._reschedule(i)
-        return nodes
-
-    def _wall(self) -> float:
-        return self.now
 
     def _new_address(self) -> IPv4Address:
         while IPv4Address(self._next_address) in self._owner:
@@ -201,166 +137,14 @@ class Sim:
         self._next_address += 1
         return IPv4Address(self._next_address - 1)
 
-    def _watch(self, i: int, e: Engine) -> None:
-        """Tell the observers of every change the engine records (join, leave, expire...), as it
-        happens: the engine's own event recorder, which the handlers get, still gets them all."""
-        record = e.events.add
-
-        def observed(kind: str, node_id: int, addresses: tuple[IPAddress, ...]) -> None:
-            record(kind, node_id, addresses)
-            for observer in self.observers:
-                observer(i, kind, addresses[0])
-
-        e.events.add = observed  # type: ignore[method-assign]
-
-    # --- what happens to nodes -------------------------------------------------------------------
-
-    def at(self, when: float | None, action: Callable[[], None]) -> None:
-        """Run `action` at virtual time `when` (None: now)."""
-        if when is None or when <= self.now:
-            action()
-        else:
-            self._push(when, _ACTION, action, None, None)
-
-    def start(self, i: int, at: float | None = None) -> None:
-        def go() -> None:
-            if self.up[i] or self.gone[i]:
-                return
-            self.up[i] = True
-            self._emit(i, self.engines[i].start(self.now))
-            self._reschedule(i)
-        self.at(at, go)
-
-    def restart(self, i: int, engine: Engine | None = None, at: float | None = None) -> None:
-        """Node i, crashed or stopped, comes back: `engine`, or a new life of the one it had
-        (same addresses and settings, the next incarnation), started then."""
-        def go() -> None:
-            if not self.gone[i]:
-                return
-            old = self.engines[i]
-            e = engine or Engine(old.local, old.incarnation + 1, old.settings, random.Random(self.rng.random()),
-                                 wall=self._wall)
-            self._watch(i, e)
-            self.engines[i] = e
-            self.gone[i] = False
-            self.start(i)
-        self.at(at, go)
-
-    def crash(self, i: int, at: float | None = None) -> None:
-        """kill -9: silent from now on; what it had sent is still on its way."""
-        self.at(at, lambda: self._down(i))
-
-    def stop(self, i: int, at: float | None = None) -> None:
-        """A clean stop: the engine's LEAVE, then silence."""
-        def go() -> None:
-            if self.up[i]:
-                self._emit(i, self.engines[i].shutdown())
-            self._down(i)
-        self.at(at, go)
-
-    def stall(self, i: int, duration: float, at: float | None = None) -> None:
-        """SIGSTOP for `duration` seconds, then SIGCONT."""
-        def go() -> None:
-            if self.up[i] and not self.stalled[i]:
-                self.stalled[i] = True
-                self._queued[i] = []
-                self.at(self.now + duration, lambda: self._resume(i))
-        self.at(at, go)
-
-    def partition(self, nodes: Iterable[int], duration: float | None = None, at: float | None = None) -> None:
-        """Cut `nodes` off from the others (for `duration` seconds; None: until heal())."""
-        chosen = list(nodes)
-
-        def go() -> None:
-            side, self._next_side = self._next_side, self._next_side + 1
-            for i in chosen:
-                self.side[i] = side
-            if duration is not None:
-                self.heal(at=self.now + duration)
-        self.at(at, go)
-
-    def heal(self, at: float | None = None) -> None:
-        def go() -> None:
-            self.side = [0] * len(self.side)
-        self.at(at, go)
-
-    def _down(self, i: int) -> None:
-        if self.gone[i]:
-            return
-        was_up, self.up[i], self.gone[i], self.stalled[i] = self.up[i], False, True, False
-        self._queued.pop(i, None)
-        self._timer_seq[i] = -1
-        if was_up:
-            for observer in self.observers:
-                observer(i, "down", self.engines[i].local.primary)
-
-    def _resume(self, i: int) -> None:
-        if not self.stalled[i]:
-            return  # crashed meanwhile
-        self.stalled[i] = False
-        for data, interface, source, multicast in self._queued.pop(i, []):
-            if self.up[i]:
-                self._deliver(i, data, interface, source, multicast)
-        self._timer_at[i] = INF
-        self._reschedule(i)
-
-    def send(self, i: int, out: list[Outgoing]) -> None:
-        """Send these from node i now, as if its engine had returned them (a test's own datagrams)."""
-        self._emit(i, out)
-
-    # --- the run ---------------------------------------------------------------------------------
-
-    def run_until(self, t_end: float) -> None:
-        with _decoded_once() if self.share_decode else contextlib.nullcontext():
-            self._run_until(t_end)
-        self.now = max(self.now, t_end)
-
-    def _run_until(self, t_end: float) -> None:
-        events = self._events
-        pop = heapq.heappop
-        while events and events[0][0] <= t_end:
-            t, seq, kind, a, b, c = pop(events)
-            self.now = t
-            if kind == _MULTICAST:
-                self._multicast(a, b, c)
-            elif kind == _UNICAST:
-                self._unicast(a, b, c)
-            elif kind == _TIMER:
-                if seq == self._timer_seq[a]:
-                    self._timer(a)
-            else:
-                a()
-
-    def run_for(self, duration: float) -> None:
-        self.run_until(self.now + duration)
-
     def _push(self, t: float, kind: int, a: object, b: object, c: object) -> int:
         self._seq += 1
         heapq.heappush(self._events, (t, self._seq, kind, a, b, c))
         return self._seq
 
     def _reschedule(self, i: int, ticked: bool = False) -> None:
-        """Keep one timer event per node, at its engine's deadline; a later deadline is found when
-        the earlier event fires (no push for each datagram that moves it later). A deadline still
-        due right after a tick comes a microsecond later, as a real loop's clock would have moved
-        (Membership's next_expiry, last_heard + dead_interval, can be a rounding short of what
-        expire() takes, now - last_heard >= dead_interval: in virtual time that would spin)."""
-        if not self.up[i]:
-            return
-        d = self.engines[i].next_deadline()
-        if d < self._timer_at[i]:
-            d = max(d, self.now + TICK if ticked else self.now)
-            self._timer_at[i] = d
-            self._timer_seq[i] = self._push(d, _TIMER, i, None, None)
-
-    def _timer(self, i: int) -> None:
-        self._timer_at[i] = INF
-        self._timer_seq[i] = -1
-        if not self.up[i] or self.stalled[i]:
-            return  # a stalled node's timers fire when it resumes, late
-        # ticked even if the deadline moved later meanwhile: harmless, the daemon ticks on every wake
-        self._emit(i, self.engines[i].tick(self.now))
-        self._reschedule(i, ticked=True)
+        """Node i's engine was given something: its next timer (Sim keeps them)."""
+        raise NotImplementedError
 
     # --- datagrams -------------------------------------------------------------------------------
 
@@ -496,6 +280,240 @@ class Sim:
             for name in Counters.__slots__:  # type: ignore[attr-defined]
                 setattr(t, name, getattr(t, name) + getattr(c, name))
         return t
+
+
+class Sim(Wire):
+    """Engines on simulated LANs. `engines[i]` stays the i-th node's engine after it stopped."""
+
+    def __init__(self, settings: Settings, seed: int = 1, latency: float = 0.0005, jitter: float = 0.0,
+                 loss: float = 0.0, buffer: int = 256, routed: bool = True, share_decode: bool = True) -> None:
+        super().__init__(seed, latency, jitter, loss, buffer, routed)
+        self.settings = settings
+        self.rng = random.Random(seed)  # engines' seeds
+        self.share_decode = share_decode
+        self.observers: list[Observer] = []
+        # per node
+        self.gone: list[bool] = []  # crashed or stopped
+        self._timer_seq: list[int] = []  # seq of the node's one live timer event (others are stale)
+        self._timer_at: list[float] = []
+        self._next_side = 1
+
+    # --- building the network ------------------------------------------------------------------
+
+    def add(self, addr: str | None = None, start: bool | float = True, segments: Sequence[str] = ("lan",),
+            route: bool = False, settings: Settings | None = None) -> Engine:
+        """A node with one address on each segment (`addr` for the first, else the next free one in
+        198.18.0.0/16). start: True now, False not (start(i) later), a number: at that time.
+        route: a gateway forwarding between its segments."""
+        i = len(self.engines)
+        seg_ids = [self.segment(s) for s in segments]
+        addrs = [IPv4Address(addr) if addr and k == 0 else self._new_address() for k in range(len(seg_ids))]
+        # the engines' wall clock is the virtual time, their first incarnations small and distinct
+        flags = FLAG_GATEWAY if route else 0  # as the daemon's plan says of a routing host
+        e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs), flags), incarnation=1000 + i,
+                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall)
+        if route:
+            e.route_between = frozenset(segments)
+        self._watch(i, e)
+        self._attach(e, seg_ids, addrs)
+        self.gone.append(False)
+        self._timer_seq.append(-1)
+        self._timer_at.append(INF)
+        if start is True:
+            self.start(i)
+        elif start is not False:
+            self.start(i, at=float(start))
+        return e
+
+    def add_settled(self, n: int) -> list[int]:
+        """n nodes on the first segment, up now and each in every other's map: each has heard one
+        announce of every other, first-hand, as after a join storm that went well. For runs of the
+        steady state at sizes whose storm would take the engines too long (N^2 receptions here,
+        uncounted, and no join traffic: their JOINs are never sent, nobody answers)."""
+        # an announce a microsecond after the start, whatever the cluster size; no JOIN retries
+        warm = replace(self.settings, announce_interval=WARM, announce_rate=1.0 / WARM, join_retries=())
+        nodes = [len(self.engines) + k for k in range(n)]
+        for _ in nodes:
+            self.add(start=False, settings=warm)
+        start, now = self.now, self.now + (EARLY_ANNOUNCES + 1) * WARM
+        announces: list[tuple[int, list[Outgoing]]] = []
+        for i in nodes:
+            e = self.engines[i]
+            self.up[i] = True
+            e.start(start)  # its JOIN: dropped
+            for _ in range(EARLY_ANNOUNCES - 1):  # settled: a joiner's early announcements are over
+                e.tick(e.next_announce)  # (dropped too: the last, below, is what every node heard)
+            announces.append((i, e.tick(now)))
+        self.now = now
+        with _decoded_once():
+            for i, out in announces:
+                for o in out:
+                    for j in nodes:
+                        if j != i:
+                            self.engines[j].receive(o.data, now, self.segments[0].name, self._on[i][0])
+        for i in nodes:
+            self.engines[i].reconfigure(self.settings, now)
+            self._reschedule(i)
+        return nodes
+
+    def _wall(self) -> float:
+        return self.now
+
+    def _watch(self, i: int, e: Engine) -> None:
+        """Tell the observers of every change the engine records (join, leave, expire...), as it
+        happens: the engine's own event recorder, which the handlers get, still gets them all."""
+        record = e.events.add
+
+        def observed(kind: str, node_id: int, addresses: tuple[IPAddress, ...]) -> None:
+            record(kind, node_id, addresses)
+            for observer in self.observers:
+                observer(i, kind, addresses[0])
+
+        e.events.add = observed  # type: ignore[method-assign]
+
+    # --- what happens to nodes -------------------------------------------------------------------
+
+    def at(self, when: float | None, action: Callable[[], None]) -> None:
+        """Run `action` at virtual time `when` (None: now)."""
+        if when is None or when <= self.now:
+            action()
+        else:
+            self._push(when, _ACTION, action, None, None)
+
+    def start(self, i: int, at: float | None = None) -> None:
+        def go() -> None:
+            if self.up[i] or self.gone[i]:
+                return
+            self.up[i] = True
+            self._emit(i, self.engines[i].start(self.now))
+            self._reschedule(i)
+        self.at(at, go)
+
+    def restart(self, i: int, engine: Engine | None = None, at: float | None = None) -> None:
+        """Node i, crashed or stopped, comes back: `engine`, or a new life of the one it had
+        (same addresses and settings, the next incarnation), started then."""
+        def go() -> None:
+            if not self.gone[i]:
+                return
+            old = self.engines[i]
+            e = engine or Engine(old.local, old.incarnation + 1, old.settings, random.Random(self.rng.random()),
+                                 wall=self._wall)
+            self._watch(i, e)
+            self.engines[i] = e
+            self.gone[i] = False
+            self.start(i)
+        self.at(at, go)
+
+    def crash(self, i: int, at: float | None = None) -> None:
+        """kill -9: silent from now on; what it had sent is still on its way."""
+        self.at(at, lambda: self._down(i))
+
+    def stop(self, i: int, at: float | None = None) -> None:
+        """A clean stop: the engine's LEAVE, then silence."""
+        def go() -> None:
+            if self.up[i]:
+                self._emit(i, self.engines[i].shutdown())
+            self._down(i)
+        self.at(at, go)
+
+    def stall(self, i: int, duration: float, at: float | None = None) -> None:
+        """SIGSTOP for `duration` seconds, then SIGCONT."""
+        def go() -> None:
+            if self.up[i] and not self.stalled[i]:
+                self.stalled[i] = True
+                self._queued[i] = []
+                self.at(self.now + duration, lambda: self._resume(i))
+        self.at(at, go)
+
+    def partition(self, nodes: Iterable[int], duration: float | None = None, at: float | None = None) -> None:
+        """Cut `nodes` off from the others (for `duration` seconds; None: until heal())."""
+        chosen = list(nodes)
+
+        def go() -> None:
+            side, self._next_side = self._next_side, self._next_side + 1
+            for i in chosen:
+                self.side[i] = side
+            if duration is not None:
+                self.heal(at=self.now + duration)
+        self.at(at, go)
+
+    def heal(self, at: float | None = None) -> None:
+        def go() -> None:
+            self.side = [0] * len(self.side)
+        self.at(at, go)
+
+    def _down(self, i: int) -> None:
+        if self.gone[i]:
+            return
+        was_up, self.up[i], self.gone[i], self.stalled[i] = self.up[i], False, True, False
+        self._queued.pop(i, None)
+        self._timer_seq[i] = -1
+        if was_up:
+            for observer in self.observers:
+                observer(i, "down", self.engines[i].local.primary)
+
+    def _resume(self, i: int) -> None:
+        if not self.stalled[i]:
+            return  # crashed meanwhile
+        self.stalled[i] = False
+        for data, interface, source, multicast in self._queued.pop(i, []):
+            if self.up[i]:
+                self._deliver(i, data, interface, source, multicast)
+        self._timer_at[i] = INF
+        self._reschedule(i)
+
+    def send(self, i: int, out: list[Outgoing]) -> None:
+        """Send these from node i now, as if its engine had returned them (a test's own datagrams)."""
+        self._emit(i, out)
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def run_until(self, t_end: float) -> None:
+        with _decoded_once() if self.share_decode else contextlib.nullcontext():
+            self._run_until(t_end)
+        self.now = max(self.now, t_end)
+
+    def _run_until(self, t_end: float) -> None:
+        events = self._events
+        pop = heapq.heappop
+        while events and events[0][0] <= t_end:
+            t, seq, kind, a, b, c = pop(events)
+            self.now = t
+            if kind == _MULTICAST:
+                self._multicast(a, b, c)
+            elif kind == _UNICAST:
+                self._unicast(a, b, c)
+            elif kind == _TIMER:
+                if seq == self._timer_seq[a]:
+                    self._timer(a)
+            else:
+                a()
+
+    def run_for(self, duration: float) -> None:
+        self.run_until(self.now + duration)
+
+    def _reschedule(self, i: int, ticked: bool = False) -> None:
+        """Keep one timer event per node, at its engine's deadline; a later deadline is found when
+        the earlier event fires (no push for each datagram that moves it later). A deadline still
+        due right after a tick comes a microsecond later, as a real loop's clock would have moved
+        (Membership's next_expiry, last_heard + dead_interval, can be a rounding short of what
+        expire() takes, now - last_heard >= dead_interval: in virtual time that would spin)."""
+        if not self.up[i]:
+            return
+        d = self.engines[i].next_deadline()
+        if d < self._timer_at[i]:
+            d = max(d, self.now + TICK if ticked else self.now)
+            self._timer_at[i] = d
+            self._timer_seq[i] = self._push(d, _TIMER, i, None, None)
+
+    def _timer(self, i: int) -> None:
+        self._timer_at[i] = INF
+        self._timer_seq[i] = -1
+        if not self.up[i] or self.stalled[i]:
+            return  # a stalled node's timers fire when it resumes, late
+        # ticked even if the deadline moved later meanwhile: harmless, the daemon ticks on every wake
+        self._emit(i, self.engines[i].tick(self.now))
+        self._reschedule(i, ticked=True)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ in_map(), for all of them.
 
 from __future__ import annotations
 
-from omdisc.engine import Engine
-from omdisc.protocol import IPAddress
+from omdisc.core.engine import Engine
+from omdisc.core.protocol import IPAddress
 from tests.sim.lan import Sim
 
 ADDED = frozenset({"join", "update"})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from omdisc.cli import build_parser
-from omdisc.config import Config, parse
+from omdisc.core.config import Config, parse
 from omdisc.showmap import build_parser as showmap_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_shipped_config_shows_every_key_at_its_default() -> None:
 
 
 def test_every_message_id_is_documented_in_the_man_page_and_docs() -> None:
-    from omdisc import events
+    from omdisc.core import events
 
     ids = {v for k, v in vars(events).items() if k.isupper() and isinstance(v, str)}
     assert len(ids) == 8

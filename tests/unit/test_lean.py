@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from omdisc import __version__
-from omdisc.auth import Authenticator, Keyring
-from omdisc.mapwriter import MEMBERS_AT_ONCE, encode_state
-from omdisc.protocol import Message, MsgType, encode
+from omdisc.core.auth import Authenticator, Keyring
+from omdisc.core.protocol import Message, MsgType, encode
+from omdisc.shell.statefile import MEMBERS_AT_ONCE, encode_state
 from tests.bench.lean import engine_with
 
 
@@ -39,12 +39,12 @@ SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
 from omdisc import __version__
-from omdisc.auth import Authenticator, Keyring
-from omdisc.protocol import Message, MsgType, encode
+from omdisc.core.auth import Authenticator, Keyring
+from omdisc.core.protocol import Message, MsgType, encode
 from ipaddress import ip_address
-auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)
+auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0, lambda: 0.0)
 signed = auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),))))
-print(signed.hex(), auth.verify(signed, __import__("omdisc.protocol").protocol.decode(signed)).reason or "ok")
+print(signed.hex(), auth.verify(signed, __import__("omdisc.core.protocol").core.protocol.decode(signed)).reason or "ok")
 print("openssl" if "libcrypto" in open("/proc/self/maps").read() else "no openssl")
 """
 
@@ -90,14 +90,14 @@ def test_the_cluster_key_macs_are_the_same_without_openssl(tmp_path: Path) -> No
     out = run(omdiscd_script(tmp_path, SIGN))
     signed, verdict, openssl = out.replace("\n", " ").split(maxsplit=2)
     assert (verdict, openssl.strip()) == ("ok", "no openssl"), out
-    auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0)  # with OpenSSL, here
+    auth = Authenticator(Keyring((bytes(range(32)),)), lambda: 1700000000.0, 5.0, lambda: 0.0)  # with OpenSSL, here
     assert signed == auth.sign(encode(Message(MsgType.ANNOUNCE, 7, 1, 1, (ip_address("198.18.0.7"),)))).hex()
 
 
 def test_journal_fields_are_what_systemd_journal_send_made() -> None:
-    """omdisc.journal calls systemd-python's C sendv() itself: the same FIELD=value entries as its
+    """omdisc.shell.journal calls systemd-python's C sendv() itself: the same FIELD=value entries as its
     Python send() made, str as text, bytes as they are, numbers by str()."""
-    from omdisc.journal import journal_fields
+    from omdisc.shell.journal import journal_fields
     assert journal_fields({"MESSAGE": "node #3 joined\nsecond line", "PRIORITY": 6, "CODE_LINE": 12,
                            "OMDISC_BLOB": b"\xde\xad", "OMDISC_PEER": "198.18.0.3"}) == [
         "MESSAGE=node #3 joined\nsecond line", "PRIORITY=6", "CODE_LINE=12", b"OMDISC_BLOB=\xde\xad",

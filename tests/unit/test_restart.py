@@ -1,5 +1,6 @@
 """A stop for a restart (SIGUSR2) is no stop: no LEAVE, the incarnation kept for a newer next life;
-and the unit, the init script and the man page send and document the same signal.
+and the unit, the init script and the man page send and document the same signal. A second omdiscd
+started while one runs fails before it writes anything of the running one's.
 
 A real Daemon on the loopback interface, built but never run: no socket is opened, nothing sent
 (the datagrams it would send are what farewell() returns). The namespaces test the sending:
@@ -8,18 +9,23 @@ tests/integration/test_discovery.py."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from omdisc.config import Config
-from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon
-from omdisc.journal import LogControl
-from omdisc.plan import make_plan
-from omdisc.protocol import FLAG_RESTART, MsgType, decode
-from omdisc.sinks import AlphaSink
+from omdisc.core.config import Config
+from omdisc.core.protocol import FLAG_RESTART, MsgType, decode
+from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon, main
+from omdisc.shell import keyfile
+from omdisc.shell.addresses import make_plan
+from omdisc.shell.configfiles import ConfigSource
+from omdisc.shell.exits import EXIT_FAILURE
+from omdisc.shell.journal import LogControl
+from omdisc.shell.pidfile import PidFile
+from omdisc.shell.sinks import AlphaSink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +43,7 @@ def omdisc_logger() -> Iterator[None]:
 def daemon(tmp: Path) -> Daemon:
     cfg = Config(interfaces=("lo",), kernel="alpha", alpha_dir=tmp / "run", pid_file=tmp / "run" / "pid",
                  state_dir=tmp / "state", key_file=None)
-    return Daemon(cfg, None, {}, LogControl("stderr", ()), make_plan(cfg), AlphaSink(tmp / "run"))
+    return Daemon(cfg, ConfigSource(None), LogControl("stderr", ()), make_plan(cfg), AlphaSink(tmp / "run"))
 
 
 def test_sigusr2_sends_no_leave_and_the_next_life_is_newer(tmp_path: Path, omdisc_logger: None,
@@ -76,3 +82,28 @@ def test_the_restart_signal_is_the_one_the_unit_and_init_script_send_and_every_s
     headed = {s for line in re.findall(r"^\.TP\n\.BR? (.+)$", section, flags=re.M)
               for s in re.findall(r"SIG[A-Z0-9]+", line)}
     assert headed == {s.name for s in SIGNALS}
+
+
+@pytest.mark.parametrize("checked_first", [True, False], ids=["checked before detaching", "taken just after the check"])
+def test_a_second_omdiscd_fails_on_the_pid_file_and_leaves_the_running_ones_incarnation(
+        tmp_path: Path, omdisc_logger: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        checked_first: bool) -> None:
+    for name in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "RUNTIME_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(keyfile, "DEFAULT_KEY_FILE", tmp_path / "no.key")
+    state, pid = tmp_path / "state", tmp_path / "run" / "omdiscd.pid"
+    state.mkdir()
+    (state / "incarnation").write_text("1700000000000000\n")  # the running one's life
+    (tmp_path / "omdiscd.yaml").write_text(f"interfaces: lo\nkernel: alpha\nalpha_dir: {tmp_path / 'run'}\n"
+                                           f"pid_file: {pid}\nstate_dir: {state}\n")
+    running = PidFile(pid)
+    running.acquire()  # the omdiscd that runs: the lock is on its open file, as in another process
+    if not checked_first:  # it took the pid file between our check and our start
+        monkeypatch.setattr(PidFile, "check", lambda self: None)
+    try:
+        assert main(["-n", "-c", str(tmp_path / "omdiscd.yaml")]) == EXIT_FAILURE
+    finally:
+        running.release()
+    assert f"omdiscd is already running (pid {os.getpid()}, pid file {pid})" in capsys.readouterr().err
+    assert (state / "incarnation").read_text() == "1700000000000000\n"
+    assert sorted(p.name for p in state.iterdir()) == ["incarnation"]

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from omdisc.sinks import AlphaSink, write_state
-from omdisc.table import Entry, Table
+from omdisc.core.table import Entry, Table
+from omdisc.shell.sinks import AlphaSink
+from omdisc.shell.statefile import write_state
 from tests.lab.netlab import REPO, wait_for
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

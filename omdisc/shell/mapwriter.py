@@ -1,0 +1,100 @@
+"""The map to its destination: the kernel table to the sink, the rest to state.json (and the
+metrics file with it), when the throttle (core.throttle) says each is due; what the table cannot
+hold and who collides said once per change (core.mapnotes). MapWriter conducts them."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omdisc.core import events, mapnotes
+from omdisc.core.engine import Engine
+from omdisc.core.protocol import IPAddress
+from omdisc.core.table import Table
+from omdisc.core.throttle import Throttle
+from omdisc.shell.metricsfile import MetricsFile
+from omdisc.shell.sinks import AlphaSink, LiveSink
+from omdisc.shell.statefile import write_state
+
+klog = logging.getLogger("omdisc.kernel")
+
+FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for another before its first map shows only itself
+
+
+class MapWriter:
+    """Writes the map and state.json when due; the daemon calls flush() each loop pass and sleeps
+    until next_due()."""
+
+    def __init__(self, sink: AlphaSink | LiveSink, alpha_dir: Path, stats: Counter[str],
+                 extra_state: Callable[[], dict[str, Any]], on_written: Callable[[], None],
+                 on_event: Callable[[str, int, tuple[IPAddress, ...]], None] = lambda *a: None,
+                 metrics_file: Path | None = None, gauges: Callable[[], dict[str, float]] = dict) -> None:
+        self.sink = sink
+        self.alpha_dir = alpha_dir
+        self.stats = stats
+        self.extra_state = extra_state
+        self.on_written = on_written
+        self.metrics_file = metrics_file
+        self.written: Table | None = None  # the table last given to the kernel, and our id in it
+        self.written_id = 0
+        self._throttle = Throttle()
+        self._metrics = MetricsFile(stats, gauges)
+        self._collisions = mapnotes.Collisions(on_event)
+        self._left_out = mapnotes.LeftOut()
+
+    @property
+    def hold_until(self) -> float:
+        """Until when a restarted node's first map waits for another node to be heard."""
+        return self._throttle.hold_until
+
+    @hold_until.setter
+    def hold_until(self, until: float) -> None:
+        self._throttle.hold_until = until
+
+    def touch(self) -> None:
+        """Something state.json shows has changed (counters, ages)."""
+        self._throttle.touch()
+
+    def next_due(self, engine: Engine) -> float:
+        """When flush() has something to write that the throttle held back; inf: nothing."""
+        return min(self._throttle.map_due(engine.map_version, len(engine.membership)), self._throttle.state_due())
+
+    def flush(self, engine: Engine, now: float) -> None:
+        if now >= self._throttle.map_due(engine.map_version, len(engine.membership)):
+            self._write_map(engine, now)
+        if now >= self._throttle.state_due():
+            self._write_state(engine, now)
+
+    def _write_map(self, engine: Engine, now: float) -> None:
+        version = engine.map_version
+        table = engine.table()
+        my_id = mapnotes.my_id(engine.local, table)
+        self._collisions.report(engine.local, table)
+        self._throttle.map_tried(now)
+        try:
+            self.sink.write(my_id, table)
+        except OSError as e:
+            self.stats["map_write_errors"] += 1
+            klog.error("cannot write the map to %s: %s (will retry)", self.sink.description, e.strerror or e)
+            return
+        self._throttle.map_written(version, len(engine.membership))
+        self.written, self.written_id = table, my_id
+        self.stats["map_writes"] += 1
+        self._left_out.report(engine.local, table)
+        events.log_event(klog, events.MAP_WRITTEN, "map written: %d nodes, %d entries", len(engine.membership) + 1,
+                         len(table.entries), OMDISC_MAP_ENTRIES=len(table.entries))
+        self.on_written()
+
+    def _write_state(self, engine: Engine, now: float) -> None:
+        self._throttle.state_written(now, len(engine.membership))
+        state = engine.state(now, lazy_members=True)  # member dicts made a batch at a time
+        state.update(self.extra_state())
+        try:
+            write_state(self.alpha_dir, state)
+        except OSError as e:
+            klog.debug("cannot write state: %s", e)
+        if self.metrics_file is not None:
+            self._metrics.write(self.metrics_file)

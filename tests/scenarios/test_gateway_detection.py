@@ -1,0 +1,54 @@
+"""Two networks joined by a gateway, default (packaged) settings, on the simulated LAN: the lab's
+test_gateways case, over many seeds, so that whichever node happens to answer a JOIN first is
+covered (tests/sim)."""
+
+from __future__ import annotations
+
+import pytest
+
+from omdisc.core.engine import Settings
+from tests.sim import Convergence, Departure, Removals, Sim
+
+SEEDS = range(1, 41)
+
+
+def two_lans(seed: int) -> tuple[Sim, list[int]]:
+    """A gateway on lanA and lanB, then two nodes on each side, 0.2 s apart (as the lab starts
+    them). Returns the simulator and the four nodes."""
+    sim = Sim(Settings(), seed=seed, latency=0.0002, jitter=0.0003)
+    # the lab's addresses: on the ring of lanA the gateway comes after a1 and a2, so a2 alone probes a1
+    sim.add("198.18.1.254", segments=("lanA", "lanB"), route=True)
+    nodes = []
+    for k, (lan, addr) in enumerate([("lanA", "198.18.1.1"), ("lanA", "198.18.1.2"),
+                                     ("lanB", "198.18.2.1"), ("lanB", "198.18.2.2")]):
+        sim.add(addr, segments=(lan,), start=0.2 * (k + 1))
+        nodes.append(k + 1)
+    return sim, nodes
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_map_is_complete_within_a_second_of_the_last_start(seed: int) -> None:
+    """A joiner answered by a neighbour knows the gateway only from that SNAPSHOT, and takes
+    forwards only from a gateway it heard itself: the gateway's greeting (an ANNOUNCE where a node
+    JOINs) lets it take the far side at once, not an announce period (10 s) later."""
+    sim, nodes = two_lans(seed)
+    done = Convergence(sim, [0, *nodes])
+    sim.run_until(0.8 + 1.0)  # the last start is at 0.8 s
+    assert done.at is not None, {i: len(sim.engines[i].membership) for i in range(5)}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_node_killed_just_after_joining_leaves_both_sides_within_5_s(seed: int) -> None:
+    """Killed before its new neighbour heard it speak (that neighbour knows it from a SNAPSHOT
+    only): the neighbour's SUSPECT and DEAD are still believed by those who heard it itself."""
+    sim, nodes = two_lans(seed)
+    done = Convergence(sim, [0, *nodes])
+    while done.at is None and sim.now < 2.0:
+        sim.run_for(0.005)  # killed as soon as every map is complete (as the lab does)
+    assert done.at is not None
+    removals = Removals(sim)
+    gone = Departure(sim, nodes[0])
+    sim.crash(nodes[0])
+    sim.run_for(8.0)
+    assert gone.took is not None and gone.took <= 5.0, gone.took
+    assert removals.false == []

@@ -1,0 +1,157 @@
+"""The map writer driven without a network (omdisc/shell/mapwriter.py, core/throttle.py): the
+throttle of the map and of state.json, write errors counted and retried, a restart's first-map hold."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections import Counter
+from ipaddress import ip_address
+from pathlib import Path
+
+from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.protocol import Message, MsgType, encode
+from omdisc.core.table import Table
+from omdisc.core.throttle import MAP_INTERVAL, STATE_AFTER_MAP
+from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
+from omdisc.shell.sinks import AlphaSink, SinkError
+
+ME = ip_address("198.18.0.1")
+
+
+
+class ShortWrites(AlphaSink):
+    """/proc that takes part of what is written: the sink raises SinkError."""
+
+    def write(self, node_id: int, table: Table) -> None:
+        raise SinkError("short write to /proc/hpc/admin/config")
+
+
+def engine() -> Engine:
+    return Engine(LocalNode(1, (ME,)), 1, Settings(), random.Random(1), wall=lambda: 1.0)
+
+
+def test_a_short_write_to_the_kernel_is_counted_and_retried_not_fatal(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(ShortWrites(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)
+    assert stats["map_write_errors"] == 1 and stats["map_writes"] == 0
+    assert writer.next_due(e) == MAP_INTERVAL  # tried again after the throttle
+
+
+def test_map_writes_are_throttled_but_never_lost(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)
+    for i in range(100):  # a hundred changes within 50 ms
+        e.membership.version += 1
+        writer.flush(e, i * 0.0005)
+    assert stats["map_writes"] == 1
+    assert writer.next_due(e) == MAP_INTERVAL
+    writer.flush(e, MAP_INTERVAL)
+    assert stats["map_writes"] == 2 and writer.next_due(e) > MAP_INTERVAL  # the last change is written
+
+
+def test_a_newcomers_map_shows_the_first_answer_at_once_then_the_throttle_holds(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)  # at start: this node alone
+    peers = [ip_address(f"198.18.0.{i}") for i in range(2, 12)]
+    for i, peer in enumerate(peers):  # the SNAPSHOT's worth, 10 ms later, then a trickle
+        e.receive(encode(Message(MsgType.ANNOUNCE, i + 2, 1, 1, (peer,))), 0.01 + i * 0.001, source=peer)
+        writer.flush(e, 0.01 + i * 0.001)
+    assert stats["map_writes"] == 2  # the cluster written with the first answer, not 50 ms on
+    assert writer.next_due(e) == 0.01 + MAP_INTERVAL  # then the throttle, as for any burst
+
+
+def announce(e: Engine, node_id: int, now: float) -> None:
+    peer = ip_address(f"198.18.{node_id // 250}.{node_id % 250 + 1}")
+    e.receive(encode(Message(MsgType.ANNOUNCE, node_id, 1, 1, (peer,))), now, source=peer)
+
+
+def test_state_json_shows_a_map_change_with_the_map_after_a_quiet_spell(tmp_path: Path) -> None:
+    """showmap --members must not lag the kernel table: a counters' write just before does not hold it."""
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    announce(e, 2, 0.0)
+    writer.flush(e, 0.0)
+    for t in (1.0, 2.0, 2.5, 3.0):  # counters change now and then: state.json written for them alone
+        now[0] = t
+        writer.touch()
+        writer.flush(e, t)
+    assert states == [0.0, 1.0, 2.0, 3.0]  # counters at most once a second
+    now[0] = 3.1
+    announce(e, 3, 3.1)  # a newcomer, 100 ms after a counters' write
+    writer.flush(e, 3.1)
+    assert states[-1] == 3.1 and len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2
+
+
+def test_a_newcomers_state_json_shows_the_first_answer_at_once(tmp_path: Path) -> None:
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    writer.flush(e, 0.0)  # at start: this node alone, map and state.json
+    now[0] = 0.01
+    announce(e, 2, 0.01)
+    writer.flush(e, 0.01)
+    assert states == [0.0, 0.01]
+    assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 1
+
+
+def test_a_flood_of_map_changes_writes_state_json_at_most_four_times_a_second(tmp_path: Path) -> None:
+    states: list[float] = []
+    now = [0.0]
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), lambda: states.append(now[0]) or {}, lambda: None)
+    e = engine()
+    announce(e, 2, 0.0)
+    for ms in range(2000):  # a new node every millisecond for 2 s, the loop flushing each time
+        now[0] = ms / 1000
+        announce(e, 3 + ms, now[0])
+        writer.touch()
+        writer.flush(e, now[0])
+    assert len(states) <= 2 / STATE_AFTER_MAP + 1
+    assert all(b - a >= STATE_AFTER_MAP for a, b in itertools.pairwise(states))
+    now[0] = 2.0 + STATE_AFTER_MAP
+    writer.flush(e, now[0])  # the last change is written, not lost
+    assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2001
+
+
+def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+    writer.hold_until = FIRST_MAP_WAIT  # what the daemon sets when this node lived before
+    e = engine()
+    writer.flush(e, 0.0)
+    assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT  # only ourselves: held
+    peer = ip_address("198.18.0.2")
+    e.receive(encode(Message(MsgType.ANNOUNCE, 2, 1, 1, (peer,))), 0.05, source=peer)
+    writer.flush(e, 0.05)
+    assert stats["map_writes"] == 1 and writer.written is not None
+    assert sum(entry.count for entry in writer.written.entries) == 2  # the peer with us, at once
+    (tmp_path / "alone").mkdir()
+    alone = MapWriter(AlphaSink(tmp_path / "alone"), tmp_path, stats, dict, lambda: None)
+    alone.hold_until = FIRST_MAP_WAIT
+    lone = engine()
+    alone.flush(lone, 0.5)
+    assert alone.written is None
+    alone.flush(lone, FIRST_MAP_WAIT)
+    assert alone.written is not None  # nobody came: our own map after all
+
+
+def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(tmp_path: Path) -> None:
+    for members, wait in ((10, 1.0), (500, 5.0), (3000, 10.0)):
+        writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), dict, lambda: None)
+        e = engine()
+        for i in range(members):
+            peer = ip_address(f"198.18.{10 + i // 250}.{i % 250 + 1}")
+            e.receive(encode(Message(MsgType.ANNOUNCE, i + 2, 1, 1, (peer,))), 0.0, source=peer)
+        writer.flush(e, 0.0)  # the map and state.json
+        writer.touch()  # a counter changed
+        assert writer.next_due(e) == wait, members
