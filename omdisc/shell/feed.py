@@ -10,6 +10,7 @@ from omdisc.core.config import Config
 from omdisc.core.engine import Engine
 from omdisc.core.mapdoc import as_json
 from omdisc.shell.handlers import Runner
+from omdisc.shell.loop import Loop
 from omdisc.shell.mapwriter import MapWriter
 
 FRESH_FOR = 1.0  # seconds a document is reused while the map stays the same (the members' ages move)
@@ -48,10 +49,10 @@ class MapDocument:
 
 class HandlerFeed:
     def __init__(self, engine: Engine, writer: MapWriter, extra_state: Callable[[], dict[str, Any]],
-                 clock: Callable[[], float]) -> None:
+                 loop: Loop) -> None:
         self.engine = engine
-        self.document = MapDocument(engine, writer, extra_state, clock)
-        self.runner = Runner(engine.stats, self.document)
+        self.document = MapDocument(engine, writer, extra_state, loop.clock)
+        self.runner = Runner(engine.stats, self.document, loop)
 
     def configure(self, cfg: Config) -> None:
         """The handlers in force (start, SIGHUP): the engine records only what one of them runs for."""
