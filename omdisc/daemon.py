@@ -24,10 +24,15 @@ import sys
 # (the cluster key's HMAC-SHA256 is Python's own SHA-256 then, a little slower); shutil, should
 # anything import it (the daemon's own temporary files do without: files.make_temp), imports bz2
 # and lzma to see which archives it could make. Whoever imports this module for its functions
-# keeps them all (tests/unit/test_lean.py).
+# keeps them all (tests/unit/test_lean.py). Deferred to their first use (shell/lazy.py): inspect,
+# which dataclasses imports for a class without a docstring only (every one of ours has one);
+# hashlib and hmac, used only with a cluster key; secrets, by --gen-key only.
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+    from omdisc.shell.lazy import defer
+
+    defer("inspect", "hashlib", "hmac", "secrets")
 
 import logging
 import random

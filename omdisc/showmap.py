@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Source:
+    """Where showmap reads the map: the alpha files or the live kernel's."""
+
     alpha_dir: Path  # the alpha files and state.json (the daemon writes state.json here also in live mode)
     live: bool
 
@@ -255,6 +257,8 @@ def show_once(args: argparse.Namespace, source: Source) -> int:
 
 @dataclass(frozen=True)
 class Frame:
+    """What one look at the map prints, and what is wrong with it."""
+
     text: str  # what showmap prints once; "" when there is nothing to print
     problem: str  # "" or one line: no map, a corrupt file, a stale map
 

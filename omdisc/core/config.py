@@ -59,6 +59,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    """The settings in force, one field per key of omdiscd.yaml (PARSERS reads each)."""
+
     interfaces: tuple[str, ...] = ()
     multicast_ttl: int | None = None
     group: IPv4Address = DEFAULT_GROUP

@@ -43,6 +43,8 @@ def address_order(addr: IPAddress) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Collision:
+    """Two or more nodes with one id: the owner keeps it, the losers are out of the table."""
+
     node_id: int
     owner: IPAddress
     losers: tuple[IPAddress, ...]

@@ -125,6 +125,8 @@ def outcome(returncode: int | None, timed_out: bool, timeout: float) -> tuple[bo
 
 @dataclass
 class _Slot:
+    """One configured handler: its backlog and what of it runs now."""
+
     spec: HandlerSpec
     backlog: Backlog
     program: Program | None = None  # what runs now: never two of one handler at once

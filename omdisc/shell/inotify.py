@@ -29,6 +29,8 @@ _READ_SIZE = 64 * 1024  # many events per read(); one event is at most 16 + NAME
 
 @dataclass(frozen=True)
 class InotifyEvent:
+    """One event read from the inotify descriptor."""
+
     wd: int
     mask: int
     name: str  # the file's name within the watched directory; "" for the directory itself

@@ -3,6 +3,7 @@ cluster key's MACs without OpenSSL; and the omdiscd program does leave out what 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -33,9 +34,12 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-# systemd.journal and systemd.daemon: the C halves of systemd-python do
+# systemd.journal and systemd.daemon: the C halves of systemd-python do; ast and dis: what inspect
+# would load (dataclasses imports it, and uses it only for a class without a docstring)
 LEFT_OUT = ("asyncio", "ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers",
-            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform")
+            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "ast", "dis")
+# imported, never run unless used (shell/lazy.py): an executed module has __builtins__
+DEFERRED = ("inspect", "hashlib", "hmac", "secrets")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
@@ -58,7 +62,8 @@ except SystemExit:
     pass
 maps = open("/proc/self/maps").read()
 print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None),
-      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps))
+      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps),
+      sorted(m for m in {DEFERRED!r} if "__builtins__" in vars(sys.modules.get(m, sys))))
 """
 
 
@@ -80,7 +85,7 @@ def test_the_omdiscd_program_loads_no_tls_or_openssl(tmp_path: Path) -> None:
                  "main = lambda argv: runpy.run_module('omdisc.daemon', run_name='__main__')\n")
     for program in (run("-c", as_module + LOADED),  # python -m omdisc.daemon
                     run(omdiscd_script(tmp_path, "from omdisc.daemon import main\n" + LOADED))):
-        assert program.splitlines() == [f"omdiscd {__version__}", "[] []"], program  # it ran, without them
+        assert program.splitlines() == [f"omdiscd {__version__}", "[] [] []"], program  # it ran, without them
 
 
 def test_a_program_that_imports_the_daemon_module_keeps_ssl() -> None:
@@ -103,3 +108,31 @@ def test_journal_fields_are_what_systemd_journal_send_made() -> None:
                            "OMDISC_BLOB": b"\xde\xad", "OMDISC_PEER": "198.18.0.3"}) == [
         "MESSAGE=node #3 joined\nsecond line", "PRIORITY=6", "CODE_LINE=12", b"OMDISC_BLOB=\xde\xad",
         "OMDISC_PEER=198.18.0.3"]
+
+
+DEFER = """
+import sys
+from omdisc.shell.lazy import defer
+defer("secrets", "hmac", "colorsys")
+import colorsys, hmac, secrets
+print("__builtins__" in vars(secrets), "__builtins__" in vars(hmac))
+from hmac import compare_digest
+print(len(secrets.token_bytes(8)), compare_digest(b"a", b"a"), sys.modules["secrets"] is secrets)
+print(colorsys.rgb_to_hsv(1.0, 0.0, 0.0), "__getattr__" in vars(colorsys))
+"""
+
+
+def test_a_deferred_module_runs_at_its_first_use_and_is_then_itself() -> None:
+    assert run("-c", DEFER).splitlines() == ["False False", "8 True True", "(0.0, 1.0, 1.0) False"]
+
+
+def test_every_dataclass_has_a_docstring() -> None:
+    """Without one, dataclasses makes one from inspect.signature(), which loads inspect, ast and dis:
+    what the omdiscd program defers."""
+    bare = []
+    for path in sorted((REPO / "omdisc").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.ClassDef) and ast.get_docstring(node) is None
+                    and any("dataclass" in ast.unparse(d) for d in node.decorator_list)):
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert bare == []
