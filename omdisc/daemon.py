@@ -40,7 +40,6 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omdisc import __version__
 from omdisc.cli import build_parser, fail
@@ -70,6 +69,10 @@ from omdisc.shell.pidfile import PidFile, PidFileError
 from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from omdisc.shell.sockets import Sockets, Wanted
 from omdisc.shell.transport import MulticastSocket
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc")
 

@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
 
 from omdisc import __version__
 from omdisc.cli import Parser, fail, path_argument
@@ -32,6 +31,10 @@ from omdisc.shell.inotify import (
     InotifyEvent,
 )
 from omdisc.shell.sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 EXIT_STALE = 3  # the map is there, but the omdiscd that wrote it is not running
 

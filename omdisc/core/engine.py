@@ -21,7 +21,6 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from omdisc.core import events, gateway, report
 from omdisc.core.answers import AnswerLimits, JoinKey
@@ -47,6 +46,10 @@ from omdisc.core.protocol import (
     encode,
 )
 from omdisc.core.table import Table, build_table
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Protocol
 
 from omdisc.core.protocol import MAX_NODE_ID, IPAddress
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class NodeLike(Protocol):
+        @property
+        def node_id(self) -> int: ...
+
+        @property
+        def addresses(self) -> tuple[IPAddress, ...]: ...
 
 
 class NodeIdError(ValueError):
@@ -26,14 +36,6 @@ def check_node_id(node_id: int) -> int:
     if not 1 <= node_id <= MAX_NODE_ID:
         raise NodeIdError(f"node id {node_id} is out of range 1..{MAX_NODE_ID}")
     return node_id
-
-
-class NodeLike(Protocol):
-    @property
-    def node_id(self) -> int: ...
-
-    @property
-    def addresses(self) -> tuple[IPAddress, ...]: ...
 
 
 def address_order(addr: IPAddress) -> tuple[int, int]:

@@ -7,8 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from omdisc.core.nodeid import Collision, NodeLike, settle
+from omdisc.core.nodeid import Collision, settle
 from omdisc.core.protocol import IPAddress
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from omdisc.core.nodeid import NodeLike
 
 MAX_ENTRIES = 256  # setpe's limit on map lines
 

@@ -4,7 +4,6 @@ engine records, when they are handed over, and the map each program reads on std
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from omdisc.core.config import Config
 from omdisc.core.engine import Engine
@@ -12,6 +11,10 @@ from omdisc.core.mapdoc import as_json
 from omdisc.shell.handlers import Runner
 from omdisc.shell.loop import Loop
 from omdisc.shell.mapwriter import MapWriter
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 FRESH_FOR = 1.0  # seconds a document is reused while the map stays the same (the members' ages move)
 

@@ -9,7 +9,10 @@ import select
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # <sys/inotify.h>
 IN_CLOSE_WRITE = 0x00000008

@@ -10,9 +10,12 @@ import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO
 
 from omdisc.shell.loop import Loop, Timer
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import IO
 
 OUTPUT_KEPT = 2048  # bytes of stdout and of stderr kept for the log; the rest is read and counted
 OUTPUT_GRACE = 0.5  # seconds to read what a program wrote, once it has exited

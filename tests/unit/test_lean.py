@@ -34,10 +34,11 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-# systemd.journal and systemd.daemon: the C halves of systemd-python do; ast and dis: what inspect
-# would load (dataclasses imports it, and uses it only for a class without a docstring)
+# systemd.journal and systemd.daemon: the C halves of systemd-python do; typing: for mypy only; ast
+# and dis: what inspect would load (dataclasses imports it, and uses it only for a class without a
+# docstring)
 LEFT_OUT = ("asyncio", "ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers",
-            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "ast", "dis")
+            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "typing", "ast", "dis")
 # imported, never run unless used (shell/lazy.py): an executed module has __builtins__
 DEFERRED = ("inspect", "hashlib", "hmac", "secrets")
 SIGN = """
@@ -136,3 +137,18 @@ def test_every_dataclass_has_a_docstring() -> None:
                     and any("dataclass" in ast.unparse(d) for d in node.decorator_list)):
                 bare.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert bare == []
+
+
+def test_typing_is_imported_for_mypy_only() -> None:
+    """Annotations are strings (from __future__ import annotations): no module needs typing when it runs."""
+    found = []
+    for path in sorted((REPO / "omdisc").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for block in tree.body if isinstance(block, ast.If) and ast.unparse(block.test) ==
+                   "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in guarded
+                    and "typing" in ([node.module] if isinstance(node, ast.ImportFrom) else
+                                     [a.name for a in node.names])):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []

@@ -13,9 +13,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from omdisc.core.protocol import IPAddress, MsgType, Order
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)
