@@ -26,6 +26,7 @@ from types import FrameType
 log = logging.getLogger("omdisc")
 
 Callback = Callable[[], None]
+LONGEST_WAIT = 24 * 3600.0  # seconds one select() may wait: a deadline at infinity is no number to it
 
 
 class Timer:
@@ -121,6 +122,8 @@ class Loop:
         elif timers:
             due = max(0.0, timers[0][0] - self.clock())
             timeout = due if timeout is None else min(timeout, due)
+        if timeout is not None:
+            timeout = min(timeout, LONGEST_WAIT)
         for key, events in self._selector.select(timeout):
             if events & selectors.EVENT_READ:
                 self._run(self._readers.get(key.fd))

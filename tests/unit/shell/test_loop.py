@@ -157,6 +157,21 @@ def test_a_datagram_wakes_the_sleep_only_for_an_earlier_deadline() -> None:
     loop.close()
 
 
+def test_a_deadline_at_infinity_is_a_long_wait_not_an_error() -> None:
+    loop = Loop()
+    sleep = Sleep(loop)
+    a, b = socket.socketpair()
+    loop.add_reader(a.fileno(), lambda: (a.recv(10), sleep.wake()))
+    b.send(b"x")
+    sleep.sleep(float("inf"))  # no timer: only the datagram ends it
+    loop.call_at(float("inf"), lambda: None)
+    b.send(b"x")
+    sleep.sleep(float("inf"))
+    loop.close()
+    a.close()
+    b.close()
+
+
 def test_a_sleep_past_its_deadline_still_reads_what_is_ready() -> None:
     """A late timer must not starve the sockets: one pass at least, whatever the deadline."""
     loop = Loop()
