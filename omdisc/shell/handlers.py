@@ -148,8 +148,8 @@ class Runner:
         self.queued = queued
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.timeout = 10.0
-        self.running = 0
         self.peak = 0  # the most programs ever running at once (tests read it)
+        self._programs: set[Program] = set()  # running, a retired handler's too
         self._slots: list[_Slot] = []
         self._turns: deque[_Slot] = deque()  # handlers with events waiting, in the order they came
         self._start_due = False  # a start is called soon: events submitted in one pass all queue first
@@ -163,6 +163,10 @@ class Runner:
     def kinds(self) -> frozenset[str]:
         """The kinds of event some handler wants: the engine records only these."""
         return frozenset(k for s in self._slots for k in KINDS if s.spec.wants(k))
+
+    @property
+    def running(self) -> int:
+        return len(self._programs)
 
     @property
     def busy(self) -> bool:
@@ -225,10 +229,10 @@ class Runner:
         for s in self._slots:
             s.retired = True
             s.backlog.clear()
-            if s.program is not None:
-                s.program.abandon()
-                s.program = None
-        self.running = 0
+            s.program = None
+        for program in self._programs:
+            program.abandon()
+        self._programs.clear()
 
     def _queue(self, slot: _Slot) -> None:
         if slot.backlog and slot.program is None and not slot.queued and not slot.retired:
@@ -263,12 +267,12 @@ class Runner:
                       type(e).__name__, e)
             return
         slot.program = program
-        self.running += 1
+        self._programs.add(program)
         self.peak = max(self.peak, self.running)
 
     def _ended(self, slot: _Slot, event: Event, program: Program) -> None:
         slot.program = None
-        self.running -= 1
+        self._programs.discard(program)
         ok, how = outcome(program.returncode, program.timed_out, self.timeout)
         if program.timed_out:
             self.stats["handler_timeouts"] += 1

@@ -72,10 +72,6 @@ class Program:
     def returncode(self) -> int | None:
         return self.proc.returncode
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)  # the group: a shell's children too

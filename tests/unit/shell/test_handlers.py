@@ -283,3 +283,26 @@ def test_a_handler_that_leaves_a_child_running_has_ended_when_it_exits(tmp_path:
             os.kill(int(pid), 9)
     assert stats["handler_runs"] == 10 and stats["handler_timeouts"] == 0 and stats["handler_failures"] == 0
     assert after <= before + 2
+
+
+def test_close_kills_what_runs_a_retired_handlers_program_too(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # what it writes is a pass of the loop: the condition is looked at again then
+    slow = [script(tmp_path / name, f"echo $$ >> {pids}\necho started\nexec sleep 30\n") for name in ("old", "new")]
+    loop = Loop()
+    runner = Runner(Counter(), lambda: b"{}", loop, base_env={"PATH": os.defpath})
+    runner.configure([HandlerSpec(("join",), slow[0])], 60.0)
+    runner.submit([ev("join", 1)])
+    assert loop.run_until(lambda: runner.running == 1 and pids.exists(), timeout=30)
+    runner.configure([HandlerSpec(("join",), slow[1])], 60.0)  # the old one runs on, retired
+    runner.submit([ev("join", 2)])
+    assert loop.run_until(lambda: runner.running == 2 and len(pids.read_text().split()) == 2, timeout=30)
+    runner.close()
+    loop.close()
+    for pid in map(int, pids.read_text().split()):
+        for _ in range(100):  # killed: gone, or a zombie until this process exits
+            if not running(pid):
+                break
+            time.sleep(0.02)
+        assert not running(pid)
+    assert runner.running == 0
