@@ -3,10 +3,11 @@ it wires together (engine, sockets, address watch, cluster keys, map writer, han
 nothing a peer can grow.
 
 The loop is our own (shell/loop.py: a selector, timers, signals through a wakeup descriptor), not
-asyncio, which was the largest thing the daemon loaded. Each pass sleeps until the next deadline
-(shell/pace.py) unless a datagram, a link event or a signal wakes it sooner, then ticks the engine,
-looks at the interfaces when due, and flushes the map once. A socket's batch is handled as it
-arrives; the flush it makes due runs once at the end of that pass, however many sockets were ready.
+asyncio, which was the slowest of the daemon's imports. Each pass sleeps until the next deadline
+(shell/pace.py) unless a link event or a signal wakes it sooner, or a datagram that made the next
+deadline earlier; then it ticks the engine, looks at the interfaces when due, and flushes the map.
+A socket's batch is handled as it arrives; the flush it makes due runs once at the end of that pass
+of the loop, however many sockets were ready.
 
 Data flows one way: socket -> engine (decode, checks, membership) -> throttled map -> sinks.
 Timers and link events feed the same engine. Handling one datagram or one timer is a boundary

@@ -1,7 +1,7 @@
 """The daemon's event loop, on `selectors`: every descriptor it waits on (the sockets, netlink, the
 handlers' pipes and pidfds), timers on a heap, callbacks for the end of this pass, and signals.
 
-asyncio did this before; it was the largest thing the daemon loaded, for a few of its features. The
+asyncio did this before; it was the slowest of the daemon's imports, for a few of its features. The
 daemon's own pace (sleep until the next deadline unless woken) is shell/pace.py's, a pass of this
 loop at a time.
 
