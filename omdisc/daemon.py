@@ -1,6 +1,13 @@
-"""omdiscd: the daemon shell around the engine. It conducts: the asyncio loop and the signals, and
-the rooms it wires together (engine, sockets, address watch, cluster keys, map writer, handlers); it
-keeps nothing a peer can grow.
+"""omdiscd: the daemon shell around the engine. It conducts: the loop and the signals, and the rooms
+it wires together (engine, sockets, address watch, cluster keys, map writer, handlers); it keeps
+nothing a peer can grow.
+
+The loop is our own (shell/loop.py: a selector, timers, signals through a wakeup descriptor), not
+asyncio, which was the slowest of the daemon's imports. Each pass sleeps until the next deadline
+(shell/pace.py) unless a link event or a signal wakes it sooner, or a datagram that made the next
+deadline earlier; then it ticks the engine, looks at the interfaces when due, and flushes the map.
+A socket's batch is handled as it arrives; the flush it makes due runs once at the end of that pass
+of the loop, however many sockets were ready.
 
 Data flows one way: socket -> engine (decode, checks, membership) -> throttled map -> sinks.
 Timers and link events feed the same engine. Handling one datagram or one timer is a boundary
@@ -13,24 +20,27 @@ import os
 import sys
 
 # Modules the daemon never uses but would load, kept out of the omdiscd program (python -m
-# omdisc.daemon, or the omdiscd script) before anything imports them: a good part of its RSS. asyncio
-# imports ssl when it can (the daemon speaks no TLS); hashlib and ssl load OpenSSL (the cluster key's
-# HMAC-SHA256 is Python's own SHA-256 then, a little slower); shutil, should anything import it
-# (the daemon's own temporary files do without: files.make_temp), imports bz2 and lzma to see which
-# archives it could make. Whoever imports this module for its functions keeps them all
-# (tests/unit/test_lean.py).
+# omdisc.daemon, or the omdiscd script) before anything imports them: a good part of its RSS. ssl,
+# should a library import it when it can (the daemon speaks no TLS); hashlib and ssl load OpenSSL
+# (the cluster key's HMAC-SHA256 is Python's own SHA-256 then, a little slower); shutil, should
+# anything import it (the daemon's own temporary files do without: files.make_temp), imports bz2
+# and lzma to see which archives it could make. Whoever imports this module for its functions
+# keeps them all (tests/unit/test_lean.py). Deferred to their first use (shell/lazy.py): inspect,
+# which dataclasses imports for a class without a docstring only (every one of ours has one);
+# hashlib and hmac, used only with a cluster key; secrets, by --gen-key only.
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
+    from omdisc.shell.lazy import defer
 
-import asyncio
+    defer("inspect", "hashlib", "hmac", "secrets")
+
 import logging
 import random
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omdisc import __version__
 from omdisc.cli import build_parser, fail
@@ -53,12 +63,17 @@ from omdisc.shell.journal import LogControl, choose_target, notify, under_system
 from omdisc.shell.keyfile import gen_key
 from omdisc.shell.keys import ClusterKeys
 from omdisc.shell.life import Life
+from omdisc.shell.loop import Loop
 from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
 from omdisc.shell.pace import Sleep, Watchdog
 from omdisc.shell.pidfile import PidFile, PidFileError
 from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 from omdisc.shell.sockets import Sockets, Wanted
 from omdisc.shell.transport import MulticastSocket
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc")
 
@@ -90,15 +105,16 @@ class Daemon:
                              auth=self.keys.auth)
         self.engine.route_between = plan.route_between
         self.stats = self.engine.stats
-        self.sleep = Sleep(self.clock)
+        self.loop = Loop(self.clock)
+        self.sleep = Sleep(self.loop)
         self.watchdog = Watchdog()
-        self.addresses = AddressWatch(self.stats, self.clock, self.sleep.wake)
+        self.addresses = AddressWatch(self.stats, self.loop, self.sleep.wake)
         self.addresses.report_left_out(addrs)
-        self.sockets = Sockets(self.stats, self._on_readable)
+        self.sockets = Sockets(self.stats, self.loop, self._on_readable)
         self.writer = MapWriter(sink, cfg.alpha_dir, self.stats, self._extra_state, self._on_map_written,
                                 on_event=self.engine.events.add, metrics_file=cfg.metrics_file,
                                 gauges=self._gauges)
-        self.handlers = HandlerFeed(self.engine, self.writer, self._extra_state, self.clock)
+        self.handlers = HandlerFeed(self.engine, self.writer, self._extra_state, self.loop)
         self.boundary = Boundary(self.stats, self.clock)  # around each datagram and each timer
         self._flush_pending = False
         self._stopping = False
@@ -107,23 +123,24 @@ class Daemon:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    async def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
+    def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
         try:
-            self._start()
-            on_ready()
-            await self._loop()
+            try:
+                self._start()
+                on_ready()
+                self._loop()
+            finally:
+                self._shutdown()  # the signals still taken: a second SIGTERM does not cut it short
         finally:
-            self._shutdown()
+            self.loop.close()  # the signals' dispositions as they were
         return EXIT_OK
 
     def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         self.sink.prepare()
         self.sockets.replace_all(Wanted.of(self.cfg, self.plan))
         self.addresses.open(self._poll_every())
         self.handlers.configure(self.cfg)
-        for sig, method in SIGNALS.items():
-            loop.add_signal_handler(sig, getattr(self, method))
+        self.loop.handle_signals({sig: getattr(self, method) for sig, method in SIGNALS.items()})
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
@@ -157,9 +174,9 @@ class Daemon:
         return min(self.engine.next_deadline(), self.addresses.next_due(), self.watchdog.due,
                    self.writer.next_due(self.engine))
 
-    async def _loop(self) -> None:
+    def _loop(self) -> None:
         while not self._stopping:
-            await self.sleep.sleep(self._deadline())
+            self.sleep.sleep(self._deadline())
             now = self.clock()
             self.boundary.run("timer", self._tick, now)
             if now >= self.addresses.next_due():
@@ -216,7 +233,7 @@ class Daemon:
         self.writer.touch()
         if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self.sleep.wake_before(self._deadline())  # a JOIN may have scheduled an answer, a write be due
 
     def _send(self, out: list[Outgoing]) -> None:
@@ -393,7 +410,7 @@ def serve(cfg: Config, source: ConfigSource, logctl: LogControl, plan: Plan, sin
     pidfile.acquire()
     try:
         daemon = Daemon(cfg, source, logctl, plan, sink)
-        return asyncio.run(daemon.run(on_ready=on_ready))
+        return daemon.run(on_ready=on_ready)
     finally:
         pidfile.release()
 

@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
 
 from omdisc import __version__
 from omdisc.cli import Parser, fail, path_argument
@@ -32,6 +31,10 @@ from omdisc.shell.inotify import (
     InotifyEvent,
 )
 from omdisc.shell.sinks import ALPHA_CONFIG, ALPHA_MOSPE, CONFIG, MOSPE, PROC_ADMIN, STATE
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 EXIT_STALE = 3  # the map is there, but the omdiscd that wrote it is not running
 
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Source:
+    """Where showmap reads the map: the alpha files or the live kernel's."""
+
     alpha_dir: Path  # the alpha files and state.json (the daemon writes state.json here also in live mode)
     live: bool
 
@@ -255,6 +260,8 @@ def show_once(args: argparse.Namespace, source: Source) -> int:
 
 @dataclass(frozen=True)
 class Frame:
+    """What one look at the map prints, and what is wrong with it."""
+
     text: str  # what showmap prints once; "" when there is nothing to print
     problem: str  # "" or one line: no map, a corrupt file, a stale map
 

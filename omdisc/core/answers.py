@@ -27,6 +27,8 @@ ANSWERED_MAX = 8192
 
 @dataclass(frozen=True)
 class AnswerLimits:
+    """How JOINs are answered: the random delay before an answer, and the bounds on answering."""
+
     reply_delay_min: float = 0.002
     reply_spread_per_node: float = 0.010
     reply_spread_max: float = 1.0
@@ -37,6 +39,8 @@ class AnswerLimits:
 
 @dataclass
 class Pending:
+    """An answer we will send at `due`, unless others' answers covered what it would tell."""
+
     due: float
     interface: str  # where the JOIN came in: the answer goes there only
     covered: set[IPAddress] = field(default_factory=set)

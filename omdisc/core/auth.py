@@ -53,6 +53,8 @@ def key_id(key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Keyring:
+    """The cluster keys in force, by id: the first signs, every one is accepted."""
+
     keys: tuple[bytes, ...] = field(repr=False)  # the first signs; every one is accepted
     by_id: dict[bytes, bytes] = field(init=False, repr=False, compare=False)
 

@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from omdisc.core.events import KINDS as EVENT_KINDS
 from omdisc.core.protocol import MAX_NODE_ID
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PATH = Path("/etc/omdiscd/omdiscd.yaml")
 DEFAULT_KEY_FILE = Path("/etc/omdiscd/cluster.key")  # used when present: no key file, no authentication
@@ -59,6 +62,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
+    """The settings in force, one field per key of omdiscd.yaml (PARSERS reads each)."""
+
     interfaces: tuple[str, ...] = ()
     multicast_ttl: int | None = None
     group: IPv4Address = DEFAULT_GROUP

@@ -21,7 +21,6 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from omdisc.core import events, gateway, report
 from omdisc.core.answers import AnswerLimits, JoinKey
@@ -48,6 +47,10 @@ from omdisc.core.protocol import (
 )
 from omdisc.core.table import Table, build_table
 
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
+
 log = logging.getLogger("omdisc.membership")
 netlog = logging.getLogger("omdisc.net")
 
@@ -60,6 +63,8 @@ EARLY_ANNOUNCES = 2
 
 @dataclass(frozen=True)
 class Settings:
+    """The engine's settings: timers, bounds and limits (core/settings.py makes them from a Config)."""
+
     announce_interval: float = 10.0
     dead_interval: float = 35.0
     remove_on_leave: bool = True
@@ -78,6 +83,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class LocalNode:
+    """This node as it announces itself: its id and addresses, the primary first."""
+
     node_id: int  # 0: no IPv4 address, so no place in the kernel table
     addresses: tuple[IPAddress, ...]
     flags: int = 0
@@ -89,6 +96,8 @@ class LocalNode:
 
 @dataclass(frozen=True)
 class Outgoing:
+    """A datagram to send: multicast on some or all interfaces, or unicast to one node."""
+
     data: bytes
     interfaces: frozenset[str] | None = None  # None: every interface that announces
     to: IPAddress | None = None  # unicast to this node address (a probe); None: multicast

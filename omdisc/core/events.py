@@ -46,6 +46,8 @@ RECORDED = 4096  # events kept between two drains (one loop pass): an expiry of 
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """Something a handler runs for: what happened, to which node, at which addresses."""
+
     kind: str  # one of KINDS
     node_id: int
     addresses: tuple[IPAddress, ...]

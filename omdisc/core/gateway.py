@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any
 
 from omdisc.core.auth import Authenticator
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_GATEWAY, MAX_DATAGRAM, MAX_HOPS, IPAddress, Message, forwarded, via
 from omdisc.core.ratelimit import AgedSet
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc.gateway")
 

@@ -18,6 +18,8 @@ class StartupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Plan:
+    """Which interfaces take part and how: those that announce, the TTL, routing, the families."""
+
     interfaces: tuple[str, ...]  # all of them, in the order given: the first gives our primary address
     announce_on: tuple[str, ...]  # those with multicast sockets
     ttl: int
@@ -52,6 +54,8 @@ def plan_for(cfg: Config, names: tuple[str, ...]) -> Plan:
 
 @dataclass(frozen=True)
 class Addresses:
+    """This node from its interfaces' addresses, and the addresses that did not fit."""
+
     node: LocalNode
     left_out: tuple[IPAddress, ...]  # past MAX_ADDRESSES: not announced
 

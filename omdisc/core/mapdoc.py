@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from omdisc.core.table import Entry
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 # what state.json adds to the table, in this order
 STATE_KEYS = ("addresses", "members", "gateways", "interfaces", "gateway", "keys", "kernel", "stats")

@@ -48,6 +48,8 @@ class Change(Enum):
 
 @dataclass(slots=True)  # thousands of them under a flood: no __dict__ each
 class Member:
+    """One other node as we know it: its life, its addresses, when and where we heard it."""
+
     node_id: int
     addresses: tuple[IPAddress, ...]
     incarnation: int

@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Protocol
 
 from omdisc.core.protocol import MAX_NODE_ID, IPAddress
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class NodeLike(Protocol):
+        @property
+        def node_id(self) -> int: ...
+
+        @property
+        def addresses(self) -> tuple[IPAddress, ...]: ...
 
 
 class NodeIdError(ValueError):
@@ -28,14 +38,6 @@ def check_node_id(node_id: int) -> int:
     return node_id
 
 
-class NodeLike(Protocol):
-    @property
-    def node_id(self) -> int: ...
-
-    @property
-    def addresses(self) -> tuple[IPAddress, ...]: ...
-
-
 def address_order(addr: IPAddress) -> tuple[int, int]:
     """IPv4 before IPv6, then numerically: the order every node applies the same way."""
     return (addr.version, int(addr))
@@ -43,6 +45,8 @@ def address_order(addr: IPAddress) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Collision:
+    """Two or more nodes with one id: the owner keeps it, the losers are out of the table."""
+
     node_id: int
     owner: IPAddress
     losers: tuple[IPAddress, ...]

@@ -131,6 +131,8 @@ class Subject:
 
 @dataclass(frozen=True)
 class Message:
+    """One datagram's content, decoded or to be encoded."""
+
     type: MsgType
     node_id: int
     incarnation: int

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 @dataclass
 class _Bucket:
+    """One key's tokens, as of `at`."""
+
     tokens: float
     at: float
 

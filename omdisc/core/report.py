@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from omdisc.core import gateway
 from omdisc.core.detection.ring import Ring
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_GATEWAY, FLAG_PROBES
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def acked_age(ring: Ring | None, m: Member, now: float) -> float | None:

@@ -7,8 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from omdisc.core.nodeid import Collision, NodeLike, settle
+from omdisc.core.nodeid import Collision, settle
 from omdisc.core.protocol import IPAddress
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from omdisc.core.nodeid import NodeLike
 
 MAX_ENTRIES = 256  # setpe's limit on map lines
 
@@ -24,6 +28,8 @@ class TableFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)  # one per member in a large table: no __dict__ each
 class Entry:
+    """One line of the kernel's table: a node, or a range of consecutive ones, or an alias."""
+
     node_id: int
     ip: IPv4Address
     count: int = 1  # consecutive nodes: ids node_id.., addresses ip..
@@ -43,6 +49,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Table:
+    """The kernel's table, and what it leaves out."""
+
     entries: tuple[Entry, ...]
     collisions: tuple[Collision, ...] = ()
     ipv6_only: tuple[IPAddress, ...] = ()  # nodes with no IPv4 address: not in the kernel table

@@ -4,7 +4,6 @@ announce interval, which finds the same without netlink, later."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from omdisc.core.interface_plan import Addresses, Plan, StartupError, node_addre
 from omdisc.core.nodeid import NodeIdError
 from omdisc.core.protocol import IPAddress
 from omdisc.shell import interfaces
+from omdisc.shell.loop import Loop
 from omdisc.shell.netlink import LinkMonitor
 
 log = logging.getLogger("omdisc")
@@ -48,9 +48,10 @@ class AddressWatch:
     """When to look at the interfaces again, and what our addresses are when we do. `wake` is
     called when a link event makes a look due sooner than the loop sleeps."""
 
-    def __init__(self, stats: Counter[str], clock: Callable[[], float], wake: Callable[[], None]) -> None:
+    def __init__(self, stats: Counter[str], loop: Loop, wake: Callable[[], None]) -> None:
         self.stats = stats
-        self.clock = clock
+        self.loop = loop
+        self.clock = loop.clock
         self.wake = wake
         self.monitor: LinkMonitor | None = None
         self.next_poll = 0.0
@@ -64,11 +65,11 @@ class AddressWatch:
             log.warning("cannot watch interface changes through netlink (%s); polling every %gs", e.strerror or e,
                         poll_every)
             return
-        asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._on_link_event)
+        self.loop.add_reader(self.monitor.fileno(), self._on_link_event)
 
     def close(self) -> None:
         if self.monitor is not None:
-            asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            self.loop.remove_reader(self.monitor.fileno())
             self.monitor.close()
 
     def next_due(self) -> float:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from omdisc.core.ratelimit import LogLimiter
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc")
 

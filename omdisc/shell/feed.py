@@ -4,13 +4,17 @@ engine records, when they are handed over, and the map each program reads on std
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from omdisc.core.config import Config
 from omdisc.core.engine import Engine
 from omdisc.core.mapdoc import as_json
 from omdisc.shell.handlers import Runner
+from omdisc.shell.loop import Loop
 from omdisc.shell.mapwriter import MapWriter
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 FRESH_FOR = 1.0  # seconds a document is reused while the map stays the same (the members' ages move)
 
@@ -48,10 +52,10 @@ class MapDocument:
 
 class HandlerFeed:
     def __init__(self, engine: Engine, writer: MapWriter, extra_state: Callable[[], dict[str, Any]],
-                 clock: Callable[[], float]) -> None:
+                 loop: Loop) -> None:
         self.engine = engine
-        self.document = MapDocument(engine, writer, extra_state, clock)
-        self.runner = Runner(engine.stats, self.document)
+        self.document = MapDocument(engine, writer, extra_state, loop.clock)
+        self.runner = Runner(engine.stats, self.document, loop)
 
     def configure(self, cfg: Config) -> None:
         """The handlers in force (start, SIGHUP): the engine records only what one of them runs for."""

@@ -2,9 +2,10 @@
 or map write, with the event in its environment and the whole map (showmap --json) on stdin.
 
 They never slow discovery: the loop only hands events over (submit(), no waiting); each handler
-has its own backlog, worked through in order by one task at a time, and at most PARALLEL programs
-run at once over all handlers. A program that outlives handler_timeout is killed with its whole
-process group. When a handler falls behind, its backlog (QUEUED events) coalesces:
+has its own backlog, worked through in order, one program of it at a time, and at most PARALLEL
+programs run at once over all handlers, the handlers taking turns. A program that outlives
+handler_timeout is killed with its whole process group. When a handler falls behind, its backlog
+(QUEUED events) coalesces:
 - a `map` event waiting already stands for a new one (the map on stdin is read when it starts);
 - when the backlog is full, a new event is merged into the latest waiting event about the same
   node if that is of the same kind (the newer addresses win); otherwise it is dropped, counted
@@ -12,34 +13,30 @@ process group. When a handler falls behind, its backlog (QUEUED events) coalesce
 Since every run gets the whole current map on stdin, a handler that rebuilds its output from
 stdin is right again at its next run whatever was merged or dropped.
 
-Pure: Backlog, environment(), excerpt(). The shell: Runner (asyncio subprocesses).
+Pure: Backlog, environment(), excerpt(). The shell: Runner (each run a shell/programs.py Program).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import signal
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omdisc.core.config import HandlerSpec
 from omdisc.core.events import KINDS, Event
 from omdisc.core.ratelimit import LogLimiter
+from omdisc.shell.loop import Loop
+from omdisc.shell.programs import Capture, Program
 
 log = logging.getLogger("omdisc.handlers")
 mainlog = logging.getLogger("omdisc")  # what the configuration gets wrong: with the daemon's own (category main)
 
 PARALLEL = 4  # programs running at once, over all handlers
 QUEUED = 64  # events waiting per handler
-OUTPUT_KEPT = 2048  # bytes of stdout and of stderr kept for the log; the rest is read and counted
 DROPS_SAID = 60.0  # seconds between two log lines about one handler's dropped events
-OUTPUT_GRACE = 0.5  # seconds to read what a program wrote, once it has exited
-KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when a program runs past the timeout
 
 
 # --- pure ---------------------------------------------------------------------------------------
@@ -97,20 +94,6 @@ def environment(event: Event, base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Capture:
-    """What a program wrote to one stream: the first `keep` bytes, and how many more there were."""
-
-    keep: int = OUTPUT_KEPT
-    data: bytearray = field(default_factory=bytearray)
-    more: int = 0
-
-    def add(self, chunk: bytes) -> None:
-        room = max(0, self.keep - len(self.data))
-        self.data += chunk[:room]
-        self.more += max(0, len(chunk) - room)
-
-
 def excerpt(name: str, capture: Capture) -> str:
     """A stream for the log: '' when empty, else a line per line written, the cut said."""
     text = capture.data.decode("utf-8", errors="replace").rstrip()
@@ -135,14 +118,19 @@ def outcome(returncode: int | None, timed_out: bool, timeout: float) -> tuple[bo
     return False, f"exited {returncode}"
 
 
+
+
 # --- the shell ----------------------------------------------------------------------------------
 
 
 @dataclass
 class _Slot:
+    """One configured handler: its backlog and what of it runs now."""
+
     spec: HandlerSpec
     backlog: Backlog
-    task: asyncio.Task[None] | None = None
+    program: Program | None = None  # what runs now: never two of one handler at once
+    queued: bool = False  # waiting for its turn in the runner's queue
     retired: bool = False
 
 
@@ -150,20 +138,21 @@ class Runner:
     """Runs the configured handlers outside the loop's way. `document()` gives the map as JSON
     bytes (what showmap --json prints), read when a program starts; counters go to `stats`."""
 
-    def __init__(self, stats: Counter[str], document: Callable[[], bytes], parallel: int = PARALLEL,
-                 queued: int = QUEUED, clock: Callable[[], float] = time.monotonic,
-                 base_env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, stats: Counter[str], document: Callable[[], bytes], loop: Loop, parallel: int = PARALLEL,
+                 queued: int = QUEUED, base_env: Mapping[str, str] | None = None) -> None:
         self.stats = stats
         self.document = document
+        self.loop = loop
+        self.clock = loop.clock
+        self.parallel = parallel
         self.queued = queued
-        self.clock = clock
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.timeout = 10.0
-        self.running = 0
         self.peak = 0  # the most programs ever running at once (tests read it)
+        self._programs: set[Program] = set()  # running, a retired handler's too
         self._slots: list[_Slot] = []
-        self._sem = asyncio.Semaphore(parallel)
-        self._procs: set[asyncio.subprocess.Process] = set()
+        self._turns: deque[_Slot] = deque()  # handlers with events waiting, in the order they came
+        self._start_due = False  # a start is called soon: events submitted in one pass all queue first
         self._said = LogLimiter(DROPS_SAID)
 
     @property
@@ -175,6 +164,15 @@ class Runner:
         """The kinds of event some handler wants: the engine records only these."""
         return frozenset(k for s in self._slots for k in KINDS if s.spec.wants(k))
 
+    @property
+    def running(self) -> int:
+        return len(self._programs)
+
+    @property
+    def busy(self) -> bool:
+        """Something runs or waits for its turn (tests run the loop until it is not)."""
+        return bool(self.running or self._turns or self._start_due)
+
     def configure(self, specs: Iterable[HandlerSpec], timeout: float) -> None:
         """The handlers in force (start, SIGHUP). One kept from before keeps its backlog; one no
         longer configured finishes what runs and forgets what waits."""
@@ -182,8 +180,8 @@ class Runner:
         old = list(self._slots)
         slots = []
         for spec in specs:
-            # the same program is the same handler, whatever its events now: one queue, one worker,
-            # never two copies of it at once, nothing waiting lost
+            # the same program is the same handler, whatever its events now: one queue, one program
+            # at a time, nothing waiting lost
             same = next((s for s in old if s.spec.run == spec.run), None)
             if same is not None:
                 old.remove(same)
@@ -204,7 +202,7 @@ class Runner:
                 mainlog.warning("handler %s is not an executable file: its events will fail", slot.spec.run)
 
     def submit(self, events: Iterable[Event]) -> None:
-        """From the loop: never waits."""
+        """From the loop: never waits. The programs start at the end of the pass."""
         for event in events:
             for slot in self._slots:
                 if not slot.spec.wants(event.kind):
@@ -220,157 +218,73 @@ class Runner:
                                     "handler_events_dropped; the next run still gets the whole map)",
                                     slot.spec.run, len(slot.backlog), event.kind, event.node_id,
                                     f", and {muted} more since this was last said" if muted else "")
-                if slot.task is None and slot.backlog:
-                    slot.task = asyncio.get_running_loop().create_task(self._work(slot))
-
-    async def idle(self) -> None:
-        """Until nothing waits and nothing runs (tests, shutdown)."""
-        while any(s.task is not None for s in self._slots) or self.running:
-            await asyncio.sleep(0.01)
+                self._queue(slot)
+        if self._turns and not self._start_due:
+            self._start_due = True
+            self.loop.call_soon(self._start_turns)
 
     def close(self) -> None:
         """At exit: what waits is forgotten, what runs is killed."""
+        self._turns.clear()
         for s in self._slots:
             s.retired = True
             s.backlog.clear()
-            if s.task is not None:
-                s.task.cancel()
-        for proc in list(self._procs):
-            _kill(proc)
+            s.program = None
+        for program in self._programs:
+            program.abandon()
+        self._programs.clear()
 
-    async def _work(self, slot: _Slot) -> None:
-        try:
-            while slot.backlog and not slot.retired:
-                async with self._sem:
-                    event = slot.backlog.pop()
-                    if event is None or slot.retired:
-                        break
-                    await self._guarded_run(slot.spec, event)
-        finally:
-            slot.task = None
+    def _queue(self, slot: _Slot) -> None:
+        if slot.backlog and slot.program is None and not slot.queued and not slot.retired:
+            slot.queued = True
+            self._turns.append(slot)
 
-    async def _guarded_run(self, spec: HandlerSpec, event: Event) -> None:
-        try:
-            await self._run(spec, event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a handler's trouble must never end the worker, nor the daemon
-            self.stats["handler_failures"] += 1
-            log.error("handler %s for %s of #%d: internal error %s: %s", spec.run, event.kind, event.node_id,
-                      type(e).__name__, e)
+    def _start_turns(self) -> None:
+        self._start_due = False
+        while self._turns and self.running < self.parallel:
+            slot = self._turns.popleft()
+            slot.queued = False
+            event = slot.backlog.pop()
+            if event is not None and not slot.retired:
+                self._start(slot, event)
+                self._queue(slot)  # a program that could not start: the next event takes its turn
 
-    async def _run(self, spec: HandlerSpec, event: Event) -> None:
+    def _start(self, slot: _Slot, event: Event) -> None:
+        spec = slot.spec
         self.stats["handler_runs"] += 1
-        fields = {"OMDISC_HANDLER": str(spec.run), "OMDISC_EVENT": event.kind, "OMDISC_PEER_ID": str(event.node_id)}
         try:
             data = self.document()
-            proc = await asyncio.create_subprocess_exec(
-                str(spec.run), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=environment(event, self.base_env), cwd="/",
-                start_new_session=True)  # its own process group: a timeout kills what it started too
+            program = Program(self.loop, [str(spec.run)], environment(event, self.base_env), data, self.timeout,
+                              lambda p: self._ended(slot, event, p))
         except OSError as e:
             self.stats["handler_failures"] += 1
             log.warning("handler %s for %s of #%d could not start: %s", spec.run, event.kind, event.node_id,
-                        e.strerror or e, extra={"journal": fields})
+                        e.strerror or e, extra={"journal": _fields(spec, event)})
             return
-        self.running += 1
+        except Exception as e:  # a handler's trouble must never end the loop, nor the daemon
+            self.stats["handler_failures"] += 1
+            log.error("handler %s for %s of #%d: internal error %s: %s", spec.run, event.kind, event.node_id,
+                      type(e).__name__, e)
+            return
+        slot.program = program
+        self._programs.add(program)
         self.peak = max(self.peak, self.running)
-        self._procs.add(proc)
-        started = self.clock()
-        out, err = Capture(), Capture()
-        io = [asyncio.create_task(c)
-              for c in (_feed(proc, data), _drain(proc.stdout, out), _drain(proc.stderr, err))]
-        try:
-            # The end is the program's exit, not its pipes closing: a child it leaves running may
-            # hold them open for ever
-            timed_out = not await _exited(proc, self.timeout)
-            if timed_out:
-                await _stop(proc)
-            await asyncio.wait(io, timeout=OUTPUT_GRACE)  # what it wrote before it ended
-        finally:
-            for task in io:
-                task.cancel()
-            _close_pipes(proc)
-            self.running -= 1
-            self._procs.discard(proc)
-            if proc.returncode is None:  # cancelled (shutdown): nothing is left running
-                _kill(proc)
-        ok, how = outcome(proc.returncode, timed_out, self.timeout)
-        if timed_out:
+
+    def _ended(self, slot: _Slot, event: Event, program: Program) -> None:
+        slot.program = None
+        self._programs.discard(program)
+        ok, how = outcome(program.returncode, program.timed_out, self.timeout)
+        if program.timed_out:
             self.stats["handler_timeouts"] += 1
         if not ok:
             self.stats["handler_failures"] += 1
         log.log(logging.INFO if ok else logging.WARNING, "handler %s for %s of #%d %s after %.2fs%s%s",
-                spec.run, event.kind, event.node_id, how, self.clock() - started, excerpt("stdout", out),
-                excerpt("stderr", err),
-                extra={"journal": {**fields, "OMDISC_EXIT_STATUS": str(proc.returncode)}})
+                slot.spec.run, event.kind, event.node_id, how, self.clock() - program.started,
+                excerpt("stdout", program.out), excerpt("stderr", program.err),
+                extra={"journal": {**_fields(slot.spec, event), "OMDISC_EXIT_STATUS": str(program.returncode)}})
+        self._queue(slot)
+        self._start_turns()
 
 
-def _kill(proc: asyncio.subprocess.Process, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)  # the group: a shell's children too
-
-
-async def _exited(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Whether the program exited within `timeout` (its pidfd becomes readable), and then its
-    status known to asyncio's child watcher."""
-    loop = asyncio.get_running_loop()
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:  # gone and reaped already
-        return await _reaped(proc)
-    done = loop.create_future()
-    def readable() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(fd, readable)
-    try:
-        await asyncio.wait_for(done, timeout)
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-    return await _reaped(proc)
-
-
-async def _reaped(proc: asyncio.subprocess.Process) -> bool:
-    """Its exit status, which asyncio's child watcher takes a moment after the exit."""
-    for _ in range(400):
-        if proc.returncode is not None:
-            break
-        await asyncio.sleep(0.005)
-    return True
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM to its group, so it may clean up (temporary files); SIGKILL a second later."""
-    _kill(proc, signal.SIGTERM)
-    if not await _exited(proc, KILL_AFTER):
-        _kill(proc)
-        await _exited(proc, KILL_AFTER)
-
-
-def _close_pipes(proc: asyncio.subprocess.Process) -> None:
-    """Our ends of its pipes, whoever else still holds theirs (no descriptor kept per run)."""
-    transport = getattr(proc, "_transport", None)
-    if transport is not None:
-        transport.close()
-
-
-async def _feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
-    """The map on stdin; a program that does not read it is no error."""
-    assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        proc.stdin.write(data)
-        await proc.stdin.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        proc.stdin.close()
-
-
-async def _drain(stream: asyncio.StreamReader | None, capture: Capture) -> None:
-    """Read a stream to its end (a program blocked on a full pipe would never finish), keep a part."""
-    assert stream is not None
-    while chunk := await stream.read(65536):
-        capture.add(chunk)
+def _fields(spec: HandlerSpec, event: Event) -> dict[str, str]:
+    return {"OMDISC_HANDLER": str(spec.run), "OMDISC_EVENT": event.kind, "OMDISC_PEER_ID": str(event.node_id)}

@@ -9,7 +9,10 @@ import select
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # <sys/inotify.h>
 IN_CLOSE_WRITE = 0x00000008
@@ -29,6 +32,8 @@ _READ_SIZE = 64 * 1024  # many events per read(); one event is at most 16 + NAME
 
 @dataclass(frozen=True)
 class InotifyEvent:
+    """One event read from the inotify descriptor."""
+
     wd: int
     mask: int
     name: str  # the file's name within the watched directory; "" for the directory itself

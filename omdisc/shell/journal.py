@@ -11,9 +11,12 @@ import logging
 import os
 import socket
 import sys
-from typing import Any
 
 from omdisc.core.config import DEBUG_CATEGORIES
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _optional(module: str) -> Any:

@@ -7,11 +7,14 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omdisc.core.auth import Authenticator, KeyFileError, key_id
 from omdisc.core.config import Config
 from omdisc.shell import keyfile
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger("omdisc")
 

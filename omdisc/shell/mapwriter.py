@@ -8,7 +8,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omdisc.core import events, mapnotes
 from omdisc.core.engine import Engine
@@ -18,6 +17,10 @@ from omdisc.core.throttle import Throttle
 from omdisc.shell.metricsfile import MetricsFile
 from omdisc.shell.sinks import AlphaSink, LiveSink
 from omdisc.shell.statefile import write_state
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 klog = logging.getLogger("omdisc.kernel")
 

@@ -3,34 +3,37 @@ systemd's watchdog keep-alives when the unit asks for them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Callable
-
 from omdisc.shell.journal import notify, watchdog_seconds
+from omdisc.shell.loop import Loop
 
 
 class Sleep:
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self._event = asyncio.Event()
+    """The daemon's wait between two passes: the loop runs what comes (datagrams, signals, the
+    handlers' pipes) until the deadline, or until one of them calls wake()."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self._woken = False
         self.until = float("-inf")  # the deadline the loop sleeps until; -inf: it is not asleep
 
-    async def sleep(self, deadline: float) -> None:
+    def sleep(self, deadline: float) -> None:
         self.until = deadline
-        self._event.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), max(0.0, deadline - self.clock()))
+        self._woken = False  # a wake() during the daemon's own pass is for that pass: done
+        clock = self.loop.clock
+        while True:  # one pass at least, due or not: what is ready is read even when timers are late
+            self.loop.run_once(max(0.0, deadline - clock()))
+            if self._woken or clock() >= deadline:
+                break
         self.until = float("-inf")  # awake: nothing to wake it for
 
     def wake(self) -> None:
-        self._event.set()
+        self._woken = True
 
     def wake_before(self, deadline: float) -> None:
         """Wake the loop only if it sleeps past `deadline` (a pass of the loop per datagram was most
         of an idle daemon's CPU)."""
         if deadline < self.until:
-            self._event.set()
+            self._woken = True
 
 
 class Watchdog:

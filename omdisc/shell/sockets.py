@@ -5,7 +5,6 @@ them back when it returns."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from omdisc.core.engine import Outgoing
 from omdisc.core.interface_plan import Plan, StartupError
 from omdisc.core.protocol import IPAddress
 from omdisc.shell import interfaces
+from omdisc.shell.loop import Loop
 from omdisc.shell.transport import Endpoint, MulticastSocket, UnicastSocket
 
 log = logging.getLogger("omdisc.net")
@@ -38,11 +38,12 @@ class Wanted:
 
 
 class Sockets:
-    """The sockets in use, each read by the running loop: `on_readable` gets the socket that has
-    datagrams waiting."""
+    """The sockets in use, each read by the loop: `on_readable` gets the socket that has datagrams
+    waiting."""
 
-    def __init__(self, stats: Counter[str], on_readable: Callable[[MulticastSocket], None]) -> None:
+    def __init__(self, stats: Counter[str], loop: Loop, on_readable: Callable[[MulticastSocket], None]) -> None:
         self.stats = stats
+        self.loop = loop
         self.on_readable = on_readable
         self.sockets: dict[Key, MulticastSocket] = {}
         self.wanted: Wanted | None = None
@@ -52,10 +53,10 @@ class Sockets:
         return bool(self.sockets)
 
     def watch(self, sock: MulticastSocket) -> None:
-        asyncio.get_running_loop().add_reader(sock.fileno(), self.on_readable, sock)
+        self.loop.add_reader(sock.fileno(), lambda: self.on_readable(sock))
 
     def unwatch(self, sock: MulticastSocket) -> None:
-        asyncio.get_running_loop().remove_reader(sock.fileno())
+        self.loop.remove_reader(sock.fileno())
 
     @staticmethod
     def _open(name: str, family: int, wanted: Wanted, stats: Counter[str]) -> MulticastSocket:

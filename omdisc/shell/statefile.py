@@ -7,10 +7,13 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from omdisc.shell.files import write_atomic
 from omdisc.shell.sinks import STATE
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 MEMBERS_AT_ONCE = 64  # state.json's members encoded this many at a time (see encode_state)
 _COMPACT = (",", ":")

@@ -27,6 +27,8 @@ TRANSIENT_SEND_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL,
 
 @dataclass(frozen=True)
 class Endpoint:
+    """Where the group's datagrams go: the group, the port, the TTL."""
+
     group: IPv4Address | IPv6Address
     port: int
     ttl: int = 1

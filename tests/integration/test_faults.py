@@ -309,7 +309,7 @@ def test_a_hundred_restarts_each_seen_by_the_peers_no_pid_file_or_socket_left(la
             assert per_life == 2  # the interface's multicast socket and the probes' unicast one
             assert ss_udp_sockets_of(node, d.proc.pid) == per_life
         assert udp == per_life, f"life {life}: {udp} UDP sockets, a daemon opens {per_life}"
-        # sockets of any kind (asyncio's self-pipe is a socketpair): as many as the first life's
+        # sockets of any kind (the loop's signal wakeup is a socketpair): as many as the first life's
         assert every == all_per_life, f"life {life}: {every} sockets, the first life had {all_per_life}"
         if life == lives - 1:
             assert ss_udp_sockets_of(node, d.proc.pid) == per_life

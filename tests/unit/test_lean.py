@@ -3,6 +3,7 @@ cluster key's MACs without OpenSSL; and the omdiscd program does leave out what 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -33,8 +34,13 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 # --- the omdiscd program leaves out what it never uses (omdisc/daemon.py) --------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-LEFT_OUT = ("ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers", "omdisc.showmap",
-            "systemd.journal", "systemd.daemon", "uuid", "platform")  # the C halves of systemd-python do
+# systemd.journal and systemd.daemon: the C halves of systemd-python do; typing: for mypy only; ast
+# and dis: what inspect would load (dataclasses imports it, and uses it only for a class without a
+# docstring)
+LEFT_OUT = ("asyncio", "ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers",
+            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "typing", "ast", "dis")
+# imported, never run unless used (shell/lazy.py): an executed module has __builtins__
+DEFERRED = ("inspect", "hashlib", "hmac", "secrets")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
@@ -57,7 +63,8 @@ except SystemExit:
     pass
 maps = open("/proc/self/maps").read()
 print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None),
-      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps), "asyncio" in sys.modules)
+      sorted(lib for lib in ("libssl", "libcrypto") if lib in maps),
+      sorted(m for m in {DEFERRED!r} if "__builtins__" in vars(sys.modules.get(m, sys))))
 """
 
 
@@ -79,7 +86,7 @@ def test_the_omdiscd_program_loads_no_tls_or_openssl(tmp_path: Path) -> None:
                  "main = lambda argv: runpy.run_module('omdisc.daemon', run_name='__main__')\n")
     for program in (run("-c", as_module + LOADED),  # python -m omdisc.daemon
                     run(omdiscd_script(tmp_path, "from omdisc.daemon import main\n" + LOADED))):
-        assert program.splitlines() == [f"omdiscd {__version__}", "[] [] True"], program  # it ran, without them
+        assert program.splitlines() == [f"omdiscd {__version__}", "[] [] []"], program  # it ran, without them
 
 
 def test_a_program_that_imports_the_daemon_module_keeps_ssl() -> None:
@@ -102,3 +109,46 @@ def test_journal_fields_are_what_systemd_journal_send_made() -> None:
                            "OMDISC_BLOB": b"\xde\xad", "OMDISC_PEER": "198.18.0.3"}) == [
         "MESSAGE=node #3 joined\nsecond line", "PRIORITY=6", "CODE_LINE=12", b"OMDISC_BLOB=\xde\xad",
         "OMDISC_PEER=198.18.0.3"]
+
+
+DEFER = """
+import sys
+from omdisc.shell.lazy import defer
+defer("secrets", "hmac", "colorsys")
+import colorsys, hmac, secrets
+print("__builtins__" in vars(secrets), "__builtins__" in vars(hmac))
+from hmac import compare_digest
+print(len(secrets.token_bytes(8)), compare_digest(b"a", b"a"), sys.modules["secrets"] is secrets)
+print(colorsys.rgb_to_hsv(1.0, 0.0, 0.0), "__getattr__" in vars(colorsys))
+"""
+
+
+def test_a_deferred_module_runs_at_its_first_use_and_is_then_itself() -> None:
+    assert run("-c", DEFER).splitlines() == ["False False", "8 True True", "(0.0, 1.0, 1.0) False"]
+
+
+def test_every_dataclass_has_a_docstring() -> None:
+    """Without one, dataclasses makes one from inspect.signature(), which loads inspect, ast and dis:
+    what the omdiscd program defers."""
+    bare = []
+    for path in sorted((REPO / "omdisc").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.ClassDef) and ast.get_docstring(node) is None
+                    and any("dataclass" in ast.unparse(d) for d in node.decorator_list)):
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert bare == []
+
+
+def test_typing_is_imported_for_mypy_only() -> None:
+    """Annotations are strings (from __future__ import annotations): no module needs typing when it runs."""
+    found = []
+    for path in sorted((REPO / "omdisc").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for block in tree.body if isinstance(block, ast.If) and ast.unparse(block.test) ==
+                   "TYPE_CHECKING" for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in guarded
+                    and "typing" in ([node.module] if isinstance(node, ast.ImportFrom) else
+                                     [a.name for a in node.names])):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []

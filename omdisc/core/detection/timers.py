@@ -13,13 +13,18 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from omdisc.core.protocol import IPAddress, MsgType, Order
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass(frozen=True)
 class ProbeSettings:
+    """How a node probes its neighbours and how long a suspicion lasts."""
+
     interval: float = 1.0  # each monitored neighbour is probed this often
     monitors: int = 2  # how many nodes probe each node: its predecessors on the ring
     ack_timeout: float = 0.5  # a direct PING's ACK
@@ -60,6 +65,8 @@ class Target:
 
 @dataclass(slots=True)
 class _Probe:
+    """A PING of ours waiting for its ACK (directly, then through helpers)."""
+
     nonce: int
     deadline: float
     indirect: bool = False
@@ -81,6 +88,8 @@ class _Check:
 
 @dataclass(slots=True)
 class _Relay:
+    """A PING we send for another node (its PING_REQ): the ACK goes back to it."""
+
     requester: IPAddress
     requester_nonce: int
     subject: IPAddress
@@ -89,6 +98,8 @@ class _Relay:
 
 @dataclass(slots=True)
 class Suspicion:
+    """A member suspected of having failed: removed at `doom` unless it refutes or answers."""
+
     since: float
     order: Order  # the subject's newest message when suspected: a newer one clears the suspicion
     doom: float  # removed then, unless cleared

@@ -3,7 +3,6 @@ real programs run by the Runner: environment and stdin, a timeout that kills, a 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,6 +18,7 @@ from omdisc.core.config import Config, ConfigError, HandlerSpec, dump, parse
 from omdisc.core.engine import Settings
 from omdisc.core.events import Event, Recorder
 from omdisc.shell.handlers import PARALLEL, Backlog, Capture, Runner, environment, excerpt
+from omdisc.shell.loop import Loop
 from tests.unit.sim import SimLan
 
 A, B = ip_address("198.18.0.1"), ip_address("198.18.0.2")
@@ -161,15 +161,13 @@ DOC = {"node_id": 1, "entries": [{"id": 1, "ip": "198.18.0.1", "count": 2}], "me
 def run(runner_events: list[Event], specs: list[HandlerSpec], timeout: float = 5.0, queued: int = 64,
         stats: Counter[str] | None = None) -> tuple[Runner, Counter[str]]:
     stats = Counter() if stats is None else stats
-
-    async def go() -> Runner:
-        runner = Runner(stats, lambda: json.dumps(DOC).encode(), queued=queued, base_env={"PATH": os.defpath})
-        runner.configure(specs, timeout)
-        runner.submit(runner_events)
-        await asyncio.wait_for(runner.idle(), 60)
-        return runner
-
-    return asyncio.run(go()), stats
+    loop = Loop()
+    runner = Runner(stats, lambda: json.dumps(DOC).encode(), loop, queued=queued, base_env={"PATH": os.defpath})
+    runner.configure(specs, timeout)
+    runner.submit(runner_events)
+    assert loop.run_until(lambda: not runner.busy, timeout=60)
+    loop.close()
+    return runner, stats
 
 
 def test_a_handler_gets_the_event_in_its_environment_and_the_map_on_stdin(tmp_path: Path,
@@ -205,20 +203,19 @@ def test_a_handler_past_its_timeout_is_killed_with_what_it_started(tmp_path: Pat
     slow = script(tmp_path / "slow", f"sleep 30 &\necho $! > {pid_file}\necho started\nwait\n")
     caplog.set_level(logging.INFO, "omdisc")
     loop_free = []
-
-    async def go() -> tuple[Runner, Counter[str]]:
-        stats: Counter[str] = Counter()
-        runner = Runner(stats, lambda: b"{}", base_env={"PATH": os.defpath})
-        runner.configure([HandlerSpec(("join",), slow)], 0.5)
-        started = asyncio.get_running_loop().time()
-        runner.submit([ev("join", 1)])
-        while runner.running or not pid_file.exists():  # the loop keeps turning meanwhile
-            loop_free.append(asyncio.get_running_loop().time() - started)
-            await asyncio.sleep(0.05)
-        await runner.idle()
-        return runner, stats
-
-    _, stats = asyncio.run(go())
+    stats: Counter[str] = Counter()
+    loop = Loop()
+    runner = Runner(stats, lambda: b"{}", loop, base_env={"PATH": os.defpath})
+    runner.configure([HandlerSpec(("join",), slow)], 0.5)
+    started = loop.clock()
+    runner.submit([ev("join", 1)])
+    while runner.running or not pid_file.exists():  # the loop keeps turning meanwhile
+        loop_free.append(loop.clock() - started)
+        sleep_started = loop.clock()
+        loop.run_until(lambda: False, timeout=0.05)
+        assert loop.clock() - sleep_started < 0.5  # no pass held the loop up
+    assert loop.run_until(lambda: not runner.busy, timeout=60)
+    loop.close()
     assert stats["handler_timeouts"] == 1 and stats["handler_failures"] == 1
     assert "did not finish within 0.5s: killed" in caplog.text and "stdout: started" in caplog.text
     assert len(loop_free) >= 5  # the loop was never held up while the handler hung
@@ -251,17 +248,15 @@ def test_a_burst_of_200_events_never_runs_more_than_4_programs_and_counts_merges
 def test_reconfigure_keeps_a_handler_and_forgets_a_removed_ones_backlog(tmp_path: Path) -> None:
     h = script(tmp_path / "h", "exit 0\n")
 
-    async def go() -> Counter[str]:
-        stats: Counter[str] = Counter()
-        runner = Runner(stats, lambda: b"{}", parallel=1, base_env={})
-        keep, drop = HandlerSpec(("join",), h), HandlerSpec(("leave",), h)
-        runner.configure([keep, drop], 5.0)
-        runner.submit([ev("join", 1), ev("leave", 1), ev("leave", 2)])
-        runner.configure([keep], 5.0)  # before anything ran: the leaves are forgotten
-        await asyncio.wait_for(runner.idle(), 30)
-        return stats
-
-    stats = asyncio.run(go())
+    stats: Counter[str] = Counter()
+    loop = Loop()
+    runner = Runner(stats, lambda: b"{}", loop, parallel=1, base_env={})
+    keep, drop = HandlerSpec(("join",), h), HandlerSpec(("leave",), h)
+    runner.configure([keep, drop], 5.0)
+    runner.submit([ev("join", 1), ev("leave", 1), ev("leave", 2)])
+    runner.configure([keep], 5.0)  # before anything ran: the leaves are forgotten
+    assert loop.run_until(lambda: not runner.busy, timeout=30)
+    loop.close()
     assert stats["handler_runs"] == 1
 
 
@@ -273,19 +268,41 @@ def test_a_handler_that_leaves_a_child_running_has_ended_when_it_exits(tmp_path:
     script.write_text(f"#!/bin/sh\nsetsid sleep 30 &\necho $! >> {pids}\necho started\nexit 0\n")
     script.chmod(0o755)
 
-    async def main() -> tuple[Counter[str], int, int]:
-        stats: Counter[str] = Counter()
-        runner = Runner(stats, lambda: b"{}")
-        runner.configure([HandlerSpec(("join",), script)], 2.0)
-        fds_before = len(os.listdir("/proc/self/fd"))
-        for i in range(10):
-            runner.submit([Event("join", i + 1, (A,))])
-        await asyncio.wait_for(runner.idle(), 30)
-        return stats, fds_before, len(os.listdir("/proc/self/fd"))
-
-    stats, before, after = asyncio.run(main())
+    stats: Counter[str] = Counter()
+    loop = Loop()
+    runner = Runner(stats, lambda: b"{}", loop)
+    runner.configure([HandlerSpec(("join",), script)], 2.0)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(10):
+        runner.submit([Event("join", i + 1, (A,))])
+    assert loop.run_until(lambda: not runner.busy, timeout=30)
+    after = len(os.listdir("/proc/self/fd"))
+    loop.close()
     for pid in pids.read_text().split():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), 9)
     assert stats["handler_runs"] == 10 and stats["handler_timeouts"] == 0 and stats["handler_failures"] == 0
     assert after <= before + 2
+
+
+def test_close_kills_what_runs_a_retired_handlers_program_too(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # what it writes is a pass of the loop: the condition is looked at again then
+    slow = [script(tmp_path / name, f"echo $$ >> {pids}\necho started\nexec sleep 30\n") for name in ("old", "new")]
+    loop = Loop()
+    runner = Runner(Counter(), lambda: b"{}", loop, base_env={"PATH": os.defpath})
+    runner.configure([HandlerSpec(("join",), slow[0])], 60.0)
+    runner.submit([ev("join", 1)])
+    assert loop.run_until(lambda: runner.running == 1 and pids.exists(), timeout=30)
+    runner.configure([HandlerSpec(("join",), slow[1])], 60.0)  # the old one runs on, retired
+    runner.submit([ev("join", 2)])
+    assert loop.run_until(lambda: runner.running == 2 and len(pids.read_text().split()) == 2, timeout=30)
+    runner.close()
+    loop.close()
+    for pid in map(int, pids.read_text().split()):
+        for _ in range(100):  # killed: gone, or a zombie until this process exits
+            if not running(pid):
+                break
+            time.sleep(0.02)
+        assert not running(pid)
+    assert runner.running == 0
