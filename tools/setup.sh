@@ -13,6 +13,7 @@ apt_pkgs=(
     openssh-client procps                                    # Ansible over SSH; pgrep/pkill
     gpg gpg-agent gpgconf gpgv git                           # the tests' signed apt repository; the collection from git
     tmux                                                     # showmap --watch in a real terminal
+    serf                                                     # make bench: the peer beside omdisc
     prometheus-node-exporter                                 # reads the metrics file (its service is never started)
     prometheus dnsmasq-base                                  # promtool checks file_sd; dnsmasq serves the hosts file
     python3-venv python3-dev libsystemd-dev pkg-config       # the venv builds systemd-python from PyPI
