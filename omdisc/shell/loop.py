@@ -64,20 +64,24 @@ class Loop:
     # --- descriptors --------------------------------------------------------------------------
 
     def add_reader(self, fd: int, callback: Callback) -> None:
-        self._readers[fd] = callback
-        self._update(fd)
+        self._watch(self._readers, fd, callback)
 
     def remove_reader(self, fd: int) -> None:
-        if self._readers.pop(fd, None) is not None:
-            self._update(fd)
+        self._watch(self._readers, fd, None)
 
     def add_writer(self, fd: int, callback: Callback) -> None:
-        self._writers[fd] = callback
-        self._update(fd)
+        self._watch(self._writers, fd, callback)
 
     def remove_writer(self, fd: int) -> None:
-        if self._writers.pop(fd, None) is not None:
-            self._update(fd)
+        self._watch(self._writers, fd, None)
+
+    def _watch(self, table: dict[int, Callback], fd: int, callback: Callback | None) -> None:
+        """Set (or, with None, clear) the callback for `fd` in the readers' or the writers' table."""
+        if callback is not None:
+            table[fd] = callback
+        elif table.pop(fd, None) is None:
+            return
+        self._update(fd)
 
     def _update(self, fd: int) -> None:
         events = (selectors.EVENT_READ if fd in self._readers else 0) | (

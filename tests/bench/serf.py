@@ -18,7 +18,6 @@ once the IPv6 link-local addresses are past duplicate address detection, so the 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from tests.bench.converge import in_map
 from tests.bench.crash import PACKAGED, in_state
+from tests.bench.lean import cpu_seconds, status_kib
 from tests.lab.netlab import Daemon, Lab, Node, require_root, wait_for
 
 ON_JOIN = """#!/bin/sh
@@ -47,18 +47,6 @@ class Agent:
     proc: subprocess.Popen[bytes]
     members: Callable[[], int]  # members it knows, itself included
     seen_at: Callable[[str], float | None]  # when it first knew that node (wall clock), if it does
-
-
-def status_kib(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 # --- omdisc ----------------------------------------------------------------------------------------
@@ -106,12 +94,12 @@ class Figures:
 
 
 def idle_load(agents: list[Agent], seconds: float, fig: Figures) -> None:
-    rss = [status_kib(a.proc.pid) / 1024 for a in agents]
+    rss = [status_kib(a.proc.pid, "VmRSS") / 1024 for a in agents]
     fig.rss_median, fig.rss_max = statistics.median(rss), max(rss)
-    before = [cpu_ticks(a.proc.pid) for a in agents]
+    before = [cpu_seconds(a.proc.pid) for a in agents]
     time.sleep(seconds)
-    ticks = sum(cpu_ticks(a.proc.pid) - b for a, b in zip(agents, before, strict=True))
-    fig.cpu = 100 * ticks / os.sysconf("SC_CLK_TCK") / seconds / len(agents)
+    busy = sum(cpu_seconds(a.proc.pid) - b for a, b in zip(agents, before, strict=True))
+    fig.cpu = 100 * busy / seconds / len(agents)
 
 
 def stop_all(agents: list[Agent]) -> None:
