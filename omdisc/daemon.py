@@ -124,15 +124,16 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
+        """The caller closes the loop (the signals' dispositions as they were) once the pid file is
+        gone: a signal after that is the default's again."""
+        # taken first: a SIGHUP (logrotate) or SIGTERM while the sockets open waits for the loop
+        self.loop.handle_signals({sig: getattr(self, method) for sig, method in SIGNALS.items()})
         try:
-            try:
-                self._start()
-                on_ready()
-                self._loop()
-            finally:
-                self._shutdown()  # the signals still taken: a second SIGTERM does not cut it short
+            self._start()
+            on_ready()
+            self._loop()
         finally:
-            self.loop.close()  # the signals' dispositions as they were
+            self._shutdown()  # the signals still taken: a second SIGTERM does not cut it short
         return EXIT_OK
 
     def _start(self) -> None:
@@ -140,7 +141,6 @@ class Daemon:
         self.sockets.replace_all(Wanted.of(self.cfg, self.plan))
         self.addresses.open(self._poll_every())
         self.handlers.configure(self.cfg)
-        self.loop.handle_signals({sig: getattr(self, method) for sig, method in SIGNALS.items()})
         self.logctl.set_field("OMDISC_NODE_ID", self.engine.local.node_id)
         now = self.clock()
         self._ready_at = time.time()
@@ -408,11 +408,14 @@ def serve(cfg: Config, source: ConfigSource, logctl: LogControl, plan: Plan, sin
     must fail before it writes anything of the one that runs (its incarnation file)."""
     pidfile = PidFile(cfg.pid_file)
     pidfile.acquire()
+    daemon: Daemon | None = None
     try:
         daemon = Daemon(cfg, source, logctl, plan, sink)
         return daemon.run(on_ready=on_ready)
     finally:
         pidfile.release()
+        if daemon is not None:
+            daemon.loop.close()
 
 
 def main(argv: list[str] | None = None) -> int:

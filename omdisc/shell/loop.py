@@ -32,15 +32,25 @@ LONGEST_WAIT = 24 * 3600.0  # seconds one select() may wait: a deadline at infin
 class Timer:
     """A callback due at `when` (the loop's clock); cancel() before then and it never runs."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("_on_cancel", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callback) -> None:
+    def __init__(self, when: float, callback: Callback, on_cancel: Callback) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self._on_cancel = on_cancel
 
     def cancel(self) -> None:
-        self.cancelled = True
+        """Never run; what the callback holds (a finished program, its map document) is let go now,
+        not when the heap reaches this timer."""
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback = _nothing
+            self._on_cancel()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _noted(signum: int, frame: FrameType | None) -> None:
@@ -56,6 +66,7 @@ class Loop:
         self._soon: deque[Callback] = deque()
         self._timers: list[tuple[float, int, Timer]] = []
         self._made = 0  # timers made so far: equal times keep their order on the heap
+        self._cancelled = 0  # cancelled timers still on the heap
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._old_wakeup_fd = -1
         self._old_handlers: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
@@ -105,10 +116,19 @@ class Loop:
         self._soon.append(callback)
 
     def call_at(self, when: float, callback: Callback) -> Timer:
-        timer = Timer(when, callback)
+        timer = Timer(when, callback, self._one_cancelled)
         self._made += 1
         heapq.heappush(self._timers, (when, self._made, timer))
         return timer
+
+    def _one_cancelled(self) -> None:
+        """A long timer at the top would keep the cancelled ones under it: past half the heap, the
+        heap is made again without them (what asyncio does too)."""
+        self._cancelled += 1
+        if self._cancelled > 32 and self._cancelled * 2 > len(self._timers):
+            self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     def call_later(self, delay: float, callback: Callback) -> Timer:
         return self.call_at(self.clock() + delay, callback)
@@ -121,6 +141,7 @@ class Loop:
         timers = self._timers
         while timers and timers[0][2].cancelled:
             heapq.heappop(timers)
+            self._cancelled -= 1
         if self._soon:
             timeout = 0.0
         elif timers:
@@ -136,7 +157,9 @@ class Loop:
         now = self.clock()
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
-            if not timer.cancelled:
+            if timer.cancelled:
+                self._cancelled -= 1
+            else:
                 self._soon.append(timer.callback)
         for _ in range(len(self._soon)):  # what these call soon waits for the next pass
             self._run(self._soon.popleft())

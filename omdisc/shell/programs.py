@@ -174,7 +174,9 @@ class Program:
             return
         self._over = True
         self._finish_io()
-        if self.proc.returncode is None:  # gone past SIGKILL's wait: killed again, reaped when it goes
+        if self.timed_out or self.proc.returncode is None:
+            # a group whose leader went at SIGTERM may keep others that ignore it; or gone past
+            # SIGKILL's wait: killed again, reaped when it goes
             self.kill()
         self.ended(self)
 

@@ -306,3 +306,18 @@ def test_close_kills_what_runs_a_retired_handlers_program_too(tmp_path: Path) ->
             time.sleep(0.02)
         assert not running(pid)
     assert runner.running == 0
+
+
+def test_a_timed_out_handler_whose_leader_obeys_sigterm_leaves_no_one_of_its_group(tmp_path: Path) -> None:
+    """The leader ends at SIGTERM; a child that ignores SIGTERM must not outlive the run."""
+    pid_file = tmp_path / "child"
+    stubborn = script(tmp_path / "stubborn", f"sh -c 'trap \"\" TERM; echo $$ > {pid_file}; exec sleep 30' &\n"
+                      "exec sleep 30\n")
+    _, stats = run([ev("join", 1)], [HandlerSpec(("join",), stubborn)], timeout=0.3)
+    assert stats["handler_timeouts"] == 1
+    child = int(pid_file.read_text())
+    for _ in range(100):  # SIGKILL to the group at the end of the run: gone, or a zombie
+        if not running(child):
+            break
+        time.sleep(0.02)
+    assert not running(child)

@@ -3,9 +3,11 @@ soon, signals taken outside their handlers and given back, and the sleep a datag
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
+import weakref
 
 import pytest
 
@@ -181,3 +183,24 @@ def test_a_sleep_past_its_deadline_still_reads_what_is_ready() -> None:
     sleep.sleep(loop.clock() - 10)
     assert ran == [1]
     loop.close()
+
+
+class Held:
+    """Stands for what a timer's callback keeps alive (a finished handler program, its document)."""
+
+
+def test_a_cancelled_timer_lets_go_of_what_its_callback_holds_under_a_long_timer() -> None:
+    loop = Loop(clock=lambda: 0.0)
+    loop.call_at(3600.0, lambda: None)  # a hung handler's timeout, on top of the heap for an hour
+    refs = []
+    for _ in range(1000):
+        held = Held()
+        refs.append(weakref.ref(held))
+        loop.call_at(10.0, lambda held=held: None).cancel()  # a run that ended in time
+        del held
+    gc.collect()
+    assert all(r() is None for r in refs)
+    fired: list[str] = []
+    loop.call_at(0.0, lambda: fired.append("due"))
+    loop.run_once(0.0)
+    assert fired == ["due"]  # timers left after the heap was made again still run
