@@ -35,6 +35,7 @@ from omdisc.core.protocol import (
     FLAG_JOIN,
     FLAG_PROBES,
     FLAG_RESTART,
+    FLAG_ROUNDS,
     NODE_FLAGS,
     SUBJECT_TYPES,
     DecodeError,
@@ -77,8 +78,9 @@ class Settings:
     refute_rate: float = 1.0  # refutations a second at most (burst 2): a flood of claims is not echoed
     probe: ProbeSettings | None = field(default_factory=ProbeSettings)  # None: no probes (version 1 only)
     # With probes, announcements only find nodes and refresh addresses: their period grows with the
-    # cluster so that each node hears about this many a second (RTCP's rule, RFC 3550 6.2).
-    announce_rate: float = 10.0
+    # cluster so that each node hears about this many a second (RTCP's rule, RFC 3550 6.2); probes
+    # and their answers are about two datagrams a second each way, so this is what the rest may cost.
+    announce_rate: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ class Engine:
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
         self.chronicle = Chronicle(self.membership, self.stats, self.events)  # changes told: log, handlers
         self.joining = Joining(settings.answers, rng, self.stats, self.chronicle, self.guard)
-        self.detection = FailureDetection(settings.probe, rng, self.stats, self.chronicle)
+        self.detection = FailureDetection(settings.probe, rng, self.stats, self.chronicle, wall, settings.announce_rate)
         self.announcing = AnnounceSchedule(settings, rng, self.membership, self.detection)
 
     # --- what the cluster looks like ---------------------------------------------------------
@@ -387,7 +389,7 @@ class Engine:
         if now >= self.announcing.next:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
             self.announcing.announced(self.local.primary, now)
-        if self.detection.refute_due(now):
+        if self.detection.refute_due(now) | self.detection.announce_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self.joining.retry_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))
@@ -411,7 +413,7 @@ class Engine:
 
     def _message(self, kind: MsgType, flags: int = 0) -> Message:
         self._seq += 1
-        probes = FLAG_PROBES if self.detection.probing else 0
+        probes = FLAG_PROBES | FLAG_ROUNDS if self.detection.probing else 0
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags | probes)
 

@@ -26,13 +26,15 @@ FLAG_JOIN = 0x01  # ANNOUNCE: the sender has just started and asks for a SNAPSHO
 FLAG_GATEWAY = 0x02  # the sender forwards announcements between networks
 FLAG_PROBES = 0x04  # the sender speaks version 2: it answers probes and may be probed
 FLAG_RESTART = 0x08  # ANNOUNCE: the sender is restarting (no LEAVE): its next life follows within seconds
-NODE_FLAGS = FLAG_GATEWAY | FLAG_PROBES  # what a member is; JOIN is only what one message is
+FLAG_ROUNDS = 0x10  # the sender probes in rounds, the ring drawn anew each round (detection/ring.py)
+NODE_FLAGS = FLAG_GATEWAY | FLAG_PROBES | FLAG_ROUNDS  # what a member is; JOIN is only what one message is
 
 MEMBER_GATEWAY = 0x01
 # The SNAPSHOT's sender reaches this member through a gateway or on another of its interfaces: it is
 # not on the network the SNAPSHOT is sent to. Lets a receiver tell which gateway reaches whom.
 MEMBER_INDIRECT = 0x02
 MEMBER_PROBES = 0x04  # the member answers probes (FLAG_PROBES)
+MEMBER_ROUNDS = 0x08  # the member probes in rounds (FLAG_ROUNDS)
 MAX_PARTS = 255  # the `parts` byte: a SNAPSHOT never has more
 
 TRAILER_AUTH = 1  # the originator's HMAC-SHA256 with the cluster key (auth.py)
@@ -69,12 +71,16 @@ class MsgType(IntEnum):
 
 def member_flags(node_flags: int) -> int:
     """A member's flags as a SNAPSHOT record says them (GATEWAY is bit 0 there, bit 1 in a header)."""
-    return (MEMBER_GATEWAY if node_flags & FLAG_GATEWAY else 0) | (MEMBER_PROBES if node_flags & FLAG_PROBES else 0)
+    return ((MEMBER_GATEWAY if node_flags & FLAG_GATEWAY else 0)
+            | (MEMBER_PROBES if node_flags & FLAG_PROBES else 0)
+            | (MEMBER_ROUNDS if node_flags & FLAG_ROUNDS else 0))
 
 
 def node_flags(record_flags: int) -> int:
     """What a SNAPSHOT record's flags tell of the node itself (INDIRECT is about the path, not it)."""
-    return (FLAG_GATEWAY if record_flags & MEMBER_GATEWAY else 0) | (FLAG_PROBES if record_flags & MEMBER_PROBES else 0)
+    return ((FLAG_GATEWAY if record_flags & MEMBER_GATEWAY else 0)
+            | (FLAG_PROBES if record_flags & MEMBER_PROBES else 0)
+            | (FLAG_ROUNDS if record_flags & MEMBER_ROUNDS else 0))
 
 
 PROBE_TYPES = frozenset({MsgType.PING, MsgType.ACK, MsgType.PING_REQ})  # unicast, never forwarded

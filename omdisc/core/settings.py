@@ -10,7 +10,7 @@ from omdisc.core.engine import Settings
 def settings_for(cfg: Config) -> Settings:
     probe = None
     if cfg.probe_interval:
-        wait = min(0.5, cfg.probe_interval / 2)  # for an ACK, direct then through helpers
+        wait = min(0.4, cfg.probe_interval * 0.4)  # for an ACK, direct then through helpers
         probe = ProbeSettings(cfg.probe_interval, ack_timeout=wait, helper_timeout=wait,
                               suspicion=cfg.suspicion_timeout, resend=cfg.suspicion_timeout / 3)
     return Settings(cfg.announce_interval, cfg.dead_interval, cfg.remove_on_leave, max_nodes=cfg.max_nodes,

@@ -10,6 +10,8 @@ from omdisc.core.protocol import Message, MsgType, encode
 from tests.sim import Convergence, Departure, Removals, Sim, in_map
 
 QUICK = Settings(announce_interval=1.0, dead_interval=3.0)
+# every node heard every second whatever the size, for the tests that count what the wire carries
+CHATTY = Settings(announce_interval=1.0, dead_interval=3.0, announce_rate=100.0)
 
 
 def cluster(n: int, seed: int = 1, settings: Settings = QUICK, converge: bool = True, **kw: float) -> Sim:
@@ -42,7 +44,7 @@ def test_a_seed_gives_the_same_run_every_time_and_another_seed_another() -> None
 
 
 def test_each_reception_is_lost_at_the_loss_rate() -> None:
-    sim = cluster(30, loss=0.2, converge=False)
+    sim = cluster(30, loss=0.2, converge=False, settings=CHATTY)
     before = sim.totals()
     sim.run_for(20.0)
     t = sim.totals()
@@ -118,7 +120,7 @@ def test_a_partition_cuts_both_ways_and_heals() -> None:
 
 
 def test_a_stalled_node_reads_its_queue_late_drops_what_overflows_and_its_timers_fire_late() -> None:
-    sim = cluster(20, buffer=5)
+    sim = cluster(20, buffer=5, settings=CHATTY)
     k = 6
     sent, got = sim.counters[k].sent, sim.counters[k].received
     sim.stall(k, 2.0)

@@ -18,7 +18,7 @@ from omdisc.core.chronicle import Chronicle
 from omdisc.core.detection.ring import Reaction, Ring
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.membership import Member
-from omdisc.core.protocol import FLAG_RESTART, IPAddress, Message, MsgType
+from omdisc.core.protocol import FLAG_JOIN, FLAG_RESTART, IPAddress, Message, MsgType
 
 log = logging.getLogger("omdisc.membership")
 
@@ -29,18 +29,29 @@ def period_scale(nodes: int, per: float) -> int:
     return 1 if nodes <= per else int(2 ** math.ceil(math.log2(nodes / per)))
 
 
+# What nodes of the address-ordered ring (before ROUNDS) take each node to hear a second: their
+# dead_interval follows their own period, so we announce as often as they would beside them.
+ADDRESS_RING_RATE = 10.0
+
+BACK_AGAIN = 30.0  # seconds: at most one announcement for nodes coming back after a partition
+BACK_SPREAD, BACK_SPREAD_MAX = 0.01, 5.0  # those announcements spread over 10 ms a node, 5 s at most
+
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 
 
 class FailureDetection:
     def __init__(self, settings: ProbeSettings | None, rng: random.Random, stats: Counter[str],
-                 chronicle: Chronicle) -> None:
+                 chronicle: Chronicle, wall: Callable[[], float], announce_rate: float) -> None:
         self.rng = rng
+        self.wall = wall  # probe rounds follow the wall clock: every node's agree
+        self.announce_rate = announce_rate
         self.stats = stats
         self.chronicle = chronicle
         self.membership = chronicle.membership
         self.ring = Ring(settings, rng, stats, self.membership) if settings else None  # None: no probes
         self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
+        self.announce_at: float | None = None  # an announcement soon: a partition healed (came_back)
+        self._healed_at = -BACK_AGAIN
 
     @property
     def probing(self) -> bool:
@@ -65,7 +76,7 @@ class FailureDetection:
         if self.ring is None:
             self.stats["probe_ignored:off"] += 1
             return Reaction()
-        r = self.ring.receive(msg, source, gw, me, now)
+        r = self.ring.receive(msg, source, gw, me, now, self.wall())
         r.sends = [self._routed(s, interface) for s in r.sends]
         if r.refute:  # again a little later: a node that missed it would go on to doubt us (Timers.check)
             self.refute_again = now + self.ring.settings.resend
@@ -76,6 +87,8 @@ class FailureDetection:
             self.membership.touch(r.alive, now)  # it answered our check: heard, as by an announce
         for node in r.gone:
             self._fail(node, str(msg.origin), now)
+        if r.back:
+            self._announce_soon(now)
         return r
 
     def heard(self, msg: Message, now: float) -> None:
@@ -84,14 +97,34 @@ class FailureDetection:
             return
         if self.ring.heard(msg.origin, (msg.incarnation, msg.seq)):
             self.stats["suspicions_refuted"] += 1
+        if self.ring.came_back(msg.origin, msg.incarnation) and not msg.flags & FLAG_JOIN:
+            self._announce_soon(now)  # its side lost us as we lost it: it must hear us again too
         if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
             self.ring.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
             log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
 
     # --- timers ------------------------------------------------------------------------------
 
+    def _announce_soon(self, now: float) -> None:
+        """A node we took out was cut off, not dead: a partition healed, and the nodes on the other
+        side took us out too. Each side hears of it as the nodes come back, so one announcement
+        of each node, spread out, mends both maps (at most one each BACK_AGAIN)."""
+        if now - self._healed_at < BACK_AGAIN or self.announce_at is not None:
+            return
+        self._healed_at = now
+        self.announce_at = now + self.rng.uniform(0, min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1)))
+
+    def announce_due(self, now: float) -> bool:
+        """Time for the announcement after a healed partition?"""
+        if self.announce_at is None or now < self.announce_at:
+            return False
+        self.announce_at = None
+        return True
+
     def due(self) -> list[float]:
         times = [] if self.refute_again is None else [self.refute_again]
+        if self.announce_at is not None:
+            times.append(self.announce_at)
         if self.ring is not None:
             times.append(self.ring.due())
         return times
@@ -112,23 +145,30 @@ class FailureDetection:
         """After expiry: the checks it began send their first PING now."""
         if self.ring is None:
             return []
-        sends, gone = self.ring.tick(me, now)
+        sends, gone = self.ring.tick(me, now, self.wall())
         out = [self._routed(s) for s in sends]  # where to, before _fail forgets where the member was
         for node in gone:
-            self._fail(node, "its monitors", now)
+            self._fail(node, "its probers", now)
         return out
 
     def announce_scale(self, me: IPAddress, per: float, nodes: int | None = None) -> int:
         """How many announce intervals apart we announce: 1 up to `per` (announce_rate x
         announce_interval) nodes, then the next power of two that keeps what each node hears at
         announce_rate a second (powers of two: it changes rarely). Always 1 without probes, or
-        beside a version 1 node, which knows no better than to expire us after dead_interval.
+        beside a version 1 node, which knows no better than to expire us after dead_interval;
+        beside a version 2 node that probes by the address-ordered ring (no ROUNDS flag), the
+        period that node's own rate gives (ADDRESS_RING_RATE), which its dead_interval follows.
         `nodes`: the cluster's size if not the map's (a SNAPSHOT's worth more, while joining)."""
         if self.ring is None:
             return 1
-        self.ring.order(me)  # counts the version 1 neighbours
+        rounds = self.ring.rounds
+        rounds.interfaces(self.ring.round_at(self.wall()))  # counts the neighbours by what they speak
         n = nodes if nodes is not None else len(self.membership) + 1
-        return 1 if self.ring.version_1_neighbours else period_scale(n, per)
+        if rounds.version_1:
+            return 1
+        if rounds.address_ordered:
+            per = max(per, per / self.announce_rate * ADDRESS_RING_RATE)
+        return period_scale(n, per)
 
     # --- verdicts ----------------------------------------------------------------------------
 
@@ -138,9 +178,11 @@ class FailureDetection:
         if s.to is None:
             return s
         m = self.membership.members.get(s.to)
+        if m is None and s.interface:
+            return s  # a node we took out (a reconnect PING): where it was
         return replace(s, interface=m.interface if m is not None and m.interface else interface)
 
     def _fail(self, node: IPAddress, by: str, now: float) -> None:
         assert self.ring is not None
-        order = self.ring.forget(node)  # its late datagrams up to this stay buried
+        order = self.ring.forget(node, now)  # its late datagrams up to this stay buried
         self.chronicle.failed(node, order, by, now)

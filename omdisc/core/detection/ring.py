@@ -1,20 +1,19 @@
-"""The failure detector's timers wired to the membership: who our neighbours on the ring are, what a
-probe message means here, and who may say what about whom (docs/protocol.md, "Failure detection").
-Pure, as the engine: it answers with Sends; the engine makes them datagrams.
-
-The ring: this node and the members on its own networks (heard directly, not through a gateway)
-that speak version 2, ordered by primary address. Each node probes the `monitors` members after
-it, so each member has that many probers. A member heard through a gateway is probed by the nodes
-of its own network, whose SUSPECT and DEAD the gateway forwards: no unicast has to cross a router.
+"""The failure detector's timers wired to the membership: whom we probe this round, what a probe
+message means here, and who may say what about whom (docs/protocol.md, "Failure detection").
+Pure, as the engine: it answers with Sends; the engine makes them datagrams. rounds.py draws the
+rings; a member heard through a gateway is probed by the nodes of its own network, whose SUSPECT
+and DEAD the gateway forwards: no unicast has to cross a router.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from omdisc.core.detection.rounds import Rounds, local
 from omdisc.core.detection.timers import ProbeSettings, Send, Target, Timers
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_PROBES, IPAddress, Message, MsgType, Order
@@ -22,9 +21,20 @@ from omdisc.core.ratelimit import KeyedBuckets
 
 log = logging.getLogger("omdisc.membership")
 
+OBITUARY_FOR = 10.0  # seconds the DEADs about a node we took out are still carried on
+RECONNECT_FOR = 3600.0  # seconds we PING a node we took out now and then: a partition may heal
+RECONNECT_EVERY = 5.0  # rounds between reconnect PINGs, the whole network's together
+MAX_FALLEN = 256
 
-def _ring_key(a: IPAddress) -> tuple[int, bytes]:
-    return a.version, a.packed
+
+@dataclass(slots=True)
+class Fallen:
+    """A member of one of our networks that a verdict took out: for the DEADs about it still
+    coming, and for our reconnect PINGs (it may be alive behind a partition that heals)."""
+
+    interface: str
+    incarnation: int
+    since: float
 
 
 def _target(m: Member) -> Target:
@@ -33,7 +43,7 @@ def _target(m: Member) -> Target:
 
 def _stale(incarnation: int, number: int, subject: Member) -> bool:
     """Is a SUSPECT or DEAD about an older life, or older than what the subject said since? Number 0:
-    the judge knows this life only from a SNAPSHOT (a node that crashed before its new monitor
+    the judge knows this life only from a SNAPSHOT (a node that crashed before its new prober
     heard it): not stale by the number, else nobody who heard the node itself would believe it;
     the suspicion it starts still ends with anything the subject says after it."""
     if number == 0:
@@ -50,6 +60,7 @@ class Reaction:
     refute: bool = False  # someone suspects or declared this node dead: announce ourselves (rate-limited)
     forward: bool = False  # a SUSPECT or DEAD believed here: a gateway carries on only those
     gone: list[IPAddress] = field(default_factory=list)  # members to remove now
+    back: bool = False  # a node we took out answered our reconnect PING: a partition healed
     suspect: IPAddress | None = None  # a member newly suspected here (to log)
     alive: IPAddress | None = None  # a member that answered our check: heard from it now
 
@@ -60,15 +71,17 @@ class Ring:
         self.timers = Timers(settings, rng)
         self.stats = stats
         self.membership = membership
+        self.rounds = Rounds(membership)
+        self.slot = rng.random()  # where in each round our probe goes out: nodes do not all at once
         self._acks = KeyedBuckets(10.0, 20.0)  # ACKs a second per source: a PING flood is not echoed
         self._served = KeyedBuckets(4.0, 8.0)  # PING_REQs a second per requester
-        # refutations of SUSPECT/DEAD, per sender (our few monitors: may_judge), apart from the guard's
-        # budget for claims in our name, which a flood may use up
+        # refutations of SUSPECT/DEAD, per sender, apart from the guard's budget for claims in our
+        # name, which a flood may use up
         self._refutes = KeyedBuckets(2.0, 4.0, max_keys=64)
-        self._ring_of: tuple[int, IPAddress] | None = None
-        self._ring: list[IPAddress] = []
-        self._place: dict[IPAddress, int] = {}
-        self.version_1_neighbours = 0  # members here that speak version 1 only (no probes): see announce_scale
+        self._doubts = KeyedBuckets(1.0, 2.0, max_keys=64)  # checks a member that may not judge can start
+        self.fallen: dict[IPAddress, Fallen] = {}  # taken out by a verdict, oldest first
+        self._reconnect: tuple[IPAddress, int] | None = None  # our last reconnect PING: to whom, its nonce
+        self.now_round = 0  # the wall clock's round at the last tick
 
     @property
     def settings(self) -> ProbeSettings:
@@ -78,42 +91,14 @@ class Ring:
         """New probe settings (SIGHUP): what the timers hold is kept."""
         self.timers.settings = settings
 
-    # --- the ring ----------------------------------------------------------------------------
-
-    def order(self, me: IPAddress) -> list[IPAddress]:
-        """This node and its probe-able neighbours in ring order; rebuilt only when the map changed."""
-        if self._ring_of != (self.membership.version, me):
-            direct = [m for m in self.membership.members.values() if m.via is None and not m.leaving]
-            self._ring = sorted([me, *(m.primary for m in direct if m.flags & FLAG_PROBES)], key=_ring_key)
-            self._place = {a: i for i, a in enumerate(self._ring)}
-            self.version_1_neighbours = sum(1 for m in direct if not m.flags & FLAG_PROBES)
-            self._ring_of = (self.membership.version, me)
-        return self._ring
-
-    def targets(self, me: IPAddress) -> list[Target]:
-        """The members after us on the ring: the ones we probe."""
-        ring = self.order(me)
-        i, n = self._place[me], len(ring)
-        members = self.membership.members
-        out = []
-        for step in range(1, min(self.settings.monitors, n - 1) + 1):
-            out.append(_target(members[ring[(i + step) % n]]))
-        return out
-
-    def may_judge(self, sender: IPAddress, subject: IPAddress, me: IPAddress) -> bool:
-        """May `sender` suspect `subject`, or declare it dead? Only one of the members just before it
-        on the ring (twice `monitors` of them: views differ a little while nodes join), so a
-        host, even one with the key, can trouble its few neighbours only, not the cluster."""
-        ring = self.order(me)
-        i, j = self._place.get(subject), self._place.get(sender)
-        if i is None or j is None:
-            return False
-        return 0 < (i - j) % len(ring) <= 2 * self.settings.monitors
+    def round_at(self, wall: float) -> int:
+        """The probe round the wall clock is in: every node with a set clock agrees."""
+        return math.floor(wall / self.settings.interval)
 
     # --- what arrives ------------------------------------------------------------------------
 
     def receive(self, msg: Message, source: IPAddress | None, forwarded_by: IPAddress | None, me: IPAddress,
-                now: float) -> Reaction:
+                now: float, wall: float) -> Reaction:
         """A version 2 message that passed the guard. `source`: its UDP source (checked against the
         addresses it claims), None when it came through a gateway or was signed."""
         assert msg.subject is not None
@@ -124,13 +109,15 @@ class Ring:
         about_me = msg.subject.address == me
         if msg.type is MsgType.PING:
             self._on_ping(msg, source, about_me, now, r)
-        elif about_me and msg.type in (MsgType.SUSPECT, MsgType.DEAD):
-            # refuted whoever says it, a node we dropped included: others may believe it
-            self.stats[f"{msg.type.name.lower()}_of_us"] += 1
-            self.timers.sick()  # we were too slow for someone: slower to judge others for a while
-            r.refute = self._refutes.take(msg.origin, now)
+        elif sender is None and msg.type is MsgType.ACK and self._reconnect == (msg.origin, msg.subject.number):
+            self._reconnect = None
+            self.stats["reconnected"] += 1
+            r.back = True
         elif sender is None:
             self.stats[f"probe_ignored:{msg.type.name.lower()}:stranger"] += 1
+            self._carry_obituary(msg, forwarded_by, now, r)
+        elif about_me and msg.type in (MsgType.SUSPECT, MsgType.DEAD):
+            self._about_me(msg, sender, forwarded_by, me, now, wall, r)
         elif msg.type is MsgType.ACK and self.timers.answered(msg.origin, msg.subject.address,
                                                               msg.subject.number, now):
             self.stats["probe_checks_answered"] += 1
@@ -143,8 +130,18 @@ class Ring:
         elif msg.type is MsgType.PING_REQ:
             self._on_ping_req(msg, me, now, r)
         else:
-            self._on_judgement(msg, sender, forwarded_by, me, now, r)
+            self._on_judgement(msg, sender, forwarded_by, me, now, wall, r)
         return r
+
+    def _about_me(self, msg: Message, sender: Member, forwarded_by: IPAddress | None, me: IPAddress, now: float,
+                  wall: float, r: Reaction) -> None:
+        """A member says we are suspect or dead: refuted (others may believe it), rate-limited per
+        sender. Only one that may judge us makes us doubt our own speed (local health): a member
+        that may not cannot slow our judgement of others."""
+        self.stats[f"{msg.type.name.lower()}_of_us"] += 1
+        if forwarded_by is None and self.rounds.may_judge(sender, me, sender.interface, me, self.round_at(wall)):
+            self.timers.sick()  # we were too slow for our prober: slower to judge others for a while
+        r.refute = self._refutes.take(msg.origin, now)
 
     def _on_ping(self, msg: Message, source: IPAddress | None, about_me: bool, now: float, r: Reaction) -> None:
         assert msg.subject is not None
@@ -169,26 +166,21 @@ class Ring:
             r.sends += [send] if send else []
 
     def _on_judgement(self, msg: Message, sender: Member, forwarded_by: IPAddress | None, me: IPAddress,
-                      now: float, r: Reaction) -> None:
+                      now: float, wall: float, r: Reaction) -> None:
         """A SUSPECT or DEAD about another member."""
         assert msg.subject is not None
         kind = msg.type.name.lower()
         subject = self.membership.members.get(msg.subject.address)
         if subject is None:
             self.stats[f"probe_ignored:{kind}:unknown"] += 1
+            self._carry_obituary(msg, forwarded_by, now, r, sender)
             return
         if _stale(msg.subject.incarnation, msg.subject.number, subject):
             self.stats[f"probe_ignored:{kind}:stale"] += 1  # about an older life or a message since refuted
             return
-        if subject.via is not None:  # behind a gateway: its own network's monitors judge it, and that
-            # gateway carries their word (or says its own); nobody else on our side can know
-            allowed = (forwarded_by or sender.primary) == subject.via
-        elif forwarded_by is not None:
-            allowed = False  # about our neighbour, from afar
-        else:
-            allowed = self.may_judge(sender.primary, subject.primary, me)
-        if not allowed:
+        if not self._allowed(sender, subject, forwarded_by, me, wall):
             self.stats[f"probe_ignored:{kind}:not_a_monitor"] += 1
+            self._doubt(sender, subject, forwarded_by, now)
             return
         r.forward = True
         if self.timers.is_held(subject.primary, now):
@@ -201,33 +193,92 @@ class Ring:
         elif self.timers.declared_dead(subject.primary, sender.primary, now, target):
             r.gone.append(subject.primary)
 
+    def _allowed(self, sender: Member, subject: Member, forwarded_by: IPAddress | None, me: IPAddress,
+                 wall: float) -> bool:
+        if subject.via is not None:  # behind a gateway: its own network's probers judge it, and that
+            # gateway carries their word (or says its own); nobody else on our side can know
+            return (forwarded_by or sender.primary) == subject.via
+        if forwarded_by is not None:
+            return False  # about our neighbour, from afar
+        if self.timers.accused_by(subject.primary, sender.primary):
+            return True  # the judge whose SUSPECT we took, ending it: late, perhaps, but its own
+        return self.rounds.may_judge(sender, subject.primary, subject.interface, me, self.round_at(wall))
+
+    def _doubt(self, sender: Member, subject: Member, forwarded_by: IPAddress | None, now: float) -> None:
+        """A member of the subject's network that may not judge it (as we see the rounds: its clock
+        or ours may be off) still gets the subject checked by us, at a rate it cannot push."""
+        if forwarded_by is not None or not local(sender) or not local(subject) or sender.interface != subject.interface:
+            return
+        if self.timers.is_held(subject.primary, now) or not self._doubts.take(sender.primary, now):
+            return
+        if self.timers.doubted(subject.primary, sender.primary, now, _target(subject)):
+            self.stats["doubts"] += 1
+
+    def _carry_obituary(self, msg: Message, forwarded_by: IPAddress | None, now: float, r: Reaction,
+                        sender: Member | None = None) -> None:
+        """A DEAD about a node we have just taken out ourselves: a gateway still carries it on, if
+        it comes from the node's own network, for those who have not heard one yet."""
+        assert msg.subject is not None
+        fallen = self.fallen.get(msg.subject.address)
+        if msg.type is not MsgType.DEAD or fallen is None or now >= fallen.since + OBITUARY_FOR:
+            return
+        if sender is not None and forwarded_by is None and local(sender) and sender.interface == fallen.interface:
+            r.forward = True
+
     # --- timers ------------------------------------------------------------------------------
 
     def due(self) -> float:
         return self.timers.due()
 
-    def tick(self, me: IPAddress, now: float) -> tuple[list[Send], list[IPAddress]]:
+    def tick(self, me: IPAddress, now: float, wall: float) -> tuple[list[Send], list[IPAddress]]:
         if len(self.timers.latest) > len(self.membership):
             self.timers.keep_only(self.membership.members)
-        sends, gone = self.timers.tick(now, self.targets(me), self.helpers(me))
+        targets: list[Target] = []
+        self.now_round = self.round_at(wall)
+        round_due = now >= self.timers.next_round
+        if round_due:
+            targets = self._round(me, now, wall)
+        sends, gone = self.timers.tick(now, targets, self.helpers)
+        if round_due:
+            sends += self._reconnect_ping(now)
         self._count_checks()
         return sends, gone
 
-    def _count_checks(self) -> None:
-        if self.timers.checked:
-            self.stats["probe_checks"] = self.timers.checked
+    def _reconnect_ping(self, now: float) -> list[Send]:
+        """Now and then (once in RECONNECT_EVERY rounds, over the whole network) a PING to a node we
+        took out: one that answers was cut off from us, not dead, and announcing brings both sides
+        of a healed partition back together (FailureDetection.came_back)."""
+        for gone in [a for a, f in self.fallen.items() if now - f.since >= RECONNECT_FOR]:
+            del self.fallen[gone]
+        others = max(1, len(self.membership))
+        if not self.fallen or self.timers.rng.random() >= 1 / (RECONNECT_EVERY * others):
+            return []
+        address = self.timers.rng.choice(list(self.fallen))
+        nonce = self.timers.nonce()
+        self._reconnect = (address, nonce)
+        return [Send(MsgType.PING, address, address, self.fallen[address].incarnation, nonce,
+                     self.fallen[address].interface)]
 
-    def helpers(self, me: IPAddress) -> list[IPAddress]:
-        """Whom to ask to probe for us: our neighbours on the ring, before and after us. We talk to
-        them every second already (their PINGs and ACKs), so the path to them is warm: a random
-        member would first need its link-layer address resolved on both legs, and under load those
-        first datagrams were seen to go missing far more often than the LAN loses any."""
-        ring = self.order(me)
-        i, n = self._place[me], len(ring)
-        reach = self.settings.monitors + 1
-        near = {ring[(i + step) % n] for step in range(-reach, reach + 1) if step}
-        near.discard(me)
-        return sorted(near, key=_ring_key)
+    def _round(self, me: IPAddress, now: float, wall: float) -> list[Target]:
+        """Our probe of this round; the next one at our slot of the next round (by the wall clock,
+        which every node's rounds follow)."""
+        interval = self.settings.interval
+        slot = math.floor(wall / interval - self.slot)  # our slot's round: it begins inside it
+        self.timers.next_round = now + max(interval / 10, (slot + 1 + self.slot) * interval - wall)
+        members = self.membership.members
+        return [_target(members[a]) for a in self.rounds.targets(me, slot) if a in members]
+
+    def _count_checks(self) -> None:
+        if self.timers.checks.begun:
+            self.stats["probe_checks"] = self.timers.checks.begun
+
+    def helpers(self, subject: IPAddress) -> list[IPAddress]:
+        """Whom to ask to probe `subject` for us: members of its network (a helper elsewhere may
+        have no way to it). Any of them: nobody may choose to be asked."""
+        m = self.membership.members.get(subject)
+        if m is None:
+            return []
+        return self.rounds.members_on(m.interface, self.now_round)
 
     def spare(self, m: Member, now: float) -> float | None:
         """A member about to expire (no announcement of its reached us for dead_interval): one we
@@ -250,9 +301,21 @@ class Ring:
         """The node said it is restarting: not probed nor suspected until its next life, `grace` at most."""
         self.timers.restarting(node, incarnation, now, grace)
 
-    def forget(self, node: IPAddress) -> Order:
-        """Drop what we hold about `node` (out of the map); the newest (incarnation, seq) taken from it."""
+    def forget(self, node: IPAddress, now: float) -> Order:
+        """Drop what we hold about `node` (out of the map by a verdict); the newest (incarnation,
+        seq) taken from it. The DEADs about it still coming are carried on for a while."""
+        m = self.membership.members.get(node)
+        if m is not None and m.via is None:
+            self.fallen.pop(node, None)
+            if len(self.fallen) >= MAX_FALLEN:
+                del self.fallen[next(iter(self.fallen))]
+            self.fallen[node] = Fallen(m.interface, m.incarnation, now)
         return self.timers.forget(node)
+
+    def came_back(self, node: IPAddress, incarnation: int) -> bool:
+        """A node we took out is heard again. True when in the same life: it was cut off, not dead."""
+        f = self.fallen.pop(node, None)
+        return f is not None and f.incarnation == incarnation
 
     def acked_at(self, node: IPAddress) -> float | None:
         """When `node` last answered one of our probes (None: never, or we do not probe it)."""

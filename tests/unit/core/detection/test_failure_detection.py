@@ -4,12 +4,15 @@ valid but hostile version 2 messages do no more than the threat table allows."""
 
 from __future__ import annotations
 
+import math
 import random
 from ipaddress import IPv4Address, ip_address
 
+from omdisc.core.detection.rounds import JUDGE_ROUNDS, position
 from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import (
     FLAG_PROBES,
+    FLAG_ROUNDS,
     DecodeError,
     IPAddress,
     Message,
@@ -85,26 +88,31 @@ def test_a_node_stalled_for_a_second_is_not_removed() -> None:
     assert all(len(e.membership) == 9 for e in lan.engines)
 
 
-def test_steady_load_per_node_is_a_few_datagrams_a_second() -> None:
+def test_steady_load_per_node_is_about_two_datagrams_each_way_a_second() -> None:
     lan = lan_of(20)
+    lan.run_until(lan.now + 25)  # past the early announcements after the JOINs (10 s and 20 s)
     sent, received = sum(lan.sent_by), sum(lan.received_by)
-    lan.run_until(lan.now + 60)
-    per_sent = (sum(lan.sent_by) - sent) / 20 / 60
-    per_received = (sum(lan.received_by) - received) / 20 / 60
-    # two PINGs and two ACKs a second, and an announcement every 10 s (multicast: heard by 19)
-    assert 3.8 <= per_sent <= 4.5, per_sent
-    assert 5.0 <= per_received <= 6.5, per_received
+    lan.run_until(lan.now + 160)
+    per_sent = (sum(lan.sent_by) - sent) / 20 / 160
+    per_received = (sum(lan.received_by) - received) / 20 / 160
+    # a PING and an ACK a second each way; an announcement every 160 s (20 nodes at 0.2 a second)
+    assert 1.95 <= per_sent <= 2.2, per_sent
+    assert 1.95 <= per_received <= 2.2, per_received
 
 
-def test_the_announce_interval_grows_with_the_cluster_and_not_beside_a_version_1_node() -> None:
+def test_the_announce_interval_grows_with_the_cluster_and_not_beside_older_nodes() -> None:
     e = Engine(LocalNode(1, (ME,)), INC, Settings(), random.Random(1), wall=lambda: NOW_WALL)
     e.start(0.0)
     for i in range(399):
-        e.receive(announce(IPv4Address(int(ME) + 1 + i), flags=FLAG_PROBES), 0.1, source=IPv4Address(int(ME) + 1 + i))
-    assert e.announce_scale() == 4  # 400 nodes: 4 x 10 s keeps each node hearing about 10 a second
+        peer = IPv4Address(int(ME) + 1 + i)
+        e.receive(announce(peer, flags=FLAG_PROBES | FLAG_ROUNDS), 0.1, source=peer)
+    assert e.announce_scale() == 256  # 400 nodes: every 2,560 s keeps each node hearing 0.2 a second
     assert e.membership.dead_interval == 35.0  # until the next announcement is scheduled
     e.tick(e.next_announce)
-    assert e.membership.dead_interval == 140.0
+    assert e.membership.dead_interval == 35.0 * 256
+    older = ip_address("198.18.9.8")  # probes by the address-ordered ring: its dead_interval is 35 s x 4
+    e.receive(announce(older, flags=FLAG_PROBES), 0.2, source=older)
+    assert e.announce_scale() == 8  # 401 nodes at its 10 a second
     old = ip_address("198.18.9.9")
     e.receive(announce(old, flags=0), 0.2, source=old)  # a version 1 node expects us every 10 s
     assert e.announce_scale() == 1
@@ -113,7 +121,7 @@ def test_the_announce_interval_grows_with_the_cluster_and_not_beside_a_version_1
 # --- hostile messages against one engine ------------------------------------------------------
 
 
-def announce(origin: IPAddress, seq: int = 1, flags: int = FLAG_PROBES) -> bytes:
+def announce(origin: IPAddress, seq: int = 1, flags: int = FLAG_PROBES | FLAG_ROUNDS) -> bytes:
     return encode(Message(MsgType.ANNOUNCE, 7, INC, seq, (origin,), flags))
 
 
@@ -121,8 +129,8 @@ def judged(kind: MsgType, sender: IPAddress, subject: IPAddress, seq: int = 5, n
     return encode(Message(kind, 7, INC, seq, (sender,), subject=Subject(subject, INC, number)))
 
 
-def engine_with(peers: list[IPAddress]) -> Engine:
-    e = Engine(LocalNode(1, (ME,)), INC, Settings(), random.Random(1), wall=lambda: NOW_WALL)
+def engine_with(peers: list[IPAddress], settings: Settings | None = None) -> Engine:
+    e = Engine(LocalNode(1, (ME,)), INC, settings or Settings(), random.Random(1), wall=lambda: NOW_WALL)
     e.start(0.0)
     for p in peers:
         e.receive(announce(p), 0.1, source=p)
@@ -130,29 +138,74 @@ def engine_with(peers: list[IPAddress]) -> Engine:
 
 
 PEERS = [ip_address(f"198.18.0.{i}") for i in (20, 30, 40, 50, 60, 70, 80)]
+MANY = [ip_address(f"198.18.0.{i}") for i in range(20, 60)]
 
 
-def test_only_a_monitor_may_declare_a_node_dead() -> None:
-    e = engine_with(PEERS)
-    victim, far = PEERS[5], PEERS[0]  # .70 comes 5 after .20 on the ring; monitors are the 4 before it at most
+def judges_of(subject: IPAddress, peers: list[IPAddress]) -> list[IPAddress]:
+    """The subject's probers in the rounds around NOW_WALL (probe_interval 1 s): who may judge it."""
+    out = []
+    for k in JUDGE_ROUNDS:
+        round_no = math.floor(NOW_WALL) + k
+        ring = sorted([ME, *peers], key=lambda a: position(a, round_no))
+        out.append(ring[ring.index(subject) - 1])
+    return out
+
+
+def judged_here(peers: list[IPAddress]) -> tuple[IPAddress, IPAddress]:
+    """A member and one of its judges, neither of them us."""
+    for victim in peers:
+        judge = next((j for j in judges_of(victim, peers) if j != ME), None)
+        if judge is not None:
+            return victim, judge
+    raise AssertionError("no judge")
+
+
+def test_only_a_recent_prober_of_a_node_may_declare_it_dead() -> None:
+    e = engine_with(MANY)
+    victim, judge = judged_here(MANY)
+    far = next(p for p in MANY if p not in judges_of(victim, MANY) and p != victim)
+    answering = set(MANY)  # all alive: the victim answers our own check
     e.receive(judged(MsgType.DEAD, far, victim), 1.0, source=far)
-    e.tick(5.0)
+    run(e, 1.0, 8.0, answering)
     assert victim in e.membership
     assert e.stats["probe_ignored:dead:not_a_monitor"] == 1
-    monitor = PEERS[4]
-    e.receive(judged(MsgType.DEAD, monitor, victim), 6.0, source=monitor)
+    assert e.stats["doubts"] == 1  # its word got the victim checked (its ACK cleared the doubt), no more
+    assert e.state(8.0)["members"][sorted(MANY).index(victim)]["state"] == "alive"
+    e.receive(judged(MsgType.DEAD, judge, victim, seq=6), 8.0, source=judge)
     assert victim in e.membership  # not suspect here before: it has min_suspect to refute
-    e.tick(6.0 + 0.76)
+    e.tick(8.0 + 0.76)
     assert victim not in e.membership and e.stats["failed"] == 1
+
+
+def test_a_member_that_may_not_judge_removes_a_silent_node_only_after_our_own_check() -> None:
+    e = engine_with(MANY)
+    victim = MANY[3]
+    far = next(p for p in MANY if p not in judges_of(victim, MANY) and p != victim)
+    e.receive(judged(MsgType.SUSPECT, far, victim), 1.0, source=far)
+    pings = [m for m in run(e, 1.0, 3.4, set(MANY) - {victim}, unicast=True) if m.type is MsgType.PING
+             and m.subject is not None and m.subject.address == victim]
+    assert victim in e.membership and pings == []  # its DEADs would still be due
+    run(e, 3.4, 6.0, set(MANY) - {victim})
+    assert victim not in e.membership and e.stats["probe_checks"] >= 1
+
+
+def test_a_stranger_cannot_slow_our_judgement_nor_make_us_refute() -> None:
+    e = engine_with(PEERS)
+    stranger = ip_address("198.18.5.5")
+    for i in range(40):
+        out = e.receive(judged(MsgType.SUSPECT, stranger, ME, seq=i + 1), 1.0 + i / 4, source=stranger)
+        assert out == []
+    assert e.detection.ring is not None and e.detection.ring.health == 0
 
 
 def test_a_suspect_that_speaks_is_cleared_and_a_late_dead_changes_nothing() -> None:
     e = engine_with(PEERS)
-    victim, monitor = PEERS[5], PEERS[4]
+    victim, monitor = judged_here(PEERS)
+    row = sorted(PEERS).index(victim)
     e.receive(judged(MsgType.SUSPECT, monitor, victim), 1.0, source=monitor)
-    assert e.state(1.0)["members"][5]["state"] == "suspect"
+    assert e.state(1.0)["members"][row]["state"] == "suspect"
     e.receive(announce(victim, seq=9), 1.2, source=victim)  # its refutation
-    assert e.state(1.2)["members"][5]["state"] == "alive"
+    assert e.state(1.2)["members"][row]["state"] == "alive"
     e.receive(judged(MsgType.DEAD, monitor, victim, seq=6), 2.0, source=monitor)  # about what it said before
     e.tick(10.0)
     assert victim in e.membership
@@ -260,15 +313,15 @@ def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() ->
     d = Timers(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
     target = Target(peer, INC)
-    sends, _ = d.tick(0.0, [target], [])
+    sends, _ = d.tick(0.0, [target], lambda a: [])
     ping = sends[0]
-    d.tick(0.5, [target], [])  # no ACK: helpers (none here)
-    d.tick(1.0, [target], [])  # still none: suspect
+    d.tick(0.4, [], lambda a: [])  # no ACK: helpers (none here)
+    d.tick(0.8, [], lambda a: [])  # still none: suspect
     assert peer in d.suspects and d.health == 0
     d.heard(peer, (INC, 50))  # it refutes: we were wrong
     assert peer not in d.suspects and d.health == 1
-    sends, _ = d.tick(2.0, [target], [])
-    assert d.probes[peer].deadline == 2.0 + 2 * 0.5  # timeouts twice as long now
+    sends, _ = d.tick(2.0, [target], lambda a: [])
+    assert d.probes[peer].deadline == 2.0 + 2 * 0.4  # timeouts twice as long now
     d.acked(peer, peer, sends[0].number, 2.1)  # answered in time, directly
     assert d.health == 0
     assert ping.type is MsgType.PING
@@ -280,8 +333,8 @@ def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> No
     d = Timers(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
     target = Target(peer, INC)
-    d.tick(0.0, [target], [])
-    sends, gone = d.tick(3.0, [target], [ip_address("198.18.0.3")])  # stopped for 3 s: the ACK may be unread
+    d.tick(0.0, [target], lambda a: [])
+    sends, gone = d.tick(3.0, [], lambda a: [ip_address("198.18.0.3")])  # stopped for 3 s: the ACK may be unread
     assert sends == [] and gone == [] and not d.probes[peer].indirect and d.health == 1
 
 
@@ -293,16 +346,16 @@ def ack(sender: IPAddress, ping: Message, seq: int) -> bytes:
     return encode(Message(MsgType.ACK, 7, INC, seq, (sender,), subject=Subject(sender, INC, ping.subject.number)))
 
 
-def run(e: Engine, start: float, end: float, answering: set[IPAddress]) -> list[Message]:
+def run(e: Engine, start: float, end: float, answering: set[IPAddress], unicast: bool = False) -> list[Message]:
     """Tick every 50 ms; the members in `answering` ACK every PING sent to them (their announces
-    are lost). Returns what the engine multicast."""
+    are lost). Returns what the engine multicast (and unicast too, if asked)."""
     multicast: list[Message] = []
     seq = 1000
     now = start
     while now < end:
         for o in e.tick(now):
             msg = decode(o.data)
-            if o.to is None:
+            if o.to is None or unicast:
                 multicast.append(msg)
             elif msg.type is MsgType.PING and o.to in answering:
                 seq += 1
@@ -312,8 +365,8 @@ def run(e: Engine, start: float, end: float, answering: set[IPAddress]) -> list[
 
 
 def test_a_member_heard_only_through_its_answers_is_kept_past_dead_interval() -> None:
-    e = engine_with(PEERS)  # heard at 0.1; dead_interval 35 s; none of them announces again
-    alive = {PEERS[0], PEERS[1], PEERS[4]}  # .20 and .30 are ours to probe; .60 only answers our check
+    e = engine_with(PEERS, Settings(announce_rate=10.0))  # heard at 0.1; dead_interval 35 s; none announces again
+    alive = {PEERS[0], PEERS[1], PEERS[4]}  # they answer our checks before they would expire; the rest are silent
     run(e, 0.2, 35.0, alive)
     assert all(p in e.membership for p in PEERS[2:]), "removed before its dead_interval"
     run(e, 35.0, 40.0, alive)
@@ -325,21 +378,22 @@ def test_a_member_heard_only_through_its_answers_is_kept_past_dead_interval() ->
 
 def test_a_suspect_whose_dead_never_reached_us_goes_after_our_own_check() -> None:
     e = engine_with(PEERS)
-    victim, monitor = PEERS[5], PEERS[4]
-    answering = {PEERS[0], PEERS[1], monitor}
+    victim, monitor = judged_here(PEERS)
+    answering = set(PEERS) - {victim}
     e.receive(judged(MsgType.SUSPECT, monitor, victim), 1.0, source=monitor)  # both its DEADs are lost
     run(e, 1.0, 3.4, answering)
     assert victim in e.membership  # the DEADs were still due
-    run(e, 3.4, 5.2, answering)
+    run(e, 3.4, 5.6, answering)  # four PINGs 0.4 s apart, then the verdict
     assert victim not in e.membership and e.stats["failed"] == 1
 
 
 def test_a_suspect_whose_refutation_we_missed_is_kept_when_it_answers_our_check() -> None:
     e = engine_with(PEERS)
-    victim, monitor = PEERS[5], PEERS[4]
+    victim, monitor = judged_here(PEERS)
     e.receive(judged(MsgType.SUSPECT, monitor, victim), 1.0, source=monitor)
-    run(e, 1.0, 10.0, {PEERS[0], PEERS[1], monitor, victim})
-    assert victim in e.membership and e.state(10.0)["members"][5]["state"] == "alive"
+    run(e, 1.0, 10.0, set(PEERS))
+    assert victim in e.membership
+    assert e.state(10.0)["members"][sorted(PEERS).index(victim)]["state"] == "alive"
     assert e.stats["failed"] == 0
 
 
