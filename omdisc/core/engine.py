@@ -305,15 +305,16 @@ class Engine:
         change = result.then if isinstance(result, Replaced) else result
         if isinstance(change, Rejected):
             return self._reject(change.reason, msg, source, interface, now)
+        out: list[Outgoing] = []
         if change is not Change.STALE:
             self.detection.heard(msg, now)
-        out: list[Outgoing] = []
+            out += self._introductions()
         if isinstance(result, Replaced) and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
         elif msg.type is not MsgType.SNAPSHOT:  # a SNAPSHOT is for the joiner's network: its gateway answers
-            out = self._forward(data, msg, interface, now)
+            out += self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
             self.joining.on_join(msg, change, interface, checked_source, now)
             if change is not Change.STALE:
@@ -416,6 +417,13 @@ class Engine:
         probes = FLAG_PROBES | FLAG_ROUNDS if self.detection.probing else 0
         return Message(kind, self.local.node_id, self.incarnation, self._seq, self.local.addresses,
                        flags | self.local.flags | probes)
+
+    def _introductions(self) -> list[Outgoing]:
+        """ANNOUNCEs by unicast to nodes back from being cut off alone (FailureDetection.heard)."""
+        out = [replace(self._send(self._message(MsgType.ANNOUNCE), frozenset({interface}) if interface else None),
+                       to=to) for to, interface in self.detection.introductions]
+        self.detection.introductions.clear()
+        return out
 
     def _probe_out(self, s: Send) -> Outgoing:
         msg = replace(self._message(s.type), subject=Subject(s.subject, s.incarnation, s.number))

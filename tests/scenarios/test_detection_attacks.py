@@ -182,3 +182,20 @@ def test_a_partition_that_heals_mends_every_map_within_seconds() -> None:
     sim.run_for(30.0)
     assert all(len(sim.engines[i].membership) == 19 for i in sim.live()), \
         [len(sim.engines[i].membership) for i in sim.live()]
+
+
+def test_a_node_cut_off_alone_is_whole_again_within_seconds_and_nobody_else_announces() -> None:
+    """Its neighbours took it out and it took out whom it probed; once back, each neighbour that
+    hears it again tells it by unicast: one datagram each, not an announcement all must hear."""
+    sim = cluster(20)
+    alone = sim.live()[7]
+    sim.partition([alone])
+    sim.run_for(20.0)
+    assert all(sim.engines[alone].local.primary not in sim.engines[i].membership for i in sim.live() if i != alone)
+    announced = sum(e.stats["sent:ANNOUNCE"] for i, e in enumerate(sim.engines) if i != alone)
+    sim.heal()
+    sim.run_for(20.0)
+    assert all(len(sim.engines[i].membership) == 19 for i in sim.live()), \
+        [len(sim.engines[i].membership) for i in sim.live()]
+    announced = sum(e.stats["sent:ANNOUNCE"] for i, e in enumerate(sim.engines) if i != alone) - announced
+    assert announced <= 19 + 2  # the unicasts to it, and the odd periodic announcement (every 160 s)

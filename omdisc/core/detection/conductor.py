@@ -51,6 +51,7 @@ class FailureDetection:
         self.ring = Ring(settings, rng, stats, self.membership) if settings else None  # None: no probes
         self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
         self.announce_at: float | None = None  # an announcement soon: a partition healed (came_back)
+        self.introductions: list[tuple[IPAddress, str]] = []  # ANNOUNCEs by unicast: (to, interface)
         self._healed_at = -BACK_AGAIN
 
     @property
@@ -97,18 +98,25 @@ class FailureDetection:
             return
         if self.ring.heard(msg.origin, (msg.incarnation, msg.seq)):
             self.stats["suspicions_refuted"] += 1
-        if self.ring.came_back(msg.origin, msg.incarnation) and not msg.flags & FLAG_JOIN:
-            self._announce_soon(now)  # its side lost us as we lost it: it must hear us again too
         if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
             self.ring.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
             log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
+        back = self.ring.came_back(msg.origin, msg.incarnation)
+        if back is None or msg.flags & FLAG_JOIN:
+            return
+        if self.ring.fallen:  # others still out: a partition healing, whose far side lost us too
+            self._announce_soon(now)
+        else:  # one node cut off alone took us all out: it alone must hear us again
+            self.introductions.append((msg.origin, back.interface))
 
     # --- timers ------------------------------------------------------------------------------
 
     def _announce_soon(self, now: float) -> None:
         """A node we took out was cut off, not dead: a partition healed, and the nodes on the other
         side took us out too. Each side hears of it as the nodes come back, so one announcement
-        of each node, spread out, mends both maps (at most one each BACK_AGAIN)."""
+        of each node, spread out, mends both maps (at most one each BACK_AGAIN). A node that was
+        cut off alone is told by unicast instead (FailureDetection.heard): one datagram each, not
+        one that every node hears."""
         if now - self._healed_at < BACK_AGAIN or self.announce_at is not None:
             return
         self._healed_at = now

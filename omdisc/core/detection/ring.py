@@ -312,10 +312,11 @@ class Ring:
             self.fallen[node] = Fallen(m.interface, m.incarnation, now)
         return self.timers.forget(node)
 
-    def came_back(self, node: IPAddress, incarnation: int) -> bool:
-        """A node we took out is heard again. True when in the same life: it was cut off, not dead."""
+    def came_back(self, node: IPAddress, incarnation: int) -> Fallen | None:
+        """A node we took out is heard again: what we knew of it, when in the same life (it was cut
+        off, not dead)."""
         f = self.fallen.pop(node, None)
-        return f is not None and f.incarnation == incarnation
+        return f if f is not None and f.incarnation == incarnation else None
 
     def acked_at(self, node: IPAddress) -> float | None:
         """When `node` last answered one of our probes (None: never, or we do not probe it)."""
