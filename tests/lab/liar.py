@@ -1,6 +1,6 @@
 """A hostile host for the failure-detection labs (docs/protocol.md, "Failure detection" and "Threats"):
 it sends only from its own addresses, with no cluster key, and joins as a member like any host can
-(binds the group port, ANNOUNCEs itself with FLAG_PROBES, answers the PINGs naming it), then
+(binds the group port, ANNOUNCEs itself with FLAG_PROBES and FLAG_ROUNDS, answers the PINGs naming it), then
 misbehaves in one way.
 
   python -m tests.lab.liar MODE IFACE ADDR [ADDR ...] [--status FILE] [--about NET]
@@ -36,7 +36,17 @@ from typing import Any
 
 from omdisc.core.config import DEFAULT_GROUP
 from omdisc.core.nodeid import node_id_for
-from omdisc.core.protocol import FLAG_PROBES, DecodeError, IPAddress, Message, MsgType, Subject, decode, encode
+from omdisc.core.protocol import (
+    FLAG_PROBES,
+    FLAG_ROUNDS,
+    DecodeError,
+    IPAddress,
+    Message,
+    MsgType,
+    Subject,
+    decode,
+    encode,
+)
 from tests.lab.netlab import REPO, Node
 
 MODES = ("lying-helper", "ring-squatter", "stranger-suspects", "wrong-network-judge")
@@ -54,10 +64,10 @@ class Identity:
     seq: int = 0
 
     def message(self, kind: MsgType, subject: Subject | None = None) -> bytes:
-        """The next datagram of this identity: as a version 2 daemon sends it (FLAG_PROBES on all)."""
+        """The next datagram of this identity: as today's daemon sends it (FLAG_PROBES and FLAG_ROUNDS on all)."""
         self.seq += 1
         return encode(Message(kind, node_id_for(self.address), self.incarnation, self.seq, (self.address,),
-                              FLAG_PROBES, subject=subject))
+                              FLAG_PROBES | FLAG_ROUNDS, subject=subject))
 
 
 Multicast = tuple[Identity, bytes]  # sent to the group from this identity's address

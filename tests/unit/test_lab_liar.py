@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from omdisc.core.protocol import FLAG_PROBES, Message, MsgType, Subject, decode, encode
+from omdisc.core.protocol import FLAG_PROBES, FLAG_ROUNDS, Message, MsgType, Subject, decode, encode
 from tests.lab.liar import Identity, Liar
 
 LIAR = IPv4Address("198.18.1.66")
@@ -28,7 +28,8 @@ def test_a_member_answers_a_ping_naming_it_as_a_daemon_does_and_ignores_others()
     member = liar("ring-squatter")
     me = member.identities[0]
     [ack] = [decode(d) for d in member.unicast(me, from_node(MsgType.PING, Subject(LIAR, 5, 42)))]
-    assert (ack.type, ack.origin, ack.node_id, ack.incarnation, ack.flags) == (MsgType.ACK, LIAR, 322, 5, FLAG_PROBES)
+    today = FLAG_PROBES | FLAG_ROUNDS
+    assert (ack.type, ack.origin, ack.node_id, ack.incarnation, ack.flags) == (MsgType.ACK, LIAR, 322, 5, today)
     assert ack.subject == Subject(LIAR, 5, 42)
     assert member.unicast(me, from_node(MsgType.PING, Subject(VICTIM, 5, 43))) == []
     assert member.unicast(me, from_node(MsgType.PING_REQ, Subject(VICTIM, 1, 44))) == []  # it never helps
@@ -48,7 +49,8 @@ def test_members_announce_each_from_its_own_address_with_rising_seqs() -> None:
     assert squatter.tick(0.5) == []  # not due yet
     again = [decode(d) for _, d in squatter.tick(1.0)]
     assert [(a, m.type, m.origin, m.flags) for a, m in first] == [
-        (a, MsgType.ANNOUNCE, a, FLAG_PROBES) for a in (IPv4Address("198.18.1.48"), IPv4Address("198.18.1.49"))]
+        (a, MsgType.ANNOUNCE, a, FLAG_PROBES | FLAG_ROUNDS)
+        for a in (IPv4Address("198.18.1.48"), IPv4Address("198.18.1.49"))]
     assert [m.seq for m in again] == [m.seq + 1 for _, m in first]
 
 

@@ -11,8 +11,9 @@ with an address-ordered ring, two addresses just below a node were its only moni
 
 A SUSPECT or DEAD about a member is believed from the member's prober of a recent round (its
 judges: seven rounds' worth, as views and clocks differ a little), and only from a member of the
-subject's own network. Members that probe by the older, address-ordered ring (no ROUNDS flag) are
-judged by that ring's rule: one of the four before the subject in address order.
+subject's own network that probes in rounds itself. A member that probes by the older,
+address-ordered ring (no ROUNDS flag) judges nobody here: a host claiming to be one would choose
+whom it judges by its address.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from omdisc.core.protocol import FLAG_PROBES, FLAG_ROUNDS, IPAddress
 M64 = (1 << 64) - 1
 JUDGE_ROUNDS = range(-5, 2)  # the rounds, from the receiver's, whose prober may judge: a DEAD
 # comes a suspicion (1.5 s) and a resend after its SUSPECT, which comes a round after its probe
-OLD_JUDGES = 4  # the address-ordered ring's judges: twice its two monitors
 
 
 def _mix(z: int) -> int:
@@ -40,10 +40,6 @@ def position(address: IPAddress, round_no: int) -> int:
     """Where `address` stands on the ring of round `round_no`: every node computes the same."""
     x = int.from_bytes(address.packed, "big")
     return _mix(((x ^ (x >> 64)) & M64) ^ _mix(round_no & M64) ^ address.version)
-
-
-def _address_key(a: IPAddress) -> tuple[int, bytes]:
-    return a.version, a.packed
 
 
 def local(m: Member) -> bool:
@@ -66,10 +62,9 @@ class _Ring:
         i = self.place.get(node)
         return None if i is None or len(self.order) < 2 else self.order[(i + 1) % len(self.order)]
 
-    def before(self, node: IPAddress, steps: int = 1) -> list[IPAddress]:
+    def before(self, node: IPAddress) -> IPAddress | None:
         i = self.place.get(node)
-        n = len(self.order)
-        return [] if i is None else [self.order[(i - k) % n] for k in range(1, min(steps, n - 1) + 1)]
+        return None if i is None or len(self.order) < 2 else self.order[(i - 1) % len(self.order)]
 
 
 class Rounds:
@@ -79,7 +74,7 @@ class Rounds:
         self.membership = membership
         self._of: tuple[int, int] = (-1, 0)  # (membership version, round) the tables below are for
         self._local: dict[str, list[IPAddress]] = {}  # interface -> its local members' primaries
-        self._rings: dict[tuple[str, int, bool], _Ring] = {}  # (interface, round, address-ordered)
+        self._rings: dict[tuple[str, int], _Ring] = {}  # (interface, round)
         self.version_1 = 0  # members on our networks that speak version 1 only (no probes)
         self.address_ordered = 0  # version 2 members here that probe by the address-ordered ring
 
@@ -108,17 +103,12 @@ class Rounds:
         self._refresh(round_no)
         return self._local.get(interface, [])
 
-    def _ring(self, interface: str, round_no: int, me: IPAddress, by_address: bool = False) -> _Ring:
+    def _ring(self, interface: str, round_no: int, me: IPAddress) -> _Ring:
         """A ring over the members as of the last _refresh (several rounds' rings are asked for at once)."""
-        key = (interface, round_no, by_address)
-        r = self._rings.get(key)
+        r = self._rings.get((interface, round_no))
         if r is None:
-            nodes = [me, *self._local.get(interface, [])]
-            if by_address:
-                nodes.sort(key=_address_key)
-            else:
-                nodes.sort(key=lambda a: position(a, round_no))
-            r = self._rings[key] = _Ring(nodes)
+            nodes = sorted([me, *self._local.get(interface, [])], key=lambda a: position(a, round_no))
+            r = self._rings[(interface, round_no)] = _Ring(nodes)
         return r
 
     def targets(self, me: IPAddress, round_no: int) -> list[IPAddress]:
@@ -132,11 +122,8 @@ class Rounds:
 
     def may_judge(self, judge: Member, subject: IPAddress, interface: str, me: IPAddress, now_round: int) -> bool:
         """May `judge` suspect `subject` (on `interface`), or declare it dead? Only a member of that
-        network, and only the subject's prober in a recent round (JUDGE_ROUNDS)."""
+        network that probes in rounds, and only the subject's prober in a recent round (JUDGE_ROUNDS)."""
         self._refresh(now_round)
-        if not local(judge) or judge.interface != interface:
+        if not local(judge) or judge.interface != interface or not judge.flags & FLAG_ROUNDS:
             return False
-        if not judge.flags & FLAG_ROUNDS:
-            ring = self._ring(interface, now_round, me, by_address=True)
-            return judge.primary in ring.before(subject, OLD_JUDGES)
-        return any(judge.primary in self._ring(interface, now_round + k, me).before(subject) for k in JUDGE_ROUNDS)
+        return any(judge.primary == self._ring(interface, now_round + k, me).before(subject) for k in JUDGE_ROUNDS)

@@ -405,3 +405,18 @@ def test_a_refutation_is_said_twice() -> None:
     refutations = [decode(o.data) for o in first] + [m for m in later if m.type is MsgType.ANNOUNCE]
     assert [m.type for m in refutations] == [MsgType.ANNOUNCE] * 2
     assert refutations[1].seq > refutations[0].seq
+
+
+def test_a_member_without_rounds_judges_nobody_and_only_gets_the_subject_checked() -> None:
+    """A node of the address-ordered ring (no ROUNDS flag) was believed about the four after it in
+    address order: a host claiming to be one would choose its victims by its address."""
+    e = engine_with(PEERS)
+    older = ip_address("198.18.0.65")  # just before .70: one of its monitors on an address-ordered ring
+    e.receive(announce(older, flags=FLAG_PROBES), 0.5, source=older)
+    victim = PEERS[5]
+    e.receive(judged(MsgType.SUSPECT, older, victim), 1.0, source=older)
+    e.receive(judged(MsgType.DEAD, older, victim, seq=6), 2.6, source=older)
+    run(e, 2.6, 8.0, {*PEERS, older})  # a judge's DEAD would have removed it at 2.6: it answers our check
+    assert victim in e.membership and e.stats["doubts"] == 1 and e.stats["failed"] == 0
+    e.receive(judged(MsgType.SUSPECT, older, ME, seq=7), 8.0, source=older)
+    assert e.detection.ring is not None and e.detection.ring.health == 0
