@@ -1,15 +1,15 @@
 """A hostile host for the failure-detection labs (docs/protocol.md, "Failure detection" and "Threats"):
 it sends only from its own addresses, with no cluster key, and joins as a member like any host can
-(binds the group port, ANNOUNCEs itself with FLAG_PROBES and FLAG_ROUNDS, answers the PINGs naming it), then
-misbehaves in one way.
+(binds the group port, ANNOUNCEs itself with FLAG_PROBES and FLAG_ROUNDS, answers the PINGs naming
+it), then misbehaves in one way.
 
-  python -m tests.lab.liar MODE IFACE ADDR [ADDR ...] [--status FILE] [--about NET]
+  python -m tests.lab.liar MODE IFACE ADDR [ADDR ...] [--status FILE] [--about NET] [--targets ADDR ...]
 
   lying-helper         answers every PING_REQ with its own ACK for the subject ("it answered me")
   ring-squatter        one member per ADDR (each announcing from its own address), placed just below
                        a victim on the address-ordered ring: they never probe anyone
-  stranger-suspects    never announces; multicasts 4 SUSPECTs a second about every node it has heard
-                       announce (its life as announced, number 0)
+  stranger-suspects    never announces; multicasts 4 SUSPECTs a second about every node whose life it
+                       heard (announced, or in the ACK to its PING: --targets), number 0
   wrong-network-judge  answers every SUSPECT about a node in --about NET with a DEAD about it
 
 It runs until SIGTERM; --status FILE holds what it learnt and sent (JSON, rewritten as it goes).
@@ -77,12 +77,15 @@ class Liar:
     """What the attacker sends in answer to what it hears, and on its own clock. Pure: the sockets
     and the clock are run()'s."""
 
-    def __init__(self, mode: str, identities: list[Identity], about: IPv4Network | None = None) -> None:
+    def __init__(self, mode: str, identities: list[Identity], about: IPv4Network | None = None,
+                 targets: list[IPv4Address] | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
         self.identities = identities
         self.about = about
+        self.targets = targets or []  # the stranger asks these their lives (a PING: anybody gets the ACK)
+        self._asked = 0.0
         self.lives: dict[IPAddress, int] = {}  # what the stranger heard: each node's announced life
         self.sent: Counter[str] = Counter()
         self._next = 0.0
@@ -97,6 +100,8 @@ class Liar:
     def unicast(self, me: Identity, data: bytes) -> list[bytes]:
         """A datagram sent to `me`'s address: what goes back to its UDP source."""
         msg = _decoded(data)
+        if msg is not None and msg.type is MsgType.ACK and not self.member:
+            self.lives[msg.origin] = max(msg.incarnation, self.lives.get(msg.origin, 0))  # its header: its life
         if msg is None or msg.subject is None or not self.member:
             return []
         if msg.type is MsgType.PING and msg.subject.address == me.address:
@@ -126,6 +131,15 @@ class Liar:
             judge = self.identities[0]
             return [(judge, judge.message(MsgType.DEAD, msg.subject))]
         return []
+
+    def asking(self, now: float) -> list[tuple[Identity, bytes, IPv4Address]]:
+        """The stranger's PINGs, once a second, to the targets whose life it has not heard yet: nodes
+        announce minutes apart, but answer a PING from anybody."""
+        if self.member or now < self._asked:
+            return []
+        self._asked = now + 1.0
+        me = self.identities[0]
+        return [(me, me.message(MsgType.PING, Subject(t, 0, 1)), t) for t in self.targets if t not in self.lives]
 
     def due(self) -> float:
         return self._next
@@ -210,6 +224,8 @@ def run(liar: Liar, iface: str, port: int, status: Status) -> None:
         now = time.monotonic()
         for ident, data in liar.tick(now):
             socks[ident.address].sendto(data, group)
+        for ident, data, to in liar.asking(now):
+            socks[ident.address].sendto(data, (str(to), port))
         for key, _ in sel.select(max(0.0, min(liar.due() - now, 0.25))):
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
             data, src = sock.recvfrom(2048)
@@ -226,11 +242,12 @@ class Attacker:
     """This program in a lab node's namespace, started from the test's side: its status, and a stop
     that says whether it was still running (an attacker that died proves nothing)."""
 
-    def __init__(self, node: Node, mode: str, addresses: list[str], about: str | None = None) -> None:
+    def __init__(self, node: Node, mode: str, addresses: list[str], about: str | None = None,
+                 targets: list[str] | None = None) -> None:
         self.node = node
         self.status_file = node.lab.tmp / f"liar-{node.name}.json"
         self.log_file = node.lab.tmp / f"liar-{node.name}.log"
-        extra = ["--about", about] if about else []
+        extra = (["--about", about] if about else []) + (["--targets", *targets] if targets else [])
         with open(self.log_file, "wb") as log:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", node.ns, sys.executable, "-m", "tests.lab.liar", mode, node.legs[0],
@@ -272,9 +289,11 @@ def main() -> None:
     p.add_argument("--port", type=int, default=7727)
     p.add_argument("--about", type=IPv4Network, help="wrong-network-judge: the network whose nodes it declares dead")
     p.add_argument("--status", type=Path, help="JSON: what it learnt and sent so far")
+    p.add_argument("--targets", nargs="+", type=IPv4Address, default=[],
+                   help="stranger-suspects: the nodes whose lives it asks by PING")
     a = p.parse_args()
     life = time.time_ns() // 1000  # microseconds, as a daemon's incarnation
-    liar = Liar(a.mode, [Identity(addr, life) for addr in a.addresses], a.about)
+    liar = Liar(a.mode, [Identity(addr, life) for addr in a.addresses], a.about, a.targets)
     status = Status(a.status)
 
     def stop(_signum: int, _frame: object) -> None:

@@ -4,9 +4,11 @@ covered (tests/sim)."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from omdisc.core.engine import Settings
+from omdisc.core.engine import Engine, Settings
 from tests.sim import Convergence, Departure, Removals, Sim
 
 SEEDS = range(1, 41)
@@ -52,3 +54,26 @@ def test_a_node_killed_just_after_joining_leaves_both_sides_within_5_s(seed: int
     sim.run_for(8.0)
     assert gone.took is not None and gone.took <= 5.0, gone.took
     assert removals.false == []
+
+
+def test_a_gateway_that_dies_takes_its_far_side_out_of_every_map_and_brings_it_back_when_it_returns() -> None:
+    """Nobody else can tell the far side is gone: its own network's DEADs came through the gateway,
+    and its announcements are minutes apart. When the gateway starts again, every node announces
+    once (spread) so that it carries each side to the other."""
+    sim, nodes = two_lans(1)
+    sim.run_for(30.0)
+    assert all(len(sim.engines[i].membership) == 4 for i in nodes)
+    removals = Removals(sim)
+    sim.crash(0)
+    sim.run_for(6.0)
+    assert all(len(sim.engines[i].membership) == 1 for i in nodes), [len(sim.engines[i].membership) for i in nodes]
+    side = {nodes[0]: "A", nodes[1]: "A", nodes[2]: "B", nodes[3]: "B"}
+    assert [(t, j, k) for t, j, k in removals.false if side.get(j) == side.get(k)] == []  # neighbours stay
+    removals.close()
+    old = sim.engines[0]
+    again = Engine(old.local, old.incarnation + 1, old.settings, random.Random(7), wall=old.wall)
+    again.route_between = old.route_between  # a gateway again
+    sim.restart(0, again)
+    done = Convergence(sim, [0, *nodes])
+    sim.run_for(8.0)
+    assert done.at is not None, [len(sim.engines[i].membership) for i in [0, *nodes]]

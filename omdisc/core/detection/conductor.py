@@ -18,7 +18,7 @@ from omdisc.core.chronicle import Chronicle
 from omdisc.core.detection.ring import Reaction, Ring
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.membership import Member
-from omdisc.core.protocol import FLAG_JOIN, FLAG_RESTART, IPAddress, Message, MsgType
+from omdisc.core.protocol import FLAG_GATEWAY, FLAG_JOIN, FLAG_RESTART, IPAddress, Message, MsgType
 
 log = logging.getLogger("omdisc.membership")
 
@@ -101,6 +101,8 @@ class FailureDetection:
         if msg.flags & FLAG_RESTART and msg.type is MsgType.ANNOUNCE:
             self.ring.restarting(msg.origin, msg.incarnation, now, RESTART_GRACE)
             log.info("node #%d %s is restarting (kept in the map)", msg.node_id, msg.origin)
+        if msg.flags & FLAG_JOIN and msg.flags & FLAG_GATEWAY and msg.hops == 0:
+            self._announce_soon(now)  # a gateway (re)starts: it carries us to its other networks
         back = self.ring.came_back(msg.origin, msg.incarnation)
         if back is None or msg.flags & FLAG_JOIN:
             return
@@ -112,11 +114,11 @@ class FailureDetection:
     # --- timers ------------------------------------------------------------------------------
 
     def _announce_soon(self, now: float) -> None:
-        """A node we took out was cut off, not dead: a partition healed, and the nodes on the other
-        side took us out too. Each side hears of it as the nodes come back, so one announcement
-        of each node, spread out, mends both maps (at most one each BACK_AGAIN). A node that was
-        cut off alone is told by unicast instead (FailureDetection.heard): one datagram each, not
-        one that every node hears."""
+        """A gateway (re)starts, and must carry us to its other networks; or a node we took out was
+        cut off, not dead: a partition healed, and the nodes on the other side took us out too.
+        Each side hears of it as the nodes come back, so one announcement of each node, spread
+        out, mends both maps (at most one each BACK_AGAIN). A node that was cut off alone is told
+        by unicast instead (FailureDetection.heard): one datagram each, not one every node hears."""
         if now - self._healed_at < BACK_AGAIN or self.announce_at is not None:
             return
         self._healed_at = now
@@ -192,5 +194,24 @@ class FailureDetection:
 
     def _fail(self, node: IPAddress, by: str, now: float) -> None:
         assert self.ring is not None
+        m = self.membership.members.get(node)
+        if m is not None and m.flags & FLAG_GATEWAY and m.via is None:
+            self._orphans_of(m, now)
         order = self.ring.forget(node, now)  # its late datagrams up to this stay buried
         self.chronicle.failed(node, order, by, now)
+
+    def _orphans_of(self, gateway: Member, now: float) -> None:
+        """A gateway failed: the nodes we reach only through it are now reached through another
+        gateway on that network, or not at all. Nobody else would tell us they are gone: their own
+        network's DEADs came through it, and their announcements are minutes apart."""
+        members = self.membership.members
+        orphans = [m for m in members.values() if m.via == gateway.primary]
+        other = next((g.primary for g in members.values() if g.flags & FLAG_GATEWAY and g.via is None and g.firsthand
+                      and g.interface == gateway.interface and g.primary != gateway.primary), None)
+        for m in orphans:
+            if other is not None:
+                m.via = other  # its next word comes through there; the other gateway judges it now
+            else:
+                assert self.ring is not None
+                by = f"the failure of its gateway {gateway.primary}"
+                self.chronicle.failed(m.primary, self.ring.forget(m.primary, now), by, now)

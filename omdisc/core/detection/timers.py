@@ -384,8 +384,7 @@ class Timers:
     def _round(self, now: float, targets: list[Target], out: list[Send]) -> None:
         follow_ups, self.follow_ups = self.follow_ups, {}
         for t in targets:
-            follow_ups.pop(t.address, None)
-            if self._probe_able(t, now):
+            if t.address not in follow_ups and self._probe_able(t, now):
                 out.append(self._ping(t, now))
         for t in follow_ups.values():
             if self._probe_able(t, now):
