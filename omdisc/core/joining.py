@@ -103,10 +103,14 @@ class Joining:
         self.retries.clear()
         path_of = paths(msg, claim, self.membership)
         mine = frozenset(addresses)
+        families = {a.version for a in addresses}
         for rec in snap.members:
             if not mine.isdisjoint(rec.addresses):
                 continue
             via, path_known = path_of(rec)
+            if via is None and path_known and families.isdisjoint(a.version for a in rec.addresses):
+                self.stats["snapshot_unreachable"] += 1  # a neighbour of no family of ours: never heard,
+                continue  # never probed (an IPv4-only and an IPv6-only node on one LAN)
             self.chronicle.learned(rec, now, via, claim.interface, path_known, msg.origin)
 
     def _known(self, me: IPAddress) -> set[IPAddress]:

@@ -181,3 +181,19 @@ def test_after_a_join_the_first_two_announcements_are_one_interval_apart_then_th
         first, second, third = announce_times(engine, 3)
         assert 9.0 <= first - joined <= 11.0 and 9.0 <= second - first <= 11.0, (joined, first, second)
         assert 144.0 <= third - second <= 176.0, third - second
+
+
+def test_a_joiner_takes_no_neighbour_it_shares_no_address_family_with() -> None:
+    """An IPv4-only node on a LAN with an IPv6-only one: a dual-stack neighbour's SNAPSHOT names both,
+    but the IPv4-only node could never hear the other, nor probe it: it would suspect it for ever."""
+    from omdisc.core.protocol import MemberRecord, Snapshot
+
+    me, dual, six = ip_address("198.18.0.4"), ip_address("198.18.0.1"), ip_address("2001:db8:1::6")
+    e = Engine(LocalNode(4, (me,)), 5000, Settings(), random.Random(1), wall=lambda: 1_800_000_000.0)
+    e.start(0.0)
+    records = (MemberRecord(0, 7000, 10, (six,), 0x04), MemberRecord(9, 7001, 10, (ip_address("198.18.0.2"),), 0x04))
+    answer = Message(MsgType.SNAPSHOT, 1, 6000, 1, (dual, ip_address("2001:db8:1::1")), FLAG_PROBES,
+                     snapshot=Snapshot(me, 5000, 1, 1, records))
+    e.receive(encode(answer), 0.01, source=dual)
+    assert sorted(map(str, e.membership.members)) == ["198.18.0.1", "198.18.0.2"]
+    assert e.stats["snapshot_unreachable"] == 1
