@@ -215,6 +215,7 @@ class Engine:
         """New intervals (SIGHUP); the membership is kept."""
         self.settings = self.announcing.settings = settings
         self.membership.dead_interval = settings.dead_interval
+        self.membership.leave_interval = settings.dead_interval
         self.membership.remove_on_leave = settings.remove_on_leave
         self.membership.max_nodes = settings.max_nodes
         self.detection.reconfigure(settings.probe)

@@ -115,6 +115,9 @@ class Claim:
 class Membership:
     def __init__(self, dead_interval: float, remove_on_leave: bool = True, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self._dead_interval = dead_interval
+        # a node that said it leaves (kept with remove_on_leave false) is not probed and announces no
+        # more: it goes after the configured dead_interval, not the one grown with the cluster
+        self.leave_interval = dead_interval
         self.remove_on_leave = remove_on_leave
         self.max_nodes = max_nodes
         self.members: dict[IPAddress, Member] = {}
@@ -305,6 +308,7 @@ class Membership:
         else:
             m.leaving = True
             m.incarnation, m.seq = claim.incarnation, claim.seq
+            self._push(m)  # due sooner now (leave_interval)
         return Change.LEFT
 
     def _bury(self, primary: IPAddress, tomb: tuple[int, int, float]) -> None:
@@ -323,7 +327,8 @@ class Membership:
         return m
 
     def _due(self, m: Member) -> float:
-        return max(m.last_heard + self.dead_interval, m.spared)
+        interval = min(self.leave_interval, self.dead_interval) if m.leaving else self.dead_interval
+        return max(m.last_heard + interval, m.spared)
 
     def _push(self, m: Member) -> None:
         if len(self._deadlines) >= 2 * len(self.members) + HEAP_SLACK:
@@ -357,7 +362,7 @@ class Membership:
         """Drop every node not heard for dead_interval, the first due first, but those `spare` keeps a
         while longer (it returns until when); also forget old tombstones."""
         gone = []
-        while (m := self._first_due()) is not None and now - m.last_heard >= self.dead_interval and now >= m.spared:
+        while (m := self._first_due()) is not None and now >= self._due(m):
             heapq.heappop(self._deadlines)
             until = spare(m) if spare is not None else None
             if until is not None and until > now:

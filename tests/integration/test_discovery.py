@@ -108,14 +108,15 @@ def test_leave_is_ignored_until_expiry_without_remove_on_leave(lab: Lab) -> None
 
 def test_killed_node_expires_after_dead_interval(lab: Lab) -> None:
     nodes = four(lab)[:3]
-    daemons = [n.start(announce_interval=0.5, dead_interval=2.0) for n in nodes]
+    # without probes (version 1): a crash is found by expiry alone (with them, in about 3 s)
+    daemons = [n.start(announce_interval=0.5, dead_interval=2.0, probe_interval=0) for n in nodes]
     wait_for(lambda: all(len(d.ids()) == 3 for d in daemons), 10, what="3 converged")
     daemons[2].proc.kill()
     daemons[2].proc.wait()
     wait_for(lambda: all(len(d.ids()) == 2 for d in daemons[:2]), 5, what="expiry of the killed node")
     assert "expired" in daemons[0].log
     # the killed node restarts and comes back (its stale pid file is taken over)
-    again = nodes[2].start(announce_interval=0.5, dead_interval=2.0,
+    again = nodes[2].start(announce_interval=0.5, dead_interval=2.0, probe_interval=0,
                            pid_file=daemons[2].config["pid_file"])
     wait_for(lambda: all(len(d.ids()) == 3 for d in (*daemons[:2], again)), 5, what="rejoin")
     assert "took over stale pid file" in again.log

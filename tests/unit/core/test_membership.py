@@ -63,6 +63,18 @@ def test_leave_without_remove_on_leave_keeps_the_node_until_expiry() -> None:
     assert [x.primary for x in m.expire(now=5)] == [A]
 
 
+def test_a_node_that_said_it_leaves_goes_after_the_configured_dead_interval_not_the_grown_one() -> None:
+    """With probes the dead_interval grows with the cluster (the announce period does); a node that
+    left is neither probed nor heard again: remove_on_leave false keeps it dead_interval, as set."""
+    m = Membership(dead_interval=5, remove_on_leave=False)
+    m.dead_interval = 80
+    m.heard(claim(1), now=0)
+    m.heard(claim(1, addr=B, node_id=2), now=0)
+    assert m.left(claim(2), now=1) is Change.LEFT
+    assert m.next_expiry() == 5
+    assert [x.primary for x in m.expire(now=5)] == [A]  # B, silent as long, is kept: it did not leave
+
+
 def test_second_hand_knowledge_keeps_its_age() -> None:
     m = Membership(dead_interval=5)
     assert m.learned(MemberRecord(1, 10, 2000, (A,)), now=10) is Change.JOINED
@@ -132,6 +144,11 @@ def test_expiry_agrees_with_a_scan_of_every_member_under_random_churn(remove_on_
     member says, through joins, refreshes, second-hand news, leaves, restarts and expiry."""
     rng = random.Random(7)
     m = Membership(dead_interval=5, remove_on_leave=remove_on_leave, max_nodes=40)
+    m.dead_interval = 8  # grown with the cluster: a node that said it leaves still goes after 5
+
+    def interval(x: Member) -> float:
+        return 5 if x.leaving else 8
+
     seqs: dict[int, int] = {}
     now = 0.0
     for _ in range(20_000):
@@ -149,8 +166,8 @@ def test_expiry_agrees_with_a_scan_of_every_member_under_random_churn(remove_on_
             m.touch(addr(i), now)  # it answered a probe
         else:
             m.forget(addr(i))
-        due = {x.primary for x in m.members.values() if now - x.last_heard >= m.dead_interval and now >= x.spared}
-        soonest = min((max(x.last_heard + m.dead_interval, x.spared) for x in m.members.values()), default=None)
+        due = {x.primary for x in m.members.values() if now - x.last_heard >= interval(x) and now >= x.spared}
+        soonest = min((max(x.last_heard + interval(x), x.spared) for x in m.members.values()), default=None)
         assert m.next_expiry() == soonest
         kept = {p for p in due if (keep_for(m.members[p], now) or 0) > now}  # a time not past: it expires
         assert {x.primary for x in m.expire(now, lambda x, now=now: keep_for(x, now))} == due - kept
