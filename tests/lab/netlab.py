@@ -183,9 +183,11 @@ class Node:
         self.legs.append(ifname)
         return ifname
 
-    def start(self, args: Iterable[str] = (), wait: bool = True, prefix: Iterable[str] = (), **config: Any) -> Daemon:
+    def start(self, args: Iterable[str] = (), wait: bool = True, prefix: Iterable[str] = (), code: Path = REPO,
+              **config: Any) -> Daemon:
         """omdiscd -n in this namespace, with fast test intervals unless given; `prefix` runs it
-        under another command (faketime)."""
+        under another command (faketime); `code`: the tree whose omdisc package runs (another
+        release's, say)."""
         d = self.lab.tmp / f"{self.name}-{len(self.daemons)}"
         (d / "alpha").mkdir(parents=True)
         cfg: dict[str, Any] = {
@@ -199,7 +201,8 @@ class Node:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, *prefix, sys.executable, "-m", "omdisc.daemon", "-n",
              "-c", str(d / "omdiscd.yaml"), *args],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            # -m puts the working directory first on sys.path: it must be `code` too
+            stdout=log, stderr=subprocess.STDOUT, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
         )
         log.close()
         daemon = Daemon(self, proc, d, cfg)
