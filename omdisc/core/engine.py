@@ -26,7 +26,7 @@ from omdisc.core import events, gateway, report
 from omdisc.core.answers import AnswerLimits, JoinKey
 from omdisc.core.auth import Authenticator, Verdict
 from omdisc.core.chronicle import Chronicle
-from omdisc.core.detection.conductor import FailureDetection
+from omdisc.core.detection.conductor import BACK_SPREAD, BACK_SPREAD_MAX, FailureDetection
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.guard import Guard
 from omdisc.core.joining import Joining
@@ -119,6 +119,7 @@ class AnnounceSchedule:
         self.next = float("inf")
         self._early = 0  # how many of this life's periodic announcements are still to come at announce_interval
         self._scaled_for = -1  # the membership version dead_interval was last scaled for
+        self._scale = 1  # the announce period's scale then
 
     def begin(self, me: IPAddress, now: float) -> None:
         """Our JOIN went out now: the early announcements follow."""
@@ -137,14 +138,21 @@ class AnnounceSchedule:
             scale = 1
         self.next = now + self.settings.announce_interval * scale * self.rng.uniform(1 - j, 1 + j)
 
-    def follow_the_map(self, me: IPAddress) -> None:
-        """The map changed: dead_interval follows its size before anything expires."""
-        if self.membership.version != self._scaled_for:
-            self.rescale(me)
+    def follow_the_map(self, me: IPAddress, now: float) -> None:
+        """The map changed: dead_interval follows its size before anything expires. A node of an
+        older release that has come expects to hear us within its own (short) dead_interval, and
+        knows us only from a SNAPSHOT, which it does not check before expiry: our announcement,
+        scheduled at our grown period, comes soon instead (spread as after a healed partition)."""
+        if self.membership.version == self._scaled_for:
+            return
+        before = self._scale
+        if self.rescale(me) < before and self.detection.beside_older_nodes():
+            spread = min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1))
+            self.next = min(self.next, now + self.rng.uniform(0, spread))
 
     def rescale(self, me: IPAddress, nodes: int | None = None) -> int:
         """dead_interval grows with the announce period, for the map's size or `nodes`; the scale."""
-        scale = self.scale(me, nodes)
+        scale = self._scale = self.scale(me, nodes)
         self.membership.dead_interval = self.settings.dead_interval * scale
         self._scaled_for = self.membership.version
         return scale
@@ -402,7 +410,7 @@ class Engine:
             out.append(self._send(self._message(MsgType.ANNOUNCE), frozenset(greet)))
         for key, interface in self.joining.answers.due(now):
             out += self._snapshot(key, interface, now)
-        self.announcing.follow_the_map(self.local.primary)
+        self.announcing.follow_the_map(self.local.primary, now)
         self.chronicle.expire(now, self.detection.spare(now))
         out += [self._probe_out(s) for s in self.detection.tick(self.local.primary, now)]  # after expiry
         return out

@@ -3,8 +3,8 @@ probe by the address-ordered ring"): nodes of the release before probe rounds (O
 from git) and of this one run together; one of each kind is killed; a host not yet upgraded
 restarts; then the old ones are restarted one by one as new, as systemctl restart does after a
 package upgrade. Nobody live ever leaves any map; a killed node leaves every map within the old
-nodes' checked expiry. A node rolled back to the old release beside new nodes only is the case
-that still loses nodes (marked xfail: see its reason).
+nodes' checked expiry. A node rolled back to the old release beside new nodes only keeps them too:
+they announce soon once it comes, not at their grown period.
 
 Every map is read from its alpha files (om_config) every POLL seconds by a thread of its own, for
 the whole test: one read that misses a live node fails it.
@@ -186,13 +186,9 @@ def test_old_and_new_nodes_lose_nobody_through_a_rolling_upgrade(lab: Lab, tmp_p
 
 
 class NodesLost(Exception):
-    """Live nodes left a map: what the xfail below expects, and nothing else (a wait that times out,
-    a failed step, still fails the test)."""
+    """Live nodes left a map."""
 
 
-@pytest.mark.xfail(strict=True, raises=NodesLost, reason=(
-    "an old node that joins beside new nodes only takes them from a SNAPSHOT and drops them after its "
-    "dead_interval: they announce at their grown period until their next announcement, already scheduled"))
 def test_a_node_rolled_back_to_the_old_release_keeps_everyone(lab: Lab, tmp_path: Path) -> None:
     old_code = old_release(tmp_path / "old")
     nodes, vigil = cluster(lab, (), (1, 2, 3, 4, 5), old_code)

@@ -180,6 +180,11 @@ class FailureDetection:
             per = max(per, per / self.announce_rate * ADDRESS_RING_RATE)
         return period_scale(n, per)
 
+    def beside_older_nodes(self) -> bool:
+        """Is a node of an older release (version 1, or the address-ordered ring) on our networks,
+        as announce_scale last counted?"""
+        return self.ring is not None and bool(self.ring.rounds.version_1 or self.ring.rounds.address_ordered)
+
     # --- verdicts ----------------------------------------------------------------------------
 
     def _routed(self, s: Send, interface: str = "") -> Send:

@@ -420,3 +420,17 @@ def test_a_member_without_rounds_judges_nobody_and_only_gets_the_subject_checked
     assert victim in e.membership and e.stats["doubts"] == 1 and e.stats["failed"] == 0
     e.receive(judged(MsgType.SUSPECT, older, ME, seq=7), 8.0, source=older)
     assert e.detection.ring is not None and e.detection.ring.health == 0
+
+
+def test_a_node_of_an_older_release_that_comes_hears_us_soon_not_at_our_grown_period() -> None:
+    """It knows us only from a SNAPSHOT and expires us after its own dead_interval, unchecked."""
+    e = engine_with(MANY)
+    for _ in range(3):  # past the two early announcements after our JOIN
+        e.tick(e.next_announce)
+    now = e.next_announce - 300.0
+    assert now > 30.0  # 41 nodes: every 320 s or so
+    older = ip_address("198.18.0.99")
+    e.receive(announce(older, flags=FLAG_PROBES), now, source=older)
+    e.tick(now)
+    assert e.next_announce <= now + 0.43  # spread over 10 ms a node
+    assert e.announce_scale() == 1  # 42 nodes at its 10 a second: every announce_interval
