@@ -19,6 +19,7 @@ from omdisc.core.detection.ring import Reaction, Ring
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.membership import Member
 from omdisc.core.protocol import FLAG_GATEWAY, FLAG_JOIN, FLAG_RESTART, IPAddress, Message, MsgType
+from omdisc.core.ratelimit import KeyedBuckets
 
 log = logging.getLogger("omdisc.membership")
 
@@ -33,7 +34,8 @@ def period_scale(nodes: int, per: float) -> int:
 # dead_interval follows their own period, so we announce as often as they would beside them.
 ADDRESS_RING_RATE = 10.0
 
-BACK_AGAIN = 30.0  # seconds: at most one announcement for nodes coming back after a partition
+BACK_AGAIN = 30.0  # seconds: beyond a burst of 3, at most one announcement this often (a gateway's start,
+# nodes back after a partition): what a host making up gateways' JOINs can make every node send
 BACK_SPREAD, BACK_SPREAD_MAX = 0.01, 5.0  # those announcements spread over 10 ms a node, 5 s at most
 
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
@@ -52,7 +54,7 @@ class FailureDetection:
         self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
         self.announce_at: float | None = None  # an announcement soon: a partition healed (came_back)
         self.introductions: list[tuple[IPAddress, str]] = []  # ANNOUNCEs by unicast: (to, interface)
-        self._healed_at = -BACK_AGAIN
+        self._soon = KeyedBuckets(1 / BACK_AGAIN, 3.0, max_keys=1)  # those announcements: 3, then one a BACK_AGAIN
 
     @property
     def probing(self) -> bool:
@@ -117,11 +119,10 @@ class FailureDetection:
         """A gateway (re)starts, and must carry us to its other networks; or a node we took out was
         cut off, not dead: a partition healed, and the nodes on the other side took us out too.
         Each side hears of it as the nodes come back, so one announcement of each node, spread
-        out, mends both maps (at most one each BACK_AGAIN). A node that was cut off alone is told
-        by unicast instead (FailureDetection.heard): one datagram each, not one every node hears."""
-        if now - self._healed_at < BACK_AGAIN or self.announce_at is not None:
+        out, mends both maps (three, then one each BACK_AGAIN). A node that was cut off alone is
+        told by unicast instead (FailureDetection.heard): one datagram each, not one every node hears."""
+        if self.announce_at is not None or not self._soon.take(None, now):
             return
-        self._healed_at = now
         self.announce_at = now + self.rng.uniform(0, min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1)))
 
     def announce_due(self, now: float) -> bool:
