@@ -34,12 +34,6 @@ class Links:
                       for name, nets in prefixes.items()}
         self._families = {name: frozenset(v for v, _, _ in nets) for name, nets in self._nets.items()}
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Links) and self._nets == other._nets
-
-    def __repr__(self) -> str:
-        return f"Links({sorted(self._nets)})"
-
     def on_link(self, interface: str, addresses: Iterable[IPAddress]) -> bool:
         """Is one of `addresses` inside a prefix of `interface` (or can it not tell)?"""
         nets = self._nets.get(interface)
