@@ -53,7 +53,7 @@ from omdisc.core.nodeid import NodeIdError
 from omdisc.core.protocol import IPAddress
 from omdisc.core.settings import restart_only, settings_for
 from omdisc.shell import interfaces, keyfile
-from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, local_node, make_plan
+from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, links, local_node, make_plan
 from omdisc.shell.boundary import Boundary
 from omdisc.shell.configfiles import ConfigSource, drop_ins
 from omdisc.shell.detach import Detacher
@@ -104,6 +104,7 @@ class Daemon:
         self.engine = Engine(addrs.node, self.life.incarnation, settings_for(cfg), random.Random(), wall=time.time,
                              auth=self.keys.auth)
         self.engine.route_between = plan.route_between
+        self.engine.links = links(plan)
         self.stats = self.engine.stats
         self.loop = Loop(self.clock)
         self.sleep = Sleep(self.loop)
@@ -276,6 +277,7 @@ class Daemon:
         """Link events (netlink) and the poll twice per announce interval: sockets for interfaces
         that were re-created or came back, and our addresses (a DHCP renewal)."""
         self.addresses.looked(now, self._poll_every())
+        self.engine.links = links(self.plan)  # a prefix may change without our addresses changing
         reopened = self.sockets.sync()
         moved = self.addresses.moved(self.cfg, self.plan, self.engine.local)
         if moved is not None:
@@ -333,6 +335,7 @@ class Daemon:
         self.writer.metrics_file = cfg.metrics_file
         self.engine.reconfigure(settings_for(cfg), now)
         self.engine.route_between = plan.route_between
+        self.engine.links = links(plan)
         self.addresses.report_left_out(addrs)
         if (plan.announce_on, plan.families) != old_sockets:
             self.engine.forget_interfaces(frozenset(plan.announce_on))

@@ -30,7 +30,7 @@ class Chronicle:
         result = self.membership.heard(claim, now)
         change = result
         if isinstance(result, Replaced):
-            self._replaced(result.gone, claim)
+            self._replaced(result, claim)
             change = result.then
         if change is Change.STALE:
             self.stats["stale"] += 1
@@ -43,11 +43,17 @@ class Chronicle:
                             ", ".join(map(str, claim.addresses)))
         return result
 
-    def _replaced(self, gone: Member, claim: Claim) -> None:
-        self.stats["replaced"] += 1
+    def _replaced(self, result: Replaced, claim: Claim) -> None:
+        gone = result.gone
         self.events.add("leave", gone.node_id, gone.addresses)
-        events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
-                        gone.primary, claim.node_id, claim.primary, claim.source)
+        if result.taken is None:
+            self.stats["replaced"] += 1
+            events.log_peer(log, events.LEAVE, "node #%d %s replaced by #%d %s (same source %s)", gone.node_id,
+                            gone.primary, claim.node_id, claim.primary, claim.source)
+            return
+        self.stats["displaced"] += 1
+        events.log_peer(log, events.LEAVE, "node #%d %s dropped: it listed %s, which #%d %s sends from", gone.node_id,
+                        gone.primary, result.taken, claim.node_id, claim.primary)
 
     def left(self, claim: Claim, now: float) -> Change | Rejected:
         change = self.membership.left(claim, now)

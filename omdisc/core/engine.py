@@ -30,6 +30,7 @@ from omdisc.core.detection.conductor import BACK_SPREAD, BACK_SPREAD_MAX, Failur
 from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.guard import Guard
 from omdisc.core.joining import Joining
+from omdisc.core.links import Links
 from omdisc.core.membership import DEFAULT_MAX_NODES, Change, Claim, Member, Membership, Rejected, Replaced
 from omdisc.core.protocol import (
     FLAG_JOIN,
@@ -177,6 +178,9 @@ class Engine:
         self._local_version = 0
         self.guard = Guard(self.stats, wall, settings.max_incarnation_ahead, settings.refute_rate)
         self.auth = auth  # None: nothing signed, nothing checked (no cluster key)
+        # what is on-link on each interface (the shell reads it); None: not checked (TTL mode, where
+        # multicast routers carry what a node sends to other subnets)
+        self.links: Links | None = None
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
         self.chronicle = Chronicle(self.membership, self.stats, self.events)  # changes told: log, handlers
         self.joining = Joining(settings.answers, rng, self.stats, self.chronicle, self.guard)
@@ -280,10 +284,12 @@ class Engine:
         if msg.origin in self.local.addresses:
             self._taken(verdict)
             return self._about_us(msg, source, interface, now)
-        # signed: the key vouches for its origin, wherever it was sent from (an address that just
-        # changed, say); unsigned: its UDP source must be one of the addresses it claims
+        # signed: the key vouches for its origin, wherever on the link it was sent from (an address
+        # that just changed, say); unsigned: its UDP source must be one of the addresses it claims.
+        # Either way, sent directly (hops 0): one of those addresses must be on this link.
         checked_source = None if verdict is not None else source
-        gw, reason = self.guard.check(msg, checked_source, interface, self.membership, self.local.addresses)
+        gw, reason = self.guard.check(msg, checked_source, interface, self.membership, self.local.addresses,
+                                      self.links)
         if reason:
             return self._reject(reason, msg, source, interface, now)
         self._taken(verdict)
@@ -318,7 +324,7 @@ class Engine:
         if change is not Change.STALE:
             self.detection.heard(msg, now)
             out += self._introductions()
-        if isinstance(result, Replaced) and self.route_between:
+        if isinstance(result, Replaced) and result.taken is None and self.route_between:
             # a host that speaks for a new node each time: taken here (one node), never carried on,
             # where the far side could not tell it from a new node each time
             self.stats["forward_refused:replaced"] += 1
@@ -429,10 +435,8 @@ class Engine:
 
     def _introductions(self) -> list[Outgoing]:
         """ANNOUNCEs by unicast to nodes back from being cut off alone (FailureDetection.heard)."""
-        out = [replace(self._send(self._message(MsgType.ANNOUNCE), frozenset({interface}) if interface else None),
-                       to=to) for to, interface in self.detection.introductions]
-        self.detection.introductions.clear()
-        return out
+        return [replace(self._send(self._message(MsgType.ANNOUNCE), frozenset({i}) if i else None), to=to)
+                for to, i in self.detection.take_introductions()]
 
     def _probe_out(self, s: Send) -> Outgoing:
         msg = replace(self._message(s.type), subject=Subject(s.subject, s.incarnation, s.number))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from omdisc.core import gateway
 from omdisc.core.auth import Authenticator, Verdict
+from omdisc.core.links import Links
 from omdisc.core.membership import Membership
 from omdisc.core.protocol import IPAddress, Message
 from omdisc.core.ratelimit import KeyedBuckets, LogLimiter, muted_note
@@ -18,11 +19,12 @@ log = logging.getLogger("omdisc.membership")
 
 REJECTIONS = {
     "source": "its UDP source is not one of the addresses it claims",
+    "offlink": "it says its originator sent it (hops 0), but none of the addresses it claims is on this link",
     "via": "it says it was forwarded, but not by a gateway heard directly on this interface",
     "future": "its incarnation is further ahead of our clock than max_incarnation_ahead",
     "foreign": "it speaks for a known node none of whose addresses is its source",
     "full": "the membership is full (max_nodes)",
-    "conflict": "it claims an address of another node as its own",
+    "conflict": "it claims an address another node holds",
     "path": "it says it was forwarded by a gateway, about a node heard directly here",
 }
 
@@ -47,12 +49,16 @@ class Guard:
         return incarnation > (self.wall() + self.max_ahead) * 1e6
 
     def check(self, msg: Message, source: IPAddress | None, interface: str, membership: Membership,
-              own: tuple[IPAddress, ...]) -> tuple[IPAddress | None, str]:
-        """The forwarding gateway (hops above 0) and why the datagram is not to be believed ("" if it is)."""
+              own: tuple[IPAddress, ...], links: Links | None = None) -> tuple[IPAddress | None, str]:
+        """The forwarding gateway (hops above 0) and why the datagram is not to be believed ("" if it is).
+        `source`: None when it is not checked (a signed datagram); `links`: None when a datagram
+        sent directly may come from another subnet (TTL mode: multicast routers carry it)."""
         gw = None
         if msg.hops == 0:
             if source is not None and source not in msg.addresses:
                 return None, "source"
+            if links is not None and not links.on_link(interface, msg.addresses):
+                return None, "offlink"  # another host carried it here: signed or not, it was not sent here
         else:
             gw = gateway.forwarding_gateway(msg, source, interface, membership)
             if gw is None:

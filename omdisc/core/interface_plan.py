@@ -3,11 +3,13 @@ the interfaces' names and addresses as shell/addresses.py reads them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from omdisc.core.config import Config
 from omdisc.core.engine import LocalNode
+from omdisc.core.links import Links
 from omdisc.core.nodeid import check_node_id, node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, MAX_ADDRESSES, IPAddress
 
@@ -34,6 +36,11 @@ class Plan:
     def route_between(self) -> frozenset[str]:
         """The interfaces the engine forwards between; none unless we are a gateway."""
         return frozenset(self.announce_on) if self.gateway else frozenset()
+
+    @property
+    def multicast_routed(self) -> bool:
+        """Multicast routers may carry what a node sends to other subnets (TTL mode, above 1)."""
+        return self.ttl > 1
 
     @property
     def mode(self) -> str:
@@ -80,3 +87,12 @@ def node_addresses(cfg: Config, plan: Plan, per_interface: list[list[IPAddress]]
     ordered = list(dict.fromkeys([per_interface[0][0], *firsts, *rest]))
     node = LocalNode(node_id_of(cfg, ordered[0]), tuple(ordered[:MAX_ADDRESSES]), FLAG_GATEWAY if plan.gateway else 0)
     return Addresses(node, tuple(ordered[MAX_ADDRESSES:]))
+
+
+def links_for(plan: Plan, own: Mapping[str, Iterable[IPv4Interface | IPv6Interface]]) -> Links | None:
+    """What is on-link on each interface we hear on, from its own addresses and their prefixes (of
+    both families, whichever we announce: a peer's are judged); None when multicast routers may
+    carry a datagram its originator sent to other subnets (TTL mode): then anyone may be heard."""
+    if plan.multicast_routed:
+        return None
+    return Links({name: [a.network for a in own.get(name, ())] for name in plan.announce_on})

@@ -9,6 +9,9 @@ what it can claim is checked against what the network itself tells:
 - at most `max_nodes` members and as many tombstones;
 - a UDP source address speaks for one node: a new node from a source that already speaks for
   another replaces it, so one host puts one node in the map however many it makes up;
+- an address is one member's: a node that lists an address another member holds is refused, unless
+  it sends from that address and the holder's messages do not come from it (the holder goes: it
+  listed an address that is not its own);
 - a direct message for a known node must come from one of that node's addresses;
 - second-hand knowledge (a SNAPSHOT's records) only adds nodes we do not know, and is never told
   on: only what we heard first-hand goes into our own SNAPSHOTs.
@@ -24,6 +27,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from omdisc.core.protocol import IPAddress, MemberRecord, Order, member_flags, node_flags
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_MAX_NODES = 4096
 # The expiry heap is rebuilt from the members when it would hold more than twice as many entries as there
@@ -87,11 +94,14 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Replaced:
-    """A node new here whose UDP source spoke for another node: `gone` is out of the map for it (one
-    host, one node); `then` is what became of the new one (JOINED, unless the map is still full)."""
+    """A node that took another's place: `gone` is out of the map for it; `then` is what became of
+    the node heard (JOINED, unless the map is still full; UPDATED for a known one). `taken` is None
+    when the node is new here and its UDP source spoke for `gone` (one host, one node); else the
+    address it sent from, which `gone` listed as its own though its messages do not come from it."""
 
     gone: Member
     then: Change | Rejected
+    taken: IPAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,47 @@ class Claim:
         return self.addresses[0]
 
 
+class Holders:
+    """Who holds each address: every member's every address, to that member's primary. An address
+    is one member's, so what a claim lists is checked in O(its addresses), and there are at most
+    max_nodes x MAX_ADDRESSES entries, each gone with its member."""
+
+    def __init__(self) -> None:
+        self._of: dict[IPAddress, IPAddress] = {}  # address -> primary of the member holding it
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def get(self, addr: IPAddress) -> IPAddress | None:
+        return self._of.get(addr)
+
+    def hold(self, m: Member) -> None:
+        for a in m.addresses:  # keys and values: the member's own address objects, not one more each
+            self._of[a] = m.primary
+
+    def let_go(self, m: Member) -> None:
+        for a in m.addresses:
+            if self._of.get(a) == m.primary:
+                del self._of[a]
+
+    def clash(self, claim: Claim, members: Mapping[IPAddress, Member],
+              replaced: IPAddress | None = None) -> Member | Rejected | None:
+        """Another member that holds an address `claim` lists: Rejected("conflict"), unless the
+        claim was sent from that address and the holder's last direct message was not, which then
+        is to go (returned: it listed an address not its own); None when no other member holds any.
+        `replaced`: the member the claim's UDP source speaks for, which goes anyway."""
+        yields = None
+        for a in claim.addresses:
+            p = self._of.get(a)
+            if p is None or p == claim.primary or p == replaced:
+                continue
+            holder = members[p]
+            if a != claim.source or holder.source == a:
+                return Rejected("conflict")
+            yields = holder
+        return yields
+
+
 class Membership:
     def __init__(self, dead_interval: float, remove_on_leave: bool = True, max_nodes: int = DEFAULT_MAX_NODES) -> None:
         self._dead_interval = dead_interval
@@ -124,6 +175,7 @@ class Membership:
         # primary -> (inc, seq, when); oldest first, at most max_nodes
         self._tombstones: OrderedDict[IPAddress, tuple[int, int, float]] = OrderedDict()
         self._speaks_for: dict[IPAddress, IPAddress] = {}  # UDP source -> primary of the node it speaks for
+        self.holders = Holders()
         self.version = 0  # bumped whenever the map-relevant content changes
         self.hearsay = 0  # members known only second-hand
         # Expiry in O(log N) a timer pass, not a scan of every member: a heap of (when due as pushed,
@@ -158,13 +210,10 @@ class Membership:
         tomb = self._tombstones.get(primary)
         return tomb is not None and (incarnation, seq) <= tomb[:2]
 
-    def _owned_elsewhere(self, primary: IPAddress, addresses: tuple[IPAddress, ...]) -> bool:
-        """Does the claim list as its own the primary address of another member?"""
-        return any(a != primary and a in self.members for a in addresses)
-
     def _add(self, m: Member) -> Change:
         self._tombstones.pop(m.primary, None)
         self.members[m.primary] = m
+        self.holders.hold(m)
         self._push(m)
         self.hearsay += not m.firsthand
         if m.source is not None:
@@ -196,10 +245,14 @@ class Membership:
             return refused
         if (claim.incarnation, claim.seq) <= (m.incarnation, m.seq) and not self._owner_overrides(claim, m):
             return Change.STALE
-        if self._owned_elsewhere(claim.primary, claim.addresses):
-            return Rejected("conflict")
+        clash = None if claim.addresses == m.addresses else self.holders.clash(claim, self.members)
+        if isinstance(clash, Rejected):  # (the same addresses: every one of them is m's already)
+            return clash
+        if clash is not None:
+            self.forget(clash.primary)
         self._heard_firsthand(m, claim)
-        return self._update(m, claim, now)
+        change = self._update(m, claim, now)
+        return change if clash is None else Replaced(clash, change, claim.source)
 
     def _screen(self, m: Member, claim: Claim, now: float) -> Change | Rejected | None:
         """What a node's own message about known member `m` must pass, before its order counts (None:
@@ -224,15 +277,17 @@ class Membership:
         return claim.source == claim.primary and not m.owner_heard
 
     def _new(self, claim: Claim, now: float) -> Change | Rejected | Replaced:
-        if self._owned_elsewhere(claim.primary, claim.addresses):
-            return Rejected("conflict")
-        gone = None
-        if claim.source is not None:
-            other = self._speaks_for.get(claim.source)
-            if other is not None and other in self.members:
-                gone = self.forget(other)  # one host, one node: the new one takes its place
+        speaks_for = None if claim.source is None else self._speaks_for.get(claim.source)
+        other = None if speaks_for is None else self.members.get(speaks_for)
+        clash = self.holders.clash(claim, self.members, speaks_for)
+        if isinstance(clash, Rejected):
+            return clash
+        # the member the source speaks for holds that source (it sent from it): it is never the one to yield
+        gone, taken = (clash, claim.source) if clash is not None else (other, None)
+        if gone is not None:
+            self.forget(gone.primary)  # one host, one node; or an address not the holder's
         then = self._add_heard(claim, now) if self._room_for(True) else Rejected("full")
-        return then if gone is None else Replaced(gone, then)
+        return then if gone is None else Replaced(gone, then, taken)
 
     def _add_heard(self, claim: Claim, now: float) -> Change:
         source = None if claim.source is None else _same(claim.source, claim.primary)
@@ -258,7 +313,9 @@ class Membership:
                                                                        claim.incarnation)
         m.node_id, m.flags, m.via = claim.node_id, claim.flags, claim.via
         if claim.addresses != m.addresses:  # else the tuple kept is the one the members dict's key is from
+            self.holders.let_go(m)
             m.addresses = claim.addresses
+            self.holders.hold(m)
         m.incarnation, m.seq = claim.incarnation, claim.seq
         m.last_heard = max(m.last_heard, heard_at)
         m.leaving = False
@@ -280,7 +337,7 @@ class Membership:
         if heard_at + self.dead_interval <= now or self._buried(primary, rec.incarnation, 0):
             return Change.STALE
         if m is None:
-            if self._owned_elsewhere(primary, rec.addresses):
+            if any(self.holders.get(a) is not None for a in rec.addresses):
                 return Rejected("conflict")
             if not self._room_for(False):
                 return Rejected("full")
@@ -320,6 +377,7 @@ class Membership:
     def forget(self, primary: IPAddress) -> Member | None:
         m = self.members.pop(primary, None)
         if m is not None:
+            self.holders.let_go(m)
             self.version += 1
             self.hearsay -= not m.firsthand
             if m.source is not None and self._speaks_for.get(m.source) == primary:

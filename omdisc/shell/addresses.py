@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from omdisc.core.config import Config
 from omdisc.core.engine import LocalNode
-from omdisc.core.interface_plan import Addresses, Plan, StartupError, node_addresses, plan_for
+from omdisc.core.interface_plan import Addresses, Plan, StartupError, links_for, node_addresses, plan_for
+from omdisc.core.links import Links
 from omdisc.core.nodeid import NodeIdError
 from omdisc.core.protocol import IPAddress
 from omdisc.shell import interfaces
@@ -42,6 +43,12 @@ def _own(name: str, families: tuple[int, ...]) -> list[IPAddress]:
 def local_node(cfg: Config, plan: Plan) -> Addresses:
     """Our addresses and node id as the plan's interfaces have them now."""
     return node_addresses(cfg, plan, [_own(name, plan.families) for name in plan.interfaces])
+
+
+def links(plan: Plan) -> Links | None:
+    """What is on-link on each interface we hear on, as the interfaces have it now (the engine
+    takes a datagram sent directly only from a node with an address there)."""
+    return links_for(plan, {name: interfaces.networks(name) for name in plan.announce_on})
 
 
 class AddressWatch:

@@ -4,7 +4,7 @@ upstream since 2021): replacing it means rewriting this file alone."""
 from __future__ import annotations
 
 import socket
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
 
 import netifaces
 
@@ -47,6 +47,32 @@ def ipv6_addresses(name: str) -> list[IPv6Address]:
         addr = ip_address(e.get("addr", "").split("%")[0] or "::")
         if isinstance(addr, IPv6Address) and not (addr.is_link_local or addr.is_unspecified):
             out.append(addr)
+    return out
+
+
+def _prefix_length(netmask: str, bits: int) -> int:
+    """netifaces says an IPv4 mask as 255.255.255.0 and an IPv6 one as ffff:ffff::/32."""
+    if "/" in netmask:
+        return int(netmask.rsplit("/", 1)[1])
+    try:
+        return bin(int(ip_address(netmask))).count("1")
+    except ValueError:
+        return bits  # no mask: the address alone
+
+
+def networks(name: str) -> list[IPv4Interface | IPv6Interface]:
+    """Every address of the interface with its prefix, both families, link-local ones too (the core
+    tells which prefixes say what is on the link); none when the interface is gone."""
+    try:
+        families = netifaces.ifaddresses(name)
+    except ValueError:
+        return []
+    out: list[IPv4Interface | IPv6Interface] = []
+    for family, bits in ((netifaces.AF_INET, 32), (netifaces.AF_INET6, 128)):
+        for e in families.get(family, []):
+            addr = e.get("addr", "").split("%")[0]
+            if addr:
+                out.append(ip_interface(f"{addr}/{_prefix_length(e.get('netmask', ''), bits)}"))
     return out
 
 

@@ -187,3 +187,47 @@ def test_a_keyed_gateway_forwards_signed_datagrams_and_its_hops_and_via_cannot_b
     assert fwd, "no forwarded datagram captured"
     replay(lab, evil, [with_hops(fwd[-1], 2)], IPv4Address("198.18.2.254"))
     wait_for(lambda: db.state()["stats"].get("auth:bad", 0) >= 1, 3, what="the forged hop count refused")
+
+
+def behind_the_gateway(d: Daemon, node: str) -> bool:
+    """showmap --json: `node` is in the map, and reached through the gateway."""
+    doc = d.map()
+    in_map = any(e["ip"] == node for e in doc.get("entries", []))
+    return in_map and node in {a for g in doc.get("gateways", []) for a in g["reaches"]}
+
+
+def test_signed_datagrams_carried_to_another_network_do_not_make_their_node_a_neighbour_there(lab: Lab) -> None:
+    """A host on both networks, without the key, sends on B what a1 multicasts on A, as a1 sent it
+    (the originator's AUTH does not cover hops; a SNAPSHOT answering a JOIN on A never reaches B
+    otherwise). Before, B's nodes took a1 as their neighbour, probed it where no answer comes from,
+    and dropped it from their maps."""
+    key = gen_key()
+    lan_a, lan_b = lab.lan("lanA"), lab.lan("lanB")
+    gw = lab.node("gw")
+    gw.add_leg(lan_a, "198.18.1.254/24", "leg0")
+    gw.add_leg(lan_b, "198.18.2.254/24", "leg1")
+    a1 = lab.node("a1", lan_a, "198.18.1.1/24")
+    on_b = [lab.node(f"b{i}", lan_b, f"198.18.2.{i}/24") for i in (1, 2)]
+    evil = lab.node("evil", lan_a, "198.18.1.66/24")
+    evil.add_leg(lan_b, "198.18.2.66/24")
+    daemons = [gw.start(["-i", "leg0,leg1"], key_file=str(key_file(lab, "gw", key)))]
+    daemons += [n.start(key_file=str(key_file(lab, n.name, key))) for n in (a1, *on_b)]
+    far = daemons[2:]
+    wait_for(lambda: all(d.ids() == {257, 510, 513, 514} for d in daemons), 10, what="both LANs through the gateway")
+    wait_for(lambda: all(behind_the_gateway(d, "198.18.1.1") for d in far), 5, what="a1 behind the gateway")
+    relay = subprocess.Popen(["ip", "netns", "exec", evil.ns, sys.executable, "-m", "tests.lab.inject", "relay",
+                              "eth0", "eth1", "--origin", "198.18.1.1", "--seconds", "15"],
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        time.sleep(3.0)
+        a2 = lab.node("a2", lan_a, "198.18.1.2/24")  # a map change: a JOIN on A, which A's nodes answer
+        daemons.append(a2.start(key_file=str(key_file(lab, "a2", key))))
+        samples = 0
+        while relay.poll() is None:
+            assert all(behind_the_gateway(d, "198.18.1.1") for d in far), [d.map().get("gateways") for d in far]
+            samples += 1
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    assert relay.wait() == 0 and samples >= 10
+    assert all(d.state()["stats"].get("rejected:offlink", 0) >= 5 for d in far)

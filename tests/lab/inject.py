@@ -9,6 +9,10 @@
   python -m tests.lab.inject announce IFACE COUNT  valid ANNOUNCEs from COUNT made-up nodes, in one burst
                                                    each from an address of its own (added to IFACE:
                                                    a host speaks for one node), --repeat times
+  python -m tests.lab.inject relay IFACE OUT       for --seconds, what --origin multicasts and IFACE hears,
+                                                   sent once on interface OUT as its originator sent it:
+                                                   hops 0, no trailer but its AUTH (a host without the key
+                                                   carrying signed datagrams to another network)
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from ipaddress import IPv4Address, ip_address
 
 from omdisc.core import protocol
 from omdisc.core.config import DEFAULT_GROUP
-from omdisc.core.protocol import Message, MsgType
+from omdisc.core.protocol import PROBE_TYPES, TRAILER_AUTH, Message, MsgType, body_end, tlv, with_hops
 
 
 def _valid(rng: random.Random) -> bytes:
@@ -96,22 +100,51 @@ def send_file(sock: socket.socket | SpoofingSocket, dest: tuple[str, int], path:
         send_all(sock, dest, (bytes.fromhex(line.strip()) for line in f), rate)
 
 
-def capture(iface: str, port: int, path: str, seconds: float) -> None:
+def listen(iface: str, port: int) -> socket.socket:
+    """A socket that gets what arrives on the group on `iface` only."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((str(DEFAULT_GROUP), port))
     mreqn = struct.pack("=4s4si", DEFAULT_GROUP.packed, bytes(4), socket.if_nametoindex(iface))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+    return s
+
+
+def received(s: socket.socket, seconds: float) -> Iterator[bytes]:
     deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            yield s.recv(2048)
+        except TimeoutError:
+            return
+
+
+def capture(iface: str, port: int, path: str, seconds: float) -> None:
     with open(path, "w") as out:
-        while (left := deadline - time.monotonic()) > 0:
-            s.settimeout(left)
-            try:
-                data = s.recv(2048)
-            except TimeoutError:
-                break
+        for data in received(listen(iface, port), seconds):
             out.write(data.hex() + "\n")
             out.flush()
+
+
+def as_sent_directly(data: bytes) -> bytes:
+    """A (forwarded) signed datagram as its originator sent it: hops 0, and of its trailer only the
+    originator's AUTH, which does not cover hops (a gateway's VIA and FORWARD_AUTH go)."""
+    auth = [v for t, v in protocol.decode(data).trailer if t == TRAILER_AUTH]
+    return with_hops(data[: body_end(data)], 0) + b"".join(tlv(TRAILER_AUTH, v) for v in auth)
+
+
+def relay(iface: str, out: str, origin: str, port: int, seconds: float) -> None:
+    sender, sent = open_socket(out), set()
+    for data in received(listen(iface, port), seconds):
+        try:
+            msg = protocol.decode(data)
+        except protocol.DecodeError:
+            continue
+        again = as_sent_directly(data)
+        if str(msg.origin) == origin and msg.type not in PROBE_TYPES and again not in sent:
+            sent.add(again)
+            sender.sendto(again, (str(DEFAULT_GROUP), port))
 
 
 def flood(self_addr: IPv4Address, count: int, now_us: int) -> Iterator[bytes]:
@@ -137,17 +170,18 @@ def flood(self_addr: IPv4Address, count: int, now_us: int) -> Iterator[bytes]:
 def send_all(sock: socket.socket | SpoofingSocket, dest: tuple[str, int], datagrams: Iterable[bytes],
              rate: float) -> None:
     start = time.monotonic()
+    every = 1 if rate < 100 else 20  # a slow rate is kept datagram by datagram, a fast one in bursts
     for i, data in enumerate(datagrams):
         sock.sendto(data, dest)
-        if rate and i % 20 == 19 and (ahead := start + i / rate - time.monotonic()) > 0:
+        if rate and i % every == every - 1 and (ahead := start + (i + 1) / rate - time.monotonic()) > 0:
             time.sleep(ahead)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["fuzz", "announce", "send", "capture", "flood"])
+    p.add_argument("mode", choices=["fuzz", "announce", "send", "capture", "flood", "relay"])
     p.add_argument("iface")
-    p.add_argument("what", help="COUNT, or FILE for send and capture")
+    p.add_argument("what", help="COUNT, or FILE for send and capture, or the interface to relay to")
     p.add_argument("--port", type=int, default=7727)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1, help="send the burst again (seq + 1): what was dropped is resent")
@@ -156,6 +190,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="capture: for this long")
     p.add_argument("--spoof", metavar="ADDR", help="send: forge this IPv4 source address (raw socket)")
     p.add_argument("--self", metavar="ADDR", help="flood: this host's own address")
+    p.add_argument("--origin", metavar="ADDR", help="relay: what this node sends")
     a = p.parse_args()
     rng = random.Random(a.seed)
     s = open_socket(a.iface)
@@ -166,6 +201,8 @@ def main() -> None:
         send_all(s, dest, flood(IPv4Address(a.self), int(a.what), time.time_ns() // 1000), a.rate)
     elif a.mode == "capture":
         capture(a.iface, a.port, a.what, a.seconds)
+    elif a.mode == "relay":
+        relay(a.iface, a.what, a.origin, a.port, a.seconds)
     elif a.mode == "fuzz":
         for i in range(int(a.what)):
             s.sendto(malformed(rng), dest)

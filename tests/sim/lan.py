@@ -17,6 +17,7 @@ Model (what a test can rely on):
   unicast, in both directions) until heal() or d seconds.
 - Every node's datagrams sent and received (multicast, unicast) are counted; observers are told
   each change an engine makes to its map (tests.sim.watch).
+- key: every node signs with it and takes only what it signed (a keyed cluster); None: no key.
 
 Speed: one heap of events (deliveries, each engine's next timer, scheduled actions); an engine's
 deadline is asked after each thing it is given, as the daemon's loop does; a multicast is one
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 
 from omdisc.core import engine as engine_module
+from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
 from omdisc.core.nodeid import node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, IPAddress, Message
@@ -286,9 +288,11 @@ class Sim(Wire):
     """Engines on simulated LANs. `engines[i]` stays the i-th node's engine after it stopped."""
 
     def __init__(self, settings: Settings, seed: int = 1, latency: float = 0.0005, jitter: float = 0.0,
-                 loss: float = 0.0, buffer: int = 256, routed: bool = True, share_decode: bool = True) -> None:
+                 loss: float = 0.0, buffer: int = 256, routed: bool = True, share_decode: bool = True,
+                 key: bytes | None = None) -> None:
         super().__init__(seed, latency, jitter, loss, buffer, routed)
         self.settings = settings
+        self.key = key  # the cluster key every node signs with; None: none
         self.rng = random.Random(seed)  # engines' seeds
         self.share_decode = share_decode
         self.observers: list[Observer] = []
@@ -311,7 +315,8 @@ class Sim(Wire):
         # the engines' wall clock is the virtual time, their first incarnations small and distinct
         flags = FLAG_GATEWAY if route else 0  # as the daemon's plan says of a routing host
         e = Engine(LocalNode(node_id_for(addrs[0]), tuple(addrs), flags), incarnation=1000 + i,
-                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall)
+                   settings=settings or self.settings, rng=random.Random(self.rng.random()), wall=self._wall,
+                   auth=self._auth())
         if route:
             e.route_between = frozenset(segments)
         self._watch(i, e)
@@ -359,6 +364,9 @@ class Sim(Wire):
     def _wall(self) -> float:
         return self.now
 
+    def _auth(self) -> Authenticator | None:
+        return None if self.key is None else Authenticator(Keyring((self.key,)), self._wall, 5.0, mono=self._wall)
+
     def _watch(self, i: int, e: Engine) -> None:
         """Tell the observers of every change the engine records (join, leave, expire...), as it
         happens: the engine's own event recorder, which the handlers get, still gets them all."""
@@ -397,7 +405,7 @@ class Sim(Wire):
                 return
             old = self.engines[i]
             e = engine or Engine(old.local, old.incarnation + 1, old.settings, random.Random(self.rng.random()),
-                                 wall=self._wall)
+                                 wall=self._wall, auth=self._auth())
             self._watch(i, e)
             self.engines[i] = e
             self.gone[i] = False

@@ -125,6 +125,11 @@ class FailureDetection:
             return
         self.announce_at = now + self.rng.uniform(0, min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1)))
 
+    def take_introductions(self) -> list[tuple[IPAddress, str]]:
+        """The nodes to tell by unicast ANNOUNCE (heard), each once."""
+        out, self.introductions = self.introductions, []
+        return out
+
     def announce_due(self, now: float) -> bool:
         """Time for the announcement after a healed partition?"""
         if self.announce_at is None or now < self.announce_at:

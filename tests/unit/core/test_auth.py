@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import os
 import random
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
 
 from omdisc.core.auth import Authenticator, KeyFileError, Keyring, key_id, parse_keys
 from omdisc.core.engine import Engine, LocalNode, Settings
-from omdisc.core.protocol import FLAG_JOIN, MAX_DATAGRAM, Message, MsgType, decode, encode, forwarded, with_hops
+from omdisc.core.links import Links
+from omdisc.core.protocol import (
+    FLAG_GATEWAY,
+    FLAG_JOIN,
+    MAX_DATAGRAM,
+    TRAILER_AUTH,
+    Message,
+    MsgType,
+    body_end,
+    decode,
+    encode,
+    forwarded,
+    tlv,
+    with_hops,
+)
 from omdisc.shell.keyfile import gen_key, load_keyring
 
 A = ip_address("198.18.0.1")
@@ -191,3 +205,88 @@ def test_a_probe_read_before_an_older_multicast_is_no_replay_but_a_replayed_prob
         clock.t += 0.001
         check(receiver, sender.sign(encode(Message(MsgType.PING, 7, 1, 10 + i, (A,), subject=Subject(B, 1, i)))))
     assert check(receiver, replayed) == "replay"
+
+
+# --- a signed datagram carried onto another network ------------------------------------------------
+
+A1 = ip_address("198.18.1.1")  # on network A
+GW_A, GW_B = ip_address("198.18.1.254"), ip_address("198.18.2.254")  # the gateway, on A and on B
+B1, EVIL_B = ip_address("198.18.2.1"), ip_address("198.18.2.66")  # on network B
+ON_B = Links({"eth0": [ip_network("198.18.2.0/24"), ip_network("fe80::/64")]})
+
+
+def keyed(local: LocalNode, clock: Clock) -> Engine:
+    return Engine(local, 10, Settings(), random.Random(local.node_id), clock, auth(clock=clock))
+
+
+def two_networks() -> tuple[Engine, Engine, Engine, Clock]:
+    """a1 on A, b1 on B (which knows what is on its link), a keyed gateway between: b1 has heard the
+    gateway and, through it, a1."""
+    clock = Clock()
+    a1 = keyed(LocalNode(257, (A1,)), clock)
+    gw = keyed(LocalNode(510, (GW_A, GW_B), FLAG_GATEWAY), clock)
+    gw.route_between = frozenset({"legA", "legB"})
+    b1 = keyed(LocalNode(513, (B1,)), clock)
+    b1.links = ON_B
+    b1.start(0.0)
+    for o in gw.start(0.0):
+        b1.receive(o.data, 0.0, "eth0", GW_B)
+        a1.receive(o.data, 0.0, "eth0", GW_A)
+    clock.t += 0.001
+    for o in a1.start(0.01):
+        for f in gw.receive(o.data, 0.01, "legA", A1):
+            b1.receive(f.data, 0.01, "eth0", GW_B)
+    assert b1.membership.members[A1].via == GW_A
+    return a1, gw, b1, clock
+
+
+def as_sent_directly(data: bytes) -> bytes:
+    """What a host without the key can make of a forwarded datagram: hops back to 0, VIA and the
+    gateway's FORWARD_AUTH stripped; the originator's AUTH, which does not cover hops, kept."""
+    signature = next(v for t, v in decode(data).trailer if t == TRAILER_AUTH)
+    return with_hops(data[: body_end(data)], 0) + tlv(TRAILER_AUTH, signature)
+
+
+def reached_through_the_gateway(b1: Engine, now: float) -> bool:
+    """What showmap --json says: a1 is behind the gateway, not b1's neighbour."""
+    return [g["reaches"] for g in b1.state(now)["gateways"]] == [[str(A1)]]
+
+
+def test_a_forwarded_announce_sent_again_on_b_with_hops_0_does_not_make_its_origin_a_neighbour() -> None:
+    a1, gw, b1, clock = two_networks()
+    clock.t += 0.001
+    announce = [o.data for o in a1.tick(a1.next_announce) if decode(o.data).type is MsgType.ANNOUNCE]
+    forwarded_announce = [f.data for f in gw.receive(announce[0], 1.0, "legA", A1)]
+    assert len(forwarded_announce) == 1
+    relayed = as_sent_directly(forwarded_announce[0])
+    b1.receive(relayed, 1.0, "eth0", EVIL_B)  # ahead of the gateway's copy (lost, or slower)
+    b1.receive(forwarded_announce[0], 1.01, "eth0", GW_B)  # which still counts
+    assert b1.membership.members[A1].seq == decode(relayed).seq and reached_through_the_gateway(b1, 1.01)
+    probed = [o for t in range(10, 200) for o in b1.tick(t / 10) if o.to == A1]
+    assert probed == []  # never probed by unicast across the gateway, where no answer comes from
+    assert b1.stats["rejected:offlink"] == 1 and b1.stats["auth:duplicate"] == 0
+
+
+def test_a_snapshot_sent_on_a_and_carried_to_b_does_not_make_its_origin_a_neighbour() -> None:
+    """SNAPSHOTs answer a JOIN on their own network and are never forwarded: a copy carried to B
+    is always fresh there, whatever the race with the gateway."""
+    a1, gw, b1, clock = two_networks()
+    clock.t += 0.001
+    a1.receive(gw.rejoin(1.0)[0].data, 1.0, "eth0", GW_A)  # a JOIN on A, which a1 answers
+    snapshot = [o.data for o in a1.tick(2.0) if decode(o.data).type is MsgType.SNAPSHOT]
+    assert snapshot, "a1 did not answer"
+    b1.receive(snapshot[0], 2.0, "eth0", EVIL_B)
+    assert reached_through_the_gateway(b1, 2.0) and b1.stats["rejected:offlink"] == 1
+
+
+def test_with_the_key_a_leave_from_a_new_address_on_the_link_is_still_taken_at_once() -> None:
+    clock = Clock()
+    mover = keyed(LocalNode(517, (ip_address("198.18.2.5"),)), clock)
+    b1 = keyed(LocalNode(513, (B1,)), clock)
+    b1.links = ON_B
+    b1.receive(mover.start(0.0)[0].data, 0.0, "eth0", ip_address("198.18.2.5"))
+    clock.t += 0.001
+    # DHCP gave it another address: its LEAVE in its old name goes out from the new one
+    leave = mover.set_local(LocalNode(611, (ip_address("198.18.2.99"),)))[0].data
+    b1.receive(leave, 1.0, "eth0", ip_address("198.18.2.99"))
+    assert ip_address("198.18.2.5") not in b1.membership and b1.stats["rejected"] == 0

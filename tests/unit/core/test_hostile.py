@@ -4,9 +4,10 @@ host on the LAN without IP spoofing can and cannot do (docs/protocol.md, "Threat
 from __future__ import annotations
 
 import random
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 from omdisc.core.engine import Engine, LocalNode, Settings
+from omdisc.core.links import Links
 from omdisc.core.protocol import (
     FLAG_GATEWAY,
     FLAG_JOIN,
@@ -276,3 +277,54 @@ def test_a_node_cannot_take_another_nodes_address_as_its_own_later() -> None:
     e.receive(msg(MsgType.ANNOUNCE, EVIL, seq=1, node_id=66), 0.1, "eth0", EVIL)
     e.receive(msg(MsgType.ANNOUNCE, EVIL, seq=2, node_id=66, addresses=(EVIL, N1)), 0.2, "eth0", EVIL)
     assert e.membership.members[EVIL].addresses == (EVIL,) and e.stats["rejected:conflict"] == 1
+
+
+V1, V2, V3 = ip_address("198.18.1.13"), ip_address("198.18.9.13"), ip_address("198.18.7.13")  # one node's
+V6 = ip_address("2001:db8:9::13")
+MULTI_HOMED = (V1, V2, V3, V6)
+
+
+def test_a_made_up_node_cannot_claim_any_address_of_a_known_node() -> None:
+    """A multi-homed node sends from its first address; a host makes up a node listing another of
+    them, first (as its primary) or after its own. Before, only a known node's primary address was
+    looked at: the made-up node got in, and every message of the real one was then a conflict."""
+    e = engine()
+    e.receive(msg(MsgType.ANNOUNCE, V1, addresses=MULTI_HOMED, node_id=269), 0.0, "eth0", V1)
+    before = e.table()
+    fakes = [(V2, EVIL), (EVIL, V3), (V6, EVIL), (EVIL, V2)]
+    for seq, fake in enumerate(fakes, 1):
+        e.receive(msg(MsgType.ANNOUNCE, fake[0], seq=seq, addresses=fake, node_id=66), 0.1 * seq, "eth0", EVIL)
+    assert list(e.membership.members) == [V1] and e.table() == before
+    assert e.stats["rejected:conflict"] == len(fakes)
+    for seq in (2, 3):  # the node's own announcements go on counting
+        e.receive(msg(MsgType.ANNOUNCE, V1, seq=seq, addresses=MULTI_HOMED, node_id=269), 1.0 * seq, "eth0", V1)
+    assert e.membership.members[V1].seq == 3 and e.stats["rejected:conflict"] == len(fakes)
+    rec = MemberRecord(66, INC, 0, (V2, EVIL))  # nor second-hand, told a joiner
+    joiner = engine(ip_address("198.18.0.2"))
+    joiner.receive(encode(Message(MsgType.SNAPSHOT, 269, INC, 9, MULTI_HOMED,
+                                  snapshot=Snapshot(ip_address("198.18.0.2"), INC, 1, 1, (rec,)))), 0.01, "eth0", V1)
+    assert list(joiner.membership.members) == [V1] and joiner.stats["rejected:conflict"] == 1
+
+
+def test_a_node_sending_from_an_address_a_made_up_node_listed_first_gets_in_and_the_fake_goes() -> None:
+    """Planted before the real node is heard, with the address the real node sends from: that
+    address is the real node's (a host without IP spoofing sends from its own addresses only)."""
+    e = engine()
+    e.receive(msg(MsgType.ANNOUNCE, EVIL, addresses=(EVIL, V1), node_id=66), 0.0, "eth0", EVIL)
+    e.receive(msg(MsgType.ANNOUNCE, V1, addresses=MULTI_HOMED, node_id=269), 0.1, "eth0", V1)
+    assert list(e.membership.members) == [V1] and e.stats["displaced"] == 1
+    e.receive(msg(MsgType.ANNOUNCE, EVIL, seq=2, addresses=(EVIL, V1), node_id=66), 0.2, "eth0", EVIL)
+    assert list(e.membership.members) == [V1] and e.stats["rejected:conflict"] == 1
+
+
+def test_a_far_nodes_datagram_sent_on_this_link_from_its_own_forged_address_is_not_taken() -> None:
+    """Without the key too: a host with a raw socket relays a node of another network, its source
+    forged to match. None of the addresses it names is on this link: another host carried it."""
+    e = engine(ip_address("198.18.2.1"))
+    e.links = Links({"eth0": [ip_network("198.18.2.0/24")]})
+    far = ip_address("198.18.1.1")
+    assert e.receive(msg(MsgType.ANNOUNCE, far), 0.0, "eth0", far) == []
+    assert far not in e.membership and e.stats["rejected:offlink"] == 1
+    near = ip_address("198.18.2.7")
+    e.receive(msg(MsgType.ANNOUNCE, near, addresses=(far, near)), 0.1, "eth0", near)  # one address here: taken
+    assert far in e.membership

@@ -3,12 +3,12 @@ alone (omdisc/core/interface_plan.py; shell/addresses.py reads the interfaces)."
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 
 import pytest
 
 from omdisc.core.config import Config
-from omdisc.core.interface_plan import StartupError, node_addresses, plan_for
+from omdisc.core.interface_plan import StartupError, links_for, node_addresses, plan_for
 from omdisc.core.nodeid import node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, MAX_ADDRESSES, IPAddress
 
@@ -54,3 +54,15 @@ def test_a_first_interface_without_an_address_cannot_start() -> None:
     plan = plan_for(Config(family="ipv6"), ("eth0", "eth1"))
     with pytest.raises(StartupError, match="interface 'eth0' has no global IPv6 address"):
         node_addresses(Config(), plan, [[], ips("2001:db8::1")])
+
+
+def test_what_is_on_link_is_judged_on_every_interface_we_hear_on_unless_routers_carry_the_group() -> None:
+    own = {"eth0": [ip_interface("198.18.1.1/24"), ip_interface("fe80::1/64")],
+           "eth1": [ip_interface("198.18.2.1/24"), ip_interface("2001:db8:2::1/64")]}
+    far, near = ips("198.18.1.9"), ips("2001:db8:2::9")
+    gateway = links_for(plan_for(Config(), ("eth0", "eth1")), own)
+    assert gateway is not None and gateway.on_link("eth0", far) and not gateway.on_link("eth1", far)
+    assert gateway.on_link("eth1", near)  # IPv6 prefixes too, whatever family we announce
+    assert links_for(plan_for(Config(multicast_ttl=4), ("eth0", "eth1")), own) is None  # TTL mode: any subnet
+    one_hop = links_for(plan_for(Config(multicast_ttl=1), ("eth1",)), own)  # TTL 1 crosses no router
+    assert one_hop is not None and not one_hop.on_link("eth1", far)

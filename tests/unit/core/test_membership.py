@@ -5,7 +5,7 @@ from ipaddress import ip_address
 
 import pytest
 
-from omdisc.core.membership import HEAP_SLACK, Change, Claim, Member, Membership
+from omdisc.core.membership import HEAP_SLACK, Change, Claim, Member, Membership, Rejected, Replaced
 from omdisc.core.protocol import MemberRecord
 
 A = ip_address("198.18.0.1")
@@ -230,3 +230,75 @@ def test_expiry_follows_dead_interval_when_it_shrinks_or_grows() -> None:
     assert m.next_expiry() == 15 and [x.primary for x in m.expire(now=40)] == [B]
     m.dead_interval = 80  # and grew: its check over, A is silent until 80
     assert m.next_expiry() == 80 and m.expire(now=79.9) == [] and [x.primary for x in m.expire(now=80)] == [A]
+
+
+# --- an address is one member's -----------------------------------------------------------------
+
+V1, V2, V3 = ip_address("198.18.1.13"), ip_address("198.18.9.13"), ip_address("198.18.7.13")
+V6 = ip_address("2001:db8:9::13")
+E = ip_address("198.18.0.66")
+
+
+def from_(source, *addresses, seq: int = 1, node_id: int = 7) -> Claim:  # type: ignore[no-untyped-def]
+    return Claim(node_id, tuple(addresses), 10, seq, source=source)
+
+
+def test_no_new_node_may_list_any_address_a_known_member_holds() -> None:
+    """A multi-homed node sends from its first address; a host lists one of its others as its own,
+    first or not: refused, and the node's own messages go on counting (before, only the known
+    members' primary addresses were looked at: the made-up node got in, and the real one was refused)."""
+    m = Membership(dead_interval=30)
+    assert m.heard(from_(V1, V1, V2, V3, V6, node_id=269), now=0) is Change.JOINED
+    for seq, fake in enumerate([(V2, E), (E, V3), (E, V6), (V6,), (V2,)], 1):
+        assert m.heard(from_(E, *fake, seq=seq), now=seq) == Rejected("conflict"), fake
+    assert m.learned(MemberRecord(7, 10, 0, (V2, E)), now=6) == Rejected("conflict")  # second-hand alike
+    assert list(m.members) == [V1]
+    assert m.heard(from_(V1, V1, V2, V3, V6, seq=2, node_id=269), now=7) is Change.REFRESHED
+    assert m.members[V1].addresses == (V1, V2, V3, V6)
+
+
+def test_the_address_index_follows_a_member_whose_addresses_change_and_one_that_goes() -> None:
+    m = Membership(dead_interval=30)
+    m.heard(from_(V1, V1, V2), now=0)
+    assert m.heard(from_(V1, V1, V3, seq=2), now=1) is Change.UPDATED  # V2 let go, V3 taken
+    assert m.heard(from_(E, E, V3), now=2) == Rejected("conflict")
+    assert m.heard(from_(E, E, V2), now=3) is Change.JOINED
+    assert m.heard(from_(V1, V1, V2, seq=3), now=4) == Rejected("conflict")  # now E's
+    m.forget(V1)
+    assert len(m.holders) == 2  # E's two: what goes with a member goes from the index
+    assert m.heard(from_(V3, V3, seq=1, node_id=8), now=5) is Change.JOINED
+
+
+def test_a_node_sending_from_an_address_another_member_only_listed_takes_it() -> None:
+    """Planted before the real node was heard: the made-up node lists the address the real one then
+    sends from. Sending from an address proves it (a host without IP spoofing has only its own)."""
+    m = Membership(dead_interval=30)
+    assert m.heard(from_(E, E, V1), now=0) is Change.JOINED
+    result = m.heard(from_(V1, V1, V2, node_id=269), now=1)
+    assert isinstance(result, Replaced) and result.gone.primary == E and result.taken == V1
+    assert result.then is Change.JOINED and list(m.members) == [V1]
+    assert m.heard(from_(E, E, V1, seq=2), now=2) == Rejected("conflict")  # and the made-up one cannot come back
+
+
+def test_the_address_index_agrees_with_a_scan_of_every_member_under_random_churn() -> None:
+    """No address held by two members, and the index is exactly the members' addresses, through
+    joins, address changes, made-up claims, second-hand news, leaves, replacements and expiry."""
+    rng = random.Random(11)
+    m = Membership(dead_interval=5, max_nodes=30)
+    pool = [addr(i) for i in range(50)]
+    now = 0.0
+    for step in range(20_000):
+        now += rng.expovariate(50)
+        addresses = tuple(dict.fromkeys(rng.sample(pool, rng.randrange(1, 4))))
+        source = rng.choice([addresses[0], rng.choice(addresses), rng.choice(pool)])
+        op = rng.random()
+        if op < 0.7:
+            m.heard(Claim(1, addresses, 10, step, source=source if source in addresses else None), now=now)
+        elif op < 0.85:
+            m.learned(MemberRecord(1, 10, rng.randrange(4000), addresses), now=now)
+        elif op < 0.9:
+            m.left(Claim(1, addresses, 10, step), now=now)
+        else:
+            m.expire(now)
+        held = [(a, x.primary) for x in m.members.values() for a in x.addresses]
+        assert len(dict(held)) == len(held) and dict(held) == m.holders._of
