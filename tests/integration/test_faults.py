@@ -246,7 +246,10 @@ class Reader:
 # --- the tests -------------------------------------------------------------------------------------
 
 
-def test_partition_then_heal_merges_within_an_announce_interval(lab: Lab) -> None:
+PROBE_ROUND = 1.0  # probe_interval's default
+
+
+def test_partition_then_heal_merges_within_a_few_probe_rounds(lab: Lab) -> None:
     ai, dead = 0.5, 2.5
     lan = lab.lan()
     nodes = [lab.node(f"n{i}", lan, f"198.18.{i}.{10 + i}/15") for i in range(1, 5)]
@@ -273,9 +276,10 @@ def test_partition_then_heal_merges_within_an_announce_interval(lab: Lab) -> Non
     merge = time.monotonic() - t1
     print(f"partition: split after {split:.2f}s (dead_interval {dead}s); "
           f"merged {merge:.2f}s after the heal (announce_interval {ai}s)")
-    # every node announces within announce_interval x (1 + jitter) of the heal; each such ANNOUNCE
-    # puts it in the other side's maps
-    assert merge <= 1.1 * ai + MARGIN, f"merge took {merge:.2f}s"
+    # a reconnect PING crosses within a probe round or two (each node sends one a round with odds
+    # 1/(members + 1), 1/2 here: four nodes all miss 1 round in 16), then every node announces
+    # once, spread over 10 ms a node: three rounds cover all but 1 heal in 4,000
+    assert merge <= 3 * PROBE_ROUND + MARGIN, f"merge took {merge:.2f}s"
     maps = [d.map() for d in daemons]
     assert all(m["entries"] == maps[0]["entries"] for m in maps)
     assert sorted(m["node_id"] for m in maps) == ids

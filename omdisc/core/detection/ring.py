@@ -23,7 +23,9 @@ log = logging.getLogger("omdisc.membership")
 
 OBITUARY_FOR = 10.0  # seconds the DEADs about a node we took out are still carried on
 RECONNECT_FOR = 3600.0  # seconds we PING a node we took out now and then: a partition may heal
-RECONNECT_EVERY = 5.0  # rounds between reconnect PINGs, the whole network's together
+RECONNECT_FRESH = 10.0  # seconds: a node out this long or less gets a reconnect PING about once a round
+# from the whole network; one out longer, as many times less often (a partition heals soon or late;
+# a dead node's address is not PINGed, nor its link address asked for, every second for an hour)
 MAX_FALLEN = 256
 
 
@@ -245,15 +247,19 @@ class Ring:
         return sends, gone
 
     def _reconnect_ping(self, now: float) -> list[Send]:
-        """Now and then (once in RECONNECT_EVERY rounds, over the whole network) a PING to a node we
-        took out: one that answers was cut off from us, not dead, and announcing brings both sides
-        of a healed partition back together (FailureDetection.came_back)."""
+        """Now and then a PING to a node we took out (about once a round over the whole network,
+        less often as it stays out: RECONNECT_FRESH): one that answers was cut off from us, not
+        dead, and announcing brings both sides of a healed partition back together
+        (FailureDetection.came_back)."""
         for gone in [a for a, f in self.fallen.items() if now - f.since >= RECONNECT_FOR]:
             del self.fallen[gone]
-        others = max(1, len(self.membership))
-        if not self.fallen or self.timers.rng.random() >= 1 / (RECONNECT_EVERY * others):
+        if not self.fallen:
             return []
-        address = self.timers.rng.choice(list(self.fallen))
+        rng = self.timers.rng
+        address = rng.choice(list(self.fallen))
+        stale = max(1.0, (now - self.fallen[address].since) / RECONNECT_FRESH)
+        if rng.random() >= 1 / ((len(self.membership) + 1) * stale):
+            return []
         nonce = self.timers.nonce()
         self._reconnect = (address, nonce)
         return [Send(MsgType.PING, address, address, self.fallen[address].incarnation, nonce,
