@@ -222,6 +222,9 @@ def test_signed_datagrams_carried_to_another_network_do_not_make_their_node_a_ne
         time.sleep(3.0)
         a2 = lab.node("a2", lan_a, "198.18.1.2/24")  # a map change: a JOIN on A, which A's nodes answer
         daemons.append(a2.start(key_file=str(key_file(lab, "a2", key))))
+        # a1 reloads: it JOINs again and announces twice, an interval apart (its periodic ones are
+        # minutes apart): datagrams of its own for the relay to carry
+        daemons[1].signal(signal.SIGHUP)
         samples = 0
         while relay.poll() is None:
             assert all(behind_the_gateway(d, "198.18.1.1") for d in far), [d.map().get("gateways") for d in far]
@@ -230,4 +233,4 @@ def test_signed_datagrams_carried_to_another_network_do_not_make_their_node_a_ne
         if relay.poll() is None:
             relay.kill()
     assert relay.wait() == 0 and samples >= 10
-    assert all(d.state()["stats"].get("rejected:offlink", 0) >= 5 for d in far)
+    assert all(d.state()["stats"].get("rejected:offlink", 0) >= 3 for d in far)
