@@ -27,13 +27,15 @@ import sys
 # and lzma to see which archives it could make. Whoever imports this module for its functions
 # keeps them all (tests/unit/test_lean.py). Deferred to their first use (shell/lazy.py): inspect,
 # which dataclasses imports for a class without a docstring only (every one of ours has one);
-# hashlib and hmac, used only with a cluster key; secrets, by --gen-key only.
+# hashlib, hmac and base64, used only with a cluster key; secrets, by --gen-key only; subprocess
+# (and locale), at a handler's first run; traceback (and linecache, tokenize, textwrap), which
+# logging imports, at the first traceback logged; ntpath, which pathlib imports for Windows paths.
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
     from omdisc.shell.lazy import defer
 
-    defer("inspect", "hashlib", "hmac", "secrets")
+    defer("inspect", "hashlib", "hmac", "secrets", "base64", "subprocess", "traceback", "ntpath")
     # The command line and the configuration files are read in a child (omdisc/front.py), begun now:
     # it works while this process imports the rest.
     from omdisc.front import start_early

@@ -36,13 +36,14 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 REPO = Path(__file__).resolve().parents[2]
 # systemd.journal and systemd.daemon: the C halves of systemd-python do; typing: for mypy only; ast
 # and dis: what inspect would load (dataclasses imports it, and uses it only for a class without a
-# docstring); the command line's and the YAML files' modules: the front's, in a child (omdisc/front.py)
+# docstring); the command line's and the YAML files' modules: the front's, in a child (omdisc/front.py);
+# importlib.util: shell/lazy.py does without
 PARSING = ("yaml", "omdisc.core.yamlconfig", "argparse", "gettext", "omdisc.cli")
 LEFT_OUT = ("asyncio", "ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers",
             "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "typing", "ast", "dis",
-            *PARSING)
+            "importlib.util", *PARSING)
 # imported, never run unless used (shell/lazy.py): an executed module has __builtins__
-DEFERRED = ("inspect", "hashlib", "hmac", "secrets")
+DEFERRED = ("inspect", "hashlib", "hmac", "secrets", "base64", "subprocess", "traceback", "ntpath")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
