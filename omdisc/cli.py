@@ -14,12 +14,6 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 
-def fail(prog: str, error: object, status: int) -> int:
-    """A user's mistake or the system's refusal: one line on stderr, `prog: what`, and the status."""
-    sys.stderr.write(f"{prog}: {error}\n")
-    return status
-
-
 HELP_WIDTH = 79  # the options and the text below them wrap at one width, whatever the terminal
 
 DESCRIPTION = """\

@@ -27,13 +27,20 @@ import sys
 # and lzma to see which archives it could make. Whoever imports this module for its functions
 # keeps them all (tests/unit/test_lean.py). Deferred to their first use (shell/lazy.py): inspect,
 # which dataclasses imports for a class without a docstring only (every one of ours has one);
-# hashlib and hmac, used only with a cluster key; secrets, by --gen-key only.
+# hashlib, hmac and base64, used only with a cluster key; secrets, by --gen-key only; subprocess
+# (and locale), at a handler's first run; traceback (and linecache, tokenize, textwrap), which
+# logging imports, at the first traceback logged; ntpath, which pathlib imports for Windows paths.
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
     from omdisc.shell.lazy import defer
 
-    defer("inspect", "hashlib", "hmac", "secrets")
+    defer("inspect", "hashlib", "hmac", "secrets", "base64", "subprocess", "traceback", "ntpath")
+    # The command line and the configuration files are read in a child (omdisc/front.py), begun now:
+    # it works while this process imports the rest.
+    from omdisc.front import start_early
+
+    start_early(sys.argv[1:])
 
 import logging
 import random
@@ -43,21 +50,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omdisc import __version__
-from omdisc.cli import build_parser, fail
 from omdisc.core import events
 from omdisc.core.auth import KeyFileError
-from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, dump
+from omdisc.core.config import DEFAULT_PATH, Config, ConfigError
 from omdisc.core.engine import Engine, Outgoing
 from omdisc.core.interface_plan import Plan, StartupError
 from omdisc.core.nodeid import NodeIdError
 from omdisc.core.protocol import IPAddress
 from omdisc.core.settings import restart_only, settings_for
+from omdisc.front import take
 from omdisc.shell import interfaces, keyfile
 from omdisc.shell.addresses import ADDRESS_ERRORS, AddressWatch, links, local_node, make_plan
 from omdisc.shell.boundary import Boundary
 from omdisc.shell.configfiles import ConfigSource, drop_ins
 from omdisc.shell.detach import Detacher
-from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, fail
 from omdisc.shell.feed import HandlerFeed
 from omdisc.shell.journal import LogControl, choose_target, notify, under_systemd
 from omdisc.shell.keyfile import gen_key
@@ -365,9 +372,9 @@ def in_force(cfg: Config) -> str:
            f"addresses {', '.join(map(str, node.addresses))}"
 
 
-def _key_command(args: Any, cfg: Config) -> int:
+def _key_command(command: str, cfg: Config) -> int:
     """--gen-key and --stage-key: print or hand over a key, and exit."""
-    if args.gen_key:
+    if command == "gen_key":
         sys.stdout.write(gen_key() + "\n")
         return EXIT_OK
     try:
@@ -379,8 +386,9 @@ def _key_command(args: Any, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _check_config(cfg: Config, cfg_path: Path | None) -> int:
-    """--check-config: the configuration and the cluster key as this host takes them, and exit."""
+def _check_config(cfg: Config, cfg_path: Path | None, as_yaml: str) -> int:
+    """--check-config: the configuration (as_yaml: the front wrote it) and the cluster key as this
+    host takes them, and exit."""
     try:
         keyring, key_path = keyfile.load(cfg)
     except KeyFileError as e:
@@ -390,7 +398,7 @@ def _check_config(cfg: Config, cfg_path: Path | None) -> int:
             else "none: announcements are not authenticated")
     sys.stdout.write(f"# main file: {main_file}; drop-ins: "
                      f"{', '.join(map(str, drop_ins(cfg_path or DEFAULT_PATH))) or 'none'}\n"
-                     f"# cluster key: {keys}\n# in force here: {in_force(cfg)}\n{dump(cfg)}")
+                     f"# cluster key: {keys}\n# in force here: {in_force(cfg)}\n{as_yaml}")
     return EXIT_OK
 
 
@@ -422,17 +430,17 @@ def serve(cfg: Config, source: ConfigSource, logctl: LogControl, plan: Plan, sin
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    overrides = {"interfaces": args.interfaces, "multicast_ttl": args.multicast_ttl, "debug": args.debug,
-                 "family": args.family, "route": args.route}
     try:
-        cfg, source = ConfigSource.read(Path(args.config) if args.config is not None else None, overrides)
+        asked = take(argv)  # the command line and the configuration files, read by the front
     except ConfigError as e:
         return fail("omdiscd", e, EXIT_CONFIG)
-    if args.gen_key or args.stage_key:
-        return _key_command(args, cfg)
-    if args.check_config:
-        return _check_config(cfg, source.path)
+    if isinstance(asked, int):
+        return asked  # --help, --version, a bad command line: the front has said it
+    cfg, source = asked.cfg, asked.source
+    if asked.command in ("gen_key", "stage_key"):
+        return _key_command(asked.command, cfg)
+    if asked.command == "check_config":
+        return _check_config(cfg, source.path, asked.check_yaml)
     try:
         keyfile.load(cfg)
     except KeyFileError as e:
@@ -442,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     except STARTUP_ERRORS as e:
         return fail("omdiscd", e, EXIT_FAILURE)
     detacher = Detacher()
-    detached = not args.nodaemon and not under_systemd()
+    detached = not asked.nodaemon and not under_systemd()
     if detached:
         detacher.detach()
     logctl = LogControl(choose_target(detached), cfg.debug)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omdisc import __version__
-from omdisc.cli import Parser, fail, path_argument
+from omdisc.cli import Parser, path_argument
 from omdisc.core.config import DEFAULT_PATH, ConfigError
 from omdisc.core.mapdoc import as_json
 from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
 from omdisc.shell.configfiles import load
-from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, fail
 from omdisc.shell.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,

@@ -1,5 +1,5 @@
-"""The YAML configuration: keys, types, defaults, validation with file:line errors. Pure: it parses
-text; reading the files is omdisc.shell.configfiles's.
+"""The configuration: keys, types, defaults, validation. Pure, and free of PyYAML: the YAML text is
+omdisc.core.yamlconfig's (with its file:line errors), reading the files omdisc.shell.configfiles's.
 
 Every key is a field of Config with its default, and has its parser in PARSERS; the man page
 omdiscd.yaml(5) and the shipped /etc/omdiscd/omdiscd.yaml list the same keys (a test checks they agree).
@@ -8,12 +8,10 @@ omdiscd.yaml(5) and the shipped /etc/omdiscd/omdiscd.yaml list the same keys (a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-
-import yaml
 
 from omdisc.core.events import KINDS as EVENT_KINDS
 from omdisc.core.protocol import MAX_NODE_ID
@@ -304,86 +302,12 @@ def check_intervals(cfg: Config) -> None:
         )
 
 
-# --- a file's text ----------------------------------------------------------------------------------
+# --- plain values: what YAML (yamlconfig.dump) and JSON (the daemon's config reader) carry --------
 
 
-def _mapping(text: str, source: str) -> list[tuple[yaml.Node, yaml.Node]]:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        if e.context_mark and mark and mark.line >= text.count("\n"):
-            mark = e.context_mark  # "found <stream end>": where the unclosed thing opened says more
-        line = mark.line + 1 if mark else None
-        raise ConfigError(f"YAML syntax error: {e.problem or e.context}", source, line) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"YAML error: {e}", source) from None
-    if node is None:
-        return []
-    if not isinstance(node, yaml.MappingNode):
-        raise ConfigError("expected a mapping of keys to values at the top level", source, node.start_mark.line + 1)
-    return list(node.value)
-
-
-def _construct(node: yaml.Node) -> object:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
-Origins = dict[str, tuple[str, int]]  # key -> (file, line) that set it
-
-
-def _values(text: str, source: str, origins: Origins) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key_node, value_node in _mapping(text, source):
-        line = key_node.start_mark.line + 1
-        key = _construct(key_node)
-        if not isinstance(key, str) or key not in PARSERS:
-            raise ConfigError(f"unknown key {key!r} (known: {', '.join(PARSERS)})", source, line)
-        if key in values:
-            raise ConfigError(f"key {key!r} given twice (first on line {origins[key][1]})", source, line)
-        try:
-            values[key] = PARSERS[key](_construct(value_node))
-        except (ValueError, yaml.YAMLError) as e:
-            at = value_node
-            if isinstance(e, ItemError) and isinstance(at, yaml.SequenceNode) and e.index < len(at.value):
-                at = at.value[e.index]  # the bad entry of a list, not where the list starts
-            raise ConfigError(f"{key}: {e}", source, at.start_mark.line + 1) from None
-        origins[key] = (source, line)
-    return values
-
-
-def _checked(values: dict[str, Any], origins: Origins) -> Config:
-    cfg = Config(**values)
-    try:
-        check_intervals(cfg)
-    except ConfigError as e:
-        source, line = origins.get("dead_interval") or origins.get("announce_interval") or ("", 0)
-        raise ConfigError(str(e), source or None, line or None) from None
-    return cfg
-
-
-def parse_layers(layers: Iterable[tuple[str, str]]) -> Config:
-    """A config from (source, text) pairs in order, each overriding what came before (the main file,
-    then its drop-ins). Each is taken from the iterable only once the one before it has parsed."""
-    values: dict[str, Any] = {}
-    origins: Origins = {}
-    for source, text in layers:
-        seen: Origins = {}
-        values.update(_values(text, source, seen))
-        origins.update(seen)
-    return _checked(values, origins)
-
-
-def parse(text: str, source: str = "<config>") -> Config:
-    return parse_layers([(source, text)])
-
-
-def dump(cfg: Config) -> str:
-    """A config as YAML that parses back to it (omdiscd --check-config prints this)."""
+def plain(cfg: Config) -> dict[str, Any]:
+    """A config as plain values (strings, numbers, booleans, None, lists, mappings) that PARSERS read
+    back to the same config."""
     out: dict[str, Any] = {}
     for f in fields(cfg):
         v = getattr(cfg, f.name)
@@ -391,9 +315,9 @@ def dump(cfg: Config) -> str:
             v = [{"events": list(h.events), "run": str(h.run)} for h in v]
         out[f.name] = list(v) if isinstance(v, tuple) else str(v) if isinstance(v, (Path, IPv4Address,
                                                                                       IPv6Address)) else v
-    return yaml.safe_dump(out, sort_keys=False)
+    return out
 
 
-def dump_defaults() -> str:
-    """Every key with its default, as YAML."""
-    return dump(Config())
+def from_plain(values: dict[str, Any]) -> Config:
+    """plain()'s values typed back into a Config, each by its key's parser."""
+    return Config(**{key: PARSERS[key](value) for key, value in values.items()})

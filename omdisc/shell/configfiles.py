@@ -1,5 +1,10 @@
 """The configuration files: the main file and its conf.d drop-ins, read in order and parsed by
-omdisc.core.config (which reads nothing itself)."""
+omdisc.core.yamlconfig (which reads nothing itself).
+
+The daemon reads them in a short-lived child (shell/apart.py), at start and at each SIGHUP, and is
+handed the settings back as JSON: PyYAML, and what parsing leaves behind, never weigh on it. The
+child's errors are the same one line, with file and line, as when the files are read in-process
+(`load`, as showmap does)."""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, parse_layers
+from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, from_plain, plain
+from omdisc.shell.apart import ChildFailed, in_child
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -33,10 +39,12 @@ def drop_ins(main: Path) -> list[Path]:
 
 def load(path: Path | None, default: Path = DEFAULT_PATH) -> tuple[Config, Path | None]:
     """The config at `path` (named by the user: must exist), or the default file if present, then
-    its conf.d drop-ins.
+    its conf.d drop-ins. In this process: PyYAML is loaded here.
 
     Returns the config and the main file (None: no main file, built-in defaults under drop-ins).
     """
+    from omdisc.core.yamlconfig import parse_layers  # PyYAML: only where the files are parsed
+
     main = path or default
     found = None if path is None and not main.exists() else main
 
@@ -50,6 +58,14 @@ def load(path: Path | None, default: Path = DEFAULT_PATH) -> tuple[Config, Path 
     return parse_layers(layers()), found
 
 
+def load_apart(path: Path | None) -> Config:
+    """load()'s config, read in a short-lived child: the same config, or the same ConfigError."""
+    try:
+        return from_plain(in_child(lambda: plain(load(path)[0]), ConfigError))
+    except ChildFailed as e:
+        raise ConfigError(f"cannot read the configuration: {e}") from None
+
+
 @dataclass(frozen=True)
 class ConfigSource:
     """Where the configuration in force came from: its main file (None: built-in defaults under
@@ -58,14 +74,9 @@ class ConfigSource:
     path: Path | None
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def read(cls, named: Path | None, overrides: dict[str, Any]) -> tuple[Config, ConfigSource]:
-        """The file named on the command line, or the default one if present."""
-        cfg, path = load(named)
-        return cfg.overridden(**overrides), cls(path, overrides)
-
     def reread(self) -> Config:
-        return load(self.path)[0].overridden(**self.overrides)
+        """The same files again, and the same options over them: in a short-lived child."""
+        return load_apart(self.path).overridden(**self.overrides)
 
     def describe(self) -> str:
         return str(self.path) if self.path else "built-in defaults"

@@ -6,14 +6,21 @@ Not importlib's LazyLoader: Python 3.11's import statement reads the module's __
 whether it is still being imported, and any attribute read loads a LazyLoader module, so the next
 `import inspect` would load it at once. Here the module object is made as the import system makes
 it (module_from_spec: __spec__, __file__, __name__ set), and only a name it does not have yet, the
-first read of what its code defines, runs its code.
+first read of what its code defines, runs its code. The spec is found by the finders on
+sys.meta_path, as the import statement asks them, and the module made by the import system's core
+that comes with the interpreter (_frozen_importlib, which importlib.util re-exports): importing
+importlib.util would bring importlib, warnings and importlib._abc into the daemon.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
+from _frozen_importlib import module_from_spec
 from types import ModuleType
+
+TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 
 def defer(*names: str) -> None:
@@ -21,12 +28,22 @@ def defer(*names: str) -> None:
     for name in names:
         if name in sys.modules:
             continue
-        spec = importlib.util.find_spec(name)
+        spec = _find_spec(name)
         if spec is None or spec.loader is None:
             continue
-        module = importlib.util.module_from_spec(spec)
+        module = module_from_spec(spec)
         module.__dict__["__getattr__"] = _loader_of(module)
         sys.modules[name] = module
+
+
+def _find_spec(name: str) -> ModuleSpec | None:
+    """The spec of top-level module `name` from the first finder that knows it."""
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec: ModuleSpec | None = find(name, None) if find is not None else None
+        if spec is not None:
+            return spec
+    return None
 
 
 def _loader_of(module: ModuleType) -> object:

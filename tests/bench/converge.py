@@ -20,7 +20,7 @@ from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.protocol import Message, MsgType, decode, encode
 from omdisc.core.table import TableFormatError, decode_config
 from omdisc.shell.keyfile import gen_key
-from tests.lab.netlab import Daemon, Lab, require_root, wait_for
+from tests.lab.netlab import Daemon, Lab, as_installed, require_root, wait_for
 
 QUIET = {"announce_interval": 30.0, "dead_interval": 90.0}  # no periodic traffic during the counts
 
@@ -93,6 +93,7 @@ def run(n: int, keyed: bool) -> dict[str, float]:
 
 def main() -> None:
     require_root()
+    as_installed()
     sizes = [int(a) for a in sys.argv[1:]] or [4, 8, 16]
     sign_us, check_us = mac_cost()
     print(f"HMAC-SHA256 per datagram: {sign_us:.1f} us to sign, {check_us:.1f} us to check (one core)\n")

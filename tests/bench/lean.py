@@ -18,7 +18,6 @@ figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import compileall
 import gc
 import json
 import os
@@ -43,7 +42,7 @@ from omdisc.shell.files import write_atomic
 from omdisc.shell.sinks import STATE, AlphaSink
 from omdisc.shell.statefile import encode_state
 from tests.lab.inject import add_addresses, made_up
-from tests.lab.netlab import REPO, Lab, Node, require_root, wait_for
+from tests.lab.netlab import REPO, Lab, Node, as_installed, require_root, wait_for
 
 ANNOUNCE, DEAD = 10.0, 35.0  # the defaults
 MEMBERS = 1000
@@ -150,7 +149,7 @@ def has_deps(python: str) -> bool:
 
 
 def real_daemons(seconds: float) -> None:
-    compileall.compile_dir(REPO / "omdisc", quiet=1)  # run from bytecode, as installed (PYTHONDONTWRITEBYTECODE)
+    as_installed()
     print(f"A real daemon, idle (default intervals); CPU over {seconds:.0f} s; RSS 5 s after the last join and "
           "at the end")
     print(f"{'python':>16} {'members':>8} {'datagrams/s':>12} {'RSS MiB':>8} {'at end':>7} {'anon':>6} "

@@ -44,7 +44,7 @@ from tests.bench.crash import PACKAGED, in_state
 from tests.bench.lean import cpu_seconds, status_kib
 from tests.bench.serfagent import SerfAgent, finding
 from tests.integration.test_faults import kernel_ids
-from tests.lab.netlab import Daemon, Lab, Lan, Node, bridge_counted, bridge_table, require_root, wait_for
+from tests.lab.netlab import Daemon, Lab, Lan, Node, as_installed, bridge_counted, bridge_table, require_root, wait_for
 
 SETTLE = 22.0  # seconds after convergence before the idle window: past the two early announcements
 # after each JOIN (one and two announce_intervals, 10 s and 20 s, on): the steady state, for both systems
@@ -346,6 +346,7 @@ def main() -> None:
     require_root()
     mode = args.serf_mode if args.serf_mode != "auto" else "join" if args.n > JOIN_ABOVE else "mdns"
     doomed = victims(args.n, args.kills)
+    as_installed()
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         nodes = lab_nodes(lab, args.n + 1)
         multicast = multicast_counter(next(iter(lab.lans.values())))

@@ -7,6 +7,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from omdisc.core.config import ConfigError
+from omdisc.shell.configfiles import load
 from tests.lab.netlab import Daemon, Lab, Node, wait_for
 
 
@@ -152,9 +157,27 @@ def test_sighup_reloads_and_keeps_the_map_sigusr1_toggles_debug(lab: Lab) -> Non
     d.signal(signal.SIGUSR1)
     wait_for(lambda: "debug messages all on" in d.log, 3, what="SIGUSR1")
     cfg.write_text("announce_interval: [oops\n")
+    life = d.state()["incarnation"]
     d.signal(signal.SIGHUP)
     wait_for(lambda: "reload failed" in d.log, 3, what="a bad reload to be refused")
+    with pytest.raises(ConfigError) as said:  # what `omdiscd -c` says of this file
+        load(cfg)
+    failed = [line for line in d.log.splitlines() if "reload failed" in line]
+    assert len(failed) == 1 and failed[0].endswith(f"reload failed, the running configuration stays: {said.value}")
+    assert f"{cfg}:1: YAML syntax error" in failed[0]
     assert d.alive() and len(d.ids()) == 3
+    assert d.state()["incarnation"] == life  # not applied: a reload rejoins with a new incarnation
+
+
+def test_the_running_daemon_never_loads_pyyaml(lab: Lab) -> None:
+    """Its configuration is read in a short-lived child, at start and at each SIGHUP (omdisc/front.py,
+    shell/configfiles.py): PyYAML's C half and libyaml are never in the daemon's memory."""
+    assert yaml.__with_libyaml__  # the daemons here would map them, had they imported yaml
+    d = four(lab)[0].start()
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration reloaded" in d.log, 3, what="reload")
+    maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+    assert [lib for lib in ("/_yaml.", "libyaml") if lib in maps] == []
 
 
 def test_address_change_is_picked_up_within_announce_interval(lab: Lab) -> None:

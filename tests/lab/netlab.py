@@ -7,6 +7,7 @@ that fails leaves nothing behind. Needs root.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -284,6 +285,13 @@ def simple_lab(tmp: Path, count: int, net: str = "198.18.0") -> tuple[Lab, list[
         lab.close()
         raise
     return lab, nodes
+
+
+def as_installed() -> None:
+    """omdisc's bytecode written beforehand, as a package installs it: a benchmark's daemons then
+    run as users' do (under PYTHONDONTWRITEBYTECODE each would compile its modules at every start,
+    slower and with more memory)."""
+    compileall.compile_dir(REPO / "omdisc", quiet=1)
 
 
 def require_root() -> None:

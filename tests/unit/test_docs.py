@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from omdisc.cli import build_parser
-from omdisc.core.config import Config, parse
+from omdisc.core.config import Config
+from omdisc.core.yamlconfig import parse
 from omdisc.showmap import build_parser as showmap_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -36,11 +36,14 @@ def test_state_json_is_what_json_dumps_writes(members: int) -> None:
 REPO = Path(__file__).resolve().parents[2]
 # systemd.journal and systemd.daemon: the C halves of systemd-python do; typing: for mypy only; ast
 # and dis: what inspect would load (dataclasses imports it, and uses it only for a class without a
-# docstring)
+# docstring); the command line's and the YAML files' modules: the front's, in a child (omdisc/front.py);
+# importlib.util: shell/lazy.py does without
+PARSING = ("yaml", "omdisc.core.yamlconfig", "argparse", "gettext", "omdisc.cli")
 LEFT_OUT = ("asyncio", "ssl", "_ssl", "_hashlib", "bz2", "lzma", "tempfile", "shutil", "logging.handlers",
-            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "typing", "ast", "dis")
+            "omdisc.showmap", "systemd.journal", "systemd.daemon", "uuid", "platform", "typing", "ast", "dis",
+            "importlib.util", *PARSING)
 # imported, never run unless used (shell/lazy.py): an executed module has __builtins__
-DEFERRED = ("inspect", "hashlib", "hmac", "secrets")
+DEFERRED = ("inspect", "hashlib", "hmac", "secrets", "base64", "subprocess", "traceback", "ntpath")
 SIGN = """
 import sys
 from omdisc.daemon import main  # as the omdiscd script starts
@@ -54,17 +57,21 @@ print(signed.hex(), auth.verify(signed, __import__("omdisc.core.protocol").core.
 print("openssl" if "libcrypto" in open("/proc/self/maps").read() else "no openssl")
 """
 
-
-LOADED = f"""
+# what ran before the program: python -m's runpy loads importlib.util, and a venv's editable install
+# of omdisc loads pathlib (and ntpath) and importlib.util at start-up; a packaged omdiscd, neither
+STARTED = """
 import sys
+ran = {m for m, module in sys.modules.items() if module is not None and "__builtins__" in vars(module)}
+"""
+LOADED = f"""
 try:
     main(["--version"])
 except SystemExit:
     pass
 maps = open("/proc/self/maps").read()
-print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None),
+print(sorted(m for m in {LEFT_OUT!r} if sys.modules.get(m) is not None and m not in ran),
       sorted(lib for lib in ("libssl", "libcrypto") if lib in maps),
-      sorted(m for m in {DEFERRED!r} if "__builtins__" in vars(sys.modules.get(m, sys))))
+      sorted(m for m in {DEFERRED!r} if "__builtins__" in vars(sys.modules.get(m, sys)) and m not in ran))
 """
 
 
@@ -82,11 +89,42 @@ def omdiscd_script(tmp_path: Path, body: str = "from omdisc.daemon import main\n
 
 
 def test_the_omdiscd_program_loads_no_tls_or_openssl(tmp_path: Path) -> None:
-    as_module = ("import runpy, sys\nsys.argv[1:] = ['--version']\n"
+    as_module = ("import runpy, sys\nsys.argv[1:] = ['--version']\n" + STARTED +
                  "main = lambda argv: runpy.run_module('omdisc.daemon', run_name='__main__')\n")
     for program in (run("-c", as_module + LOADED),  # python -m omdisc.daemon
-                    run(omdiscd_script(tmp_path, "from omdisc.daemon import main\n" + LOADED))):
+                    run(omdiscd_script(tmp_path, STARTED + "from omdisc.daemon import main\n" + LOADED))):
         assert program.splitlines() == [f"omdiscd {__version__}", "[] [] []"], program  # it ran, without them
+
+
+READ_AND_RELOAD = """
+import sys
+from pathlib import Path
+from omdisc.daemon import main
+from omdisc.shell.configfiles import ConfigSource
+cfg = Path(sys.argv[-1])
+print(main())  # omdiscd -n -c CFG: the files read, then: no such interface, before any socket
+source = ConfigSource(cfg, {{"debug": ("net",)}})
+print(source.reread().interfaces, source.reread().debug)  # what SIGHUP reads
+cfg.write_text("interfaces: [omdt-none0]\\nport: lots\\n")
+try:
+    source.reread()
+except Exception as e:
+    print(type(e).__name__, e)
+print(sorted(m for m in {parsing!r} if m in sys.modules))
+"""
+
+
+def test_the_omdiscd_program_reads_its_files_at_start_and_reload_without_loading_yaml_or_argparse(
+        tmp_path: Path) -> None:
+    cfg = tmp_path / "omdiscd.yaml"
+    cfg.write_text("interfaces: [omdt-none0]\n")
+    r = subprocess.run([sys.executable, omdiscd_script(tmp_path, READ_AND_RELOAD.format(parsing=PARSING)), "-n", "-c",
+                        str(cfg)],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       check=True)
+    assert r.stdout.splitlines() == ["1", "('omdt-none0',) ('net',)",
+                                     f"ConfigError {cfg}:2: port: expected an integer 1..65535, got 'lots'", "[]"]
+    assert r.stderr.startswith("omdiscd: ") and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_a_program_that_imports_the_daemon_module_keeps_ssl() -> None:

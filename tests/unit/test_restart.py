@@ -8,10 +8,8 @@ tests/integration/test_discovery.py."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,16 +26,6 @@ from omdisc.shell.pidfile import PidFile
 from omdisc.shell.sinks import AlphaSink
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def omdisc_logger() -> Iterator[None]:
-    """LogControl takes over the 'omdisc' logger; give it back as it was for the other tests."""
-    logger = logging.getLogger("omdisc")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    logger.handlers[:], logger.propagate = saved[0], saved[1]
-    logger.setLevel(saved[2])
 
 
 def daemon(tmp: Path) -> Daemon:

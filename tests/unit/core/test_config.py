@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.config import Config, ConfigError, dump_defaults, parse
+from omdisc.core.config import Config, ConfigError
+from omdisc.core.yamlconfig import dump_defaults, parse
 from omdisc.shell.configfiles import load
 
 

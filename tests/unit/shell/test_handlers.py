@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.config import Config, ConfigError, HandlerSpec, dump, parse
+from omdisc.core.config import Config, ConfigError, HandlerSpec
 from omdisc.core.engine import Settings
 from omdisc.core.events import Event, Recorder
+from omdisc.core.yamlconfig import dump, parse
 from omdisc.shell.handlers import PARALLEL, Backlog, Capture, Runner, environment, excerpt
 from omdisc.shell.loop import Loop
 from tests.unit.sim import SimLan
