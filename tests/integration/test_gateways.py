@@ -196,8 +196,9 @@ def test_ttl_mode_discovers_only_through_a_real_multicast_router(lab: Lab) -> No
         if not mrouter.name.startswith("smcroute"):
             mrouter.stop()
         assert mrouter.routed("198.18.1.1")
-    # router gone: the two sides expire from each other's maps
-    wait_for(lambda: len(d1.ids()) == 1 and len(d2.ids()) == 1, 6, what="expiry once the router is gone")
+    # router gone: the two sides take each other out (their probes, about 3 s; slower on a loaded
+    # machine, whose late timers lengthen every timeout: local health)
+    wait_for(lambda: len(d1.ids()) == 1 and len(d2.ids()) == 1, 12, what="expiry once the router is gone")
 
 
 def test_ttl_mode_over_ipv6_discovers_only_through_a_multicast_router(lab: Lab) -> None:
@@ -214,7 +215,7 @@ def test_ttl_mode_over_ipv6_discovers_only_through_a_multicast_router(lab: Lab) 
         if not mrouter.name.startswith("smcroute"):
             mrouter.stop()
         assert mrouter.routed("2001:db8:1::1")
-    wait_for(lambda: v6_members(d1) == set() and v6_members(d2) == set(), 6, what="expiry once the router is gone")
+    wait_for(lambda: v6_members(d1) == set() and v6_members(d2) == set(), 12, what="expiry once the router is gone")
 
 
 def wire_counter(lan: Lan) -> None:
