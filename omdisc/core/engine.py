@@ -151,6 +151,13 @@ class AnnounceSchedule:
             spread = min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1))
             self.next = min(self.next, now + self.rng.uniform(0, spread))
 
+    def joined(self, flags: int, me: IPAddress, now: float) -> None:
+        """A node's JOIN: one of an older release (no ROUNDS flag) needs to hear us soon, not at
+        the next tick (follow_the_map): it drops what a SNAPSHOT says of us once our record looks
+        older than its dead_interval."""
+        if not flags & FLAG_ROUNDS:
+            self.follow_the_map(me, now)
+
     def rescale(self, me: IPAddress, nodes: int | None = None) -> int:
         """dead_interval grows with the announce period, for the map's size or `nodes`; the scale."""
         scale = self._scale = self.scale(me, nodes)
@@ -183,8 +190,8 @@ class Engine:
         self.links: Links | None = None
         self.events = events.Recorder(self.stats)  # for the event handlers: the daemon drains it
         self.chronicle = Chronicle(self.membership, self.stats, self.events)  # changes told: log, handlers
-        self.joining = Joining(settings.answers, rng, self.stats, self.chronicle, self.guard)
         self.detection = FailureDetection(settings.probe, rng, self.stats, self.chronicle, wall, settings.announce_rate)
+        self.joining = Joining(settings.answers, rng, self.stats, self.chronicle, self.guard, self.detection.alive_at)
         self.announcing = AnnounceSchedule(settings, rng, self.membership, self.detection)
 
     # --- what the cluster looks like ---------------------------------------------------------
@@ -211,9 +218,6 @@ class Engine:
         self.forwarder.route_between = interfaces
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self, now: float) -> list[Outgoing]:
-        return self.rejoin(now)
 
     def shutdown(self) -> list[Outgoing]:
         return [self._send(self._message(MsgType.LEAVE))]
@@ -262,6 +266,8 @@ class Engine:
         self.announcing.begin(self.local.primary, now)
         self.joining.begin(now, self.settings.join_retries)
         return [self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN))]
+
+    start = rejoin  # the first JOIN of a life: a rejoin from nothing
 
     # --- input -------------------------------------------------------------------------------
 
@@ -334,6 +340,7 @@ class Engine:
             self.joining.on_join(msg, change, interface, checked_source, now)
             if change is not Change.STALE:
                 self.forwarder.joined(interface, now)  # a gateway says itself there (Forwarder.joined)
+                self.announcing.joined(msg.flags, self.local.primary, now)
         elif msg.type is MsgType.SNAPSHOT:
             self._on_snapshot(msg, claim, now)
         return out

@@ -14,7 +14,7 @@ from omdisc.core.chronicle import Chronicle
 from omdisc.core.guard import Guard
 from omdisc.core.membership import Change, Claim
 from omdisc.core.protocol import IPAddress, Message, Snapshot, snapshot_messages
-from omdisc.core.snapshots import paths, records_for
+from omdisc.core.snapshots import AliveAt, paths, records_for
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
@@ -22,8 +22,9 @@ UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than on
 
 class Joining:
     def __init__(self, limits: AnswerLimits, rng: random.Random, stats: Counter[str], chronicle: Chronicle,
-                 guard: Guard) -> None:
+                 guard: Guard, alive_at: AliveAt) -> None:
         self.answers = JoinAnswers(limits, rng)
+        self.alive_at = alive_at  # the failure detector's word on when a member was last alive
         self.stats = stats
         self.chronicle = chronicle
         self.membership = chronicle.membership
@@ -78,7 +79,7 @@ class Joining:
         `base` on; the most recently heard first, should the membership be more than MAX_PARTS
         datagrams hold. `routing`: we forward between our networks (records_for)."""
         joiner, incarnation = key
-        records = records_for(self.membership, interface, routing, now)
+        records = records_for(self.membership, interface, routing, now, self.alive_at)
         messages = snapshot_messages(base, joiner, incarnation, records)
         told = sum(len(m.snapshot.members) for m in messages if m.snapshot)
         if told < len(records):

@@ -80,8 +80,9 @@ class Member:
         """Its last direct message came from its primary address itself."""
         return self.source == self.primary
 
-    def record(self, now: float, flags: int = 0) -> MemberRecord:
-        age_ms = max(0, int((now - self.last_heard) * 1000))
+    def record(self, now: float, flags: int = 0, alive_at: float | None = None) -> MemberRecord:
+        """What a SNAPSHOT tells of it; its age from when it was last heard, or last known alive."""
+        age_ms = max(0, int((now - max(self.last_heard, alive_at or self.last_heard)) * 1000))
         return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, member_flags(self.flags) | flags)
 
 

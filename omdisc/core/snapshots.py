@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from omdisc.core.membership import Claim, Membership
+from omdisc.core.membership import Claim, Member, Membership
 from omdisc.core.protocol import FLAG_GATEWAY, MEMBER_INDIRECT, IPAddress, MemberRecord, Message
 
+AliveAt = Callable[[Member, float], "float | None"]  # when the failure detector last knew a member alive
 
-def records_for(membership: Membership, interface: str, routing: bool,
-                now: float) -> list[MemberRecord]:
+
+def records_for(membership: Membership, interface: str, routing: bool, now: float,
+                alive_at: AliveAt = lambda m, now: None) -> list[MemberRecord]:
     """What a SNAPSHOT on `interface` tells: what we heard first-hand (never hearsay, so a made-up
     node goes no further than the host that made it up), the most recently heard first. A host
     that does not route between its networks tells each only of the nodes it heard there: it must
-    not join them itself."""
+    not join them itself. A record's age is from when we last heard the node, or from when our
+    probes last knew it alive if that is later (`alive_at`): nodes announce rarely once probes
+    find failures, and a joiner of an older release drops a record older than its dead_interval."""
     members = sorted(membership.firsthand(), key=lambda m: (m.last_heard, str(m.primary)), reverse=True)
     # the joiner is told too: the other nodes joining at the same time learn from this SNAPSHOT as
     # well, and a node about to answer sees that its knowledge of the joiner was told
-    return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0)
+    return [m.record(now, MEMBER_INDIRECT if m.via is not None or m.interface != interface else 0, alive_at(m, now))
             for m in members
             if routing or not interface or m.interface == interface]
 

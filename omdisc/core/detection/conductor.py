@@ -152,6 +152,10 @@ class FailureDetection:
         self.refute_again = None
         return True
 
+    def alive_at(self, m: Member, now: float) -> float | None:
+        """When `m` was last alive as far as the probes tell (Ring.alive_at); None without probes."""
+        return None if self.ring is None else self.ring.alive_at(m, now)
+
     def spare(self, now: float) -> Callable[[Member], float | None] | None:
         """For Membership.expire: a member we can probe is PINGed before it expires."""
         ring = self.ring

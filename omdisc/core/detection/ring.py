@@ -27,6 +27,7 @@ RECONNECT_FRESH = 10.0  # seconds: a node out this long or less gets a reconnect
 # from the whole network; one out longer, as many times less often (a partition heals soon or late;
 # a dead node's address is not PINGed, nor its link address asked for, every second for an hour)
 MAX_FALLEN = 256
+VOUCHED_ROUNDS = 2  # a member no probe found silent was alive this many probe rounds ago at the latest
 
 
 @dataclass(slots=True)
@@ -296,6 +297,14 @@ class Ring:
         until = self.timers.check(_target(m), now)
         self._count_checks()
         return until
+
+    def alive_at(self, m: Member, now: float) -> float | None:
+        """When `m` was last alive as far as the probes tell: a member of our rings that nobody
+        suspects answered its prober within the last rounds (a silent one would be suspected by
+        now). None: not probed, suspected or restarting; we know only when we last heard it."""
+        if not local(m) or not m.firsthand or m.primary in self.timers.suspects or self.timers.is_held(m.primary, now):
+            return None
+        return now - VOUCHED_ROUNDS * self.settings.interval
 
     # --- what the conductor and the report ask of the timers ----------------------------------
 

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, ip_address
 from omdisc.core.detection.rounds import JUDGE_ROUNDS, position
 from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import (
+    FLAG_JOIN,
     FLAG_PROBES,
     FLAG_ROUNDS,
     DecodeError,
@@ -116,6 +117,31 @@ def test_the_announce_interval_grows_with_the_cluster_and_not_beside_older_nodes
     old = ip_address("198.18.9.9")
     e.receive(announce(old, flags=0), 0.2, source=old)  # a version 1 node expects us every 10 s
     assert e.announce_scale() == 1
+
+
+def test_a_joiner_of_an_older_release_keeps_the_members_it_is_told_of_until_they_announce() -> None:
+    """It drops a SNAPSHOT record older than its own dead_interval, and expires one it took unchecked
+    (docs/protocol.md, "Nodes that probe by the address-ordered ring"). Our answer dates the
+    members our probes hold alive from then, not from their last announcement, minutes ago; and
+    our own announcement is brought forward as its JOIN comes in, not at our next tick."""
+    e = engine_with(MANY)
+    for _ in range(3):  # past the two early announcements after our JOIN
+        e.tick(e.next_announce)
+    now = e.next_announce - 300.0
+    assert now > 30.0  # members last heard at 0.1
+    victim, judge = judged_here(MANY)
+    e.receive(judged(MsgType.SUSPECT, judge, victim), now, source=judge)
+    older = ip_address("198.18.0.99")
+    e.receive(encode(Message(MsgType.ANNOUNCE, 7, INC, 1, (older,), FLAG_PROBES | FLAG_JOIN)), now, source=older)
+    assert e.next_announce <= now + 0.43  # spread over 10 ms a node; no tick in between
+    due = e.joining.answers.next_due()
+    assert due is not None
+    answer = [m for o in e.tick(due) if (m := decode(o.data)).type is MsgType.SNAPSHOT]
+    assert answer and answer[0].snapshot is not None
+    ages = {rec.addresses[0]: rec.age_ms / 1000 for rec in answer[0].snapshot.members}
+    assert set(ages) == {*MANY, older}
+    assert max(a for p, a in ages.items() if p not in (victim, older)) <= 2.0  # two probe rounds
+    assert ages[victim] > due - 0.11  # suspected: we know only when we last heard it
 
 
 # --- hostile messages against one engine ------------------------------------------------------
