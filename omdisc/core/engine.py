@@ -412,7 +412,7 @@ class Engine:
         if now >= self.announcing.next:
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
             self.announcing.announced(self.local.primary, now)
-        if self.detection.refute_due(now) | self.detection.announce_due(now):
+        if self.detection.announce_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE)))
         if self.joining.retry_due(now):
             out.append(self._send(self._message(MsgType.ANNOUNCE, FLAG_JOIN)))

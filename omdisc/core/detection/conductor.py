@@ -12,7 +12,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from omdisc.core.chronicle import Chronicle
 from omdisc.core.detection.ring import Reaction, Ring
@@ -41,6 +41,20 @@ BACK_SPREAD, BACK_SPREAD_MAX = 0.01, 5.0  # those announcements spread over 10 m
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 
 
+@dataclass(slots=True)
+class Once:
+    """Something due once, at `at` (None: nothing due)."""
+
+    at: float | None = None
+
+    def taken(self, now: float) -> bool:
+        """Due now? Then it is done."""
+        if self.at is None or now < self.at:
+            return False
+        self.at = None
+        return True
+
+
 class FailureDetection:
     def __init__(self, settings: ProbeSettings | None, rng: random.Random, stats: Counter[str],
                  chronicle: Chronicle, wall: Callable[[], float], announce_rate: float) -> None:
@@ -51,8 +65,8 @@ class FailureDetection:
         self.chronicle = chronicle
         self.membership = chronicle.membership
         self.ring = Ring(settings, rng, stats, self.membership) if settings else None  # None: no probes
-        self.refute_again: float | None = None  # a refutation is said twice (settings.resend apart)
-        self.announce_at: float | None = None  # an announcement soon: a partition healed (came_back)
+        self.refute_again = Once()  # a refutation is said twice (settings.resend apart)
+        self.announce_soon = Once()  # an announcement soon: a partition healed (came_back)
         self.introductions: list[tuple[IPAddress, str]] = []  # ANNOUNCEs by unicast: (to, interface)
         self._soon = KeyedBuckets(1 / BACK_AGAIN, 3.0, max_keys=1)  # those announcements: 3, then one a BACK_AGAIN
 
@@ -82,7 +96,7 @@ class FailureDetection:
         r = self.ring.receive(msg, source, gw, me, now, self.wall())
         r.sends = [self._routed(s, interface) for s in r.sends]
         if r.refute:  # again a little later: a node that missed it would go on to doubt us (Timers.check)
-            self.refute_again = now + self.ring.settings.resend
+            self.refute_again.at = now + self.ring.settings.resend
         if r.suspect is not None:
             self.stats["suspected"] += 1
             log.debug("node %s suspected by %s (no answer to its probes)", r.suspect, msg.origin)
@@ -121,9 +135,10 @@ class FailureDetection:
         Each side hears of it as the nodes come back, so one announcement of each node, spread
         out, mends both maps (three, then one each BACK_AGAIN). A node that was cut off alone is
         told by unicast instead (FailureDetection.heard): one datagram each, not one every node hears."""
-        if self.announce_at is not None or not self._soon.take(None, now):
+        if self.announce_soon.at is not None or not self._soon.take(None, now):
             return
-        self.announce_at = now + self.rng.uniform(0, min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1)))
+        spread = min(BACK_SPREAD_MAX, BACK_SPREAD * (len(self.membership) + 1))
+        self.announce_soon.at = now + self.rng.uniform(0, spread)
 
     def take_introductions(self) -> list[tuple[IPAddress, str]]:
         """The nodes to tell by unicast ANNOUNCE (heard), each once."""
@@ -131,26 +146,15 @@ class FailureDetection:
         return out
 
     def announce_due(self, now: float) -> bool:
-        """Time for the announcement after a healed partition?"""
-        if self.announce_at is None or now < self.announce_at:
-            return False
-        self.announce_at = None
-        return True
+        """Time for an ANNOUNCE of ours out of turn: the refutation said again, or the announcement
+        after a healed partition (one serves both)?"""
+        return self.refute_again.taken(now) | self.announce_soon.taken(now)
 
     def due(self) -> list[float]:
-        times = [] if self.refute_again is None else [self.refute_again]
-        if self.announce_at is not None:
-            times.append(self.announce_at)
+        times = [t for t in (self.refute_again.at, self.announce_soon.at) if t is not None]
         if self.ring is not None:
             times.append(self.ring.due())
         return times
-
-    def refute_due(self, now: float) -> bool:
-        """Time to say the refutation again?"""
-        if self.refute_again is None or now < self.refute_again:
-            return False
-        self.refute_again = None
-        return True
 
     def alive_at(self, m: Member, now: float) -> float | None:
         """When `m` was last alive as far as the probes tell (Ring.alive_at); None without probes."""

@@ -111,6 +111,11 @@ class Rounds:
             r = self._rings[(interface, round_no)] = _Ring(nodes)
         return r
 
+    def ring(self, interface: str, round_no: int, me: IPAddress) -> list[IPAddress]:
+        """`interface`'s ring in round `round_no`, in probe order: each node probes the one after it."""
+        self._refresh(round_no)
+        return self._ring(interface, round_no, me).order
+
     def targets(self, me: IPAddress, round_no: int) -> list[IPAddress]:
         """Whom we probe in this round: the member after us on each of our networks' rings."""
         out = []

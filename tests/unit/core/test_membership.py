@@ -6,7 +6,7 @@ from ipaddress import ip_address
 import pytest
 
 from omdisc.core.membership import HEAP_SLACK, Change, Claim, Member, Membership, Rejected, Replaced
-from omdisc.core.protocol import MemberRecord
+from omdisc.core.protocol import MAX_ADDRESSES, MemberRecord
 
 A = ip_address("198.18.0.1")
 B = ip_address("198.18.0.2")
@@ -302,3 +302,15 @@ def test_the_address_index_agrees_with_a_scan_of_every_member_under_random_churn
             m.expire(now)
         held = [(a, x.primary) for x in m.members.values() for a in x.addresses]
         assert len(dict(held)) == len(held) and dict(held) == m.holders._of
+
+
+def test_a_flood_of_made_up_nodes_with_sixteen_addresses_each_grows_the_address_index_only_to_its_bound() -> None:
+    """The index holds only members' addresses: max_nodes members of MAX_ADDRESSES each at most,
+    whatever a host claims, and a refused claim leaves nothing in it."""
+    m = Membership(dead_interval=30, max_nodes=50)
+    for i in range(2_000):
+        addresses = tuple(addr(i * MAX_ADDRESSES + k) for k in range(MAX_ADDRESSES))
+        m.heard(Claim(1, addresses, 10, 1, source=addresses[0]), now=i / 1000)
+    assert len(m.members) == 50  # the rest refused ("full")
+    assert len(m.holders) == 50 * MAX_ADDRESSES
+    assert all(m.holders.get(a) == x.primary for x in m.members.values() for a in x.addresses)

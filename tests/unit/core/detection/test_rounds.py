@@ -46,13 +46,12 @@ def test_every_member_is_probed_once_a_round_by_another_prober_each_round() -> N
     everyone = [ME, *(p.primary for p in peers)]
     probers_of: dict[IPAddress, set[IPAddress]] = {a: set() for a in everyone}
     for r in range(100):
-        rounds.members_on("", r)  # the rings of round r, over the members as they are
-        probed = Counter(rounds._ring("", r, ME).after(a) for a in everyone)
+        ring = rounds.ring("", r, ME)
+        probed = Counter(ring[(i + 1) % len(ring)] for i in range(len(ring)))
         assert set(probed) == set(everyone) and set(probed.values()) == {1}
-        for a in everyone:
-            after = rounds._ring("", r, ME).after(a)
-            assert after is not None
-            probers_of[after].add(a)
+        assert rounds.targets(ME, r) == [ring[(ring.index(ME) + 1) % len(ring)]]  # whom we probe: our successor
+        for i, a in enumerate(ring):
+            probers_of[ring[(i + 1) % len(ring)]].add(a)
     assert all(len(p) >= 15 for p in probers_of.values())  # 100 rounds: nearly all of the 20 others
 
 
