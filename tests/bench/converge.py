@@ -66,6 +66,7 @@ def run(n: int, keyed: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         lan = lab.lan()
         nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n + 1)]
+        lab.fill_neighbours(nodes)
         cfg: dict[str, object] = dict(QUIET)
         if keyed:
             key = lab.tmp / "cluster.key"

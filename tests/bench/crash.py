@@ -32,6 +32,9 @@ from tests.integration.test_faults import kernel_ids
 from tests.lab.netlab import Daemon, Lab, Node, require_root, wait_for
 
 PACKAGED: dict[str, Any] = {"announce_interval": 10.0, "dead_interval": 35.0}
+# seconds after a JOIN until its early announcements (engine.EARLY_ANNOUNCES, announce_interval
+# apart, +-10%) are over: the idle figures are of the steady state after that
+EARLY_OVER = 2 * PACKAGED["announce_interval"] * 1.1 + 1.0
 
 
 def counters(d: Daemon) -> tuple[int, int]:
@@ -192,11 +195,14 @@ def run(n: int, kills: int, soak_s: float, loss: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         lan = lab.lan()
         nodes = [lab.node(f"n{i}", lan, f"198.18.{i // 200}.{i % 200 + 1}/15") for i in range(n + 1)]
+        lab.fill_neighbours(nodes)
         daemons = storm(lab, nodes[:n], row)
+        storm_over = time.monotonic()
         settle(daemons)
         late, row.late_join = late_join(nodes[n], daemons)
         daemons.append(late)
-        time.sleep(3)
+        # the steady state: past every node's two early announcements after its JOIN
+        time.sleep(max(3.0, storm_over + EARLY_OVER - time.monotonic()))
         steady_load(daemons, 30, row)
         times: list[float] = []
         for _ in range(kills):

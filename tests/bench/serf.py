@@ -27,7 +27,6 @@ so the lab's legs skip it.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import statistics
 import subprocess
@@ -288,11 +287,7 @@ def lab_nodes(lab: Lab, count: int) -> list[Node]:
         node.run("sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0")
         node.add_leg(lan, f"{address(i)}/15")
         nodes.append(node)
-    macs = [json.loads(node.run("ip", "-j", "link", "show", "eth0").stdout)[0]["address"] for node in nodes]
-    for i, node in enumerate(nodes):
-        batch = "".join(f"neigh replace {address(j)} lladdr {mac} dev eth0 nud permanent\n"
-                        for j, mac in enumerate(macs) if j != i)
-        node.run("ip", "-batch", "-", input=batch)
+    lab.fill_neighbours(nodes)
     return nodes
 
 

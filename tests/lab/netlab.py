@@ -249,6 +249,22 @@ class Lab:
     def daemons(self) -> list[Daemon]:
         return [d for n in self.nodes.values() for d in n.daemons]
 
+    def fill_neighbours(self, nodes: list[Node], ifname: str = "eth0") -> None:
+        """Every node's IPv4 neighbour entry for every other, made permanent: no ARP in a large lab.
+        All namespaces share one kernel, whose neighbour table holds gc_thresh3 (1,024) entries in
+        all: with every node probing every other in turn, 100 nodes would need 9,900, and unicast
+        to a neighbour the kernel cannot add is dropped without an error (UdpSndbufErrors). Each
+        host of a real cluster has a table of its own (README, "Large clusters"); permanent entries
+        are not counted against the limit."""
+        legs = []
+        for node in nodes:
+            link = json.loads(node.run("ip", "-j", "addr", "show", ifname).stdout)[0]
+            legs.append((link["address"], [a["local"] for a in link["addr_info"] if a["family"] == "inet"]))
+        for i, node in enumerate(nodes):
+            batch = "".join(f"neigh replace {addr} lladdr {mac} dev {ifname} nud permanent\n"
+                            for j, (mac, addrs) in enumerate(legs) if j != i for addr in addrs)
+            node.run("ip", "-batch", "-", input=batch)
+
     def internal_errors(self) -> list[str]:
         """Daemons that hit a bug (an internal error counted, or a traceback logged): a test that
         passes with one of these hides it, so the lab fixture fails it."""
