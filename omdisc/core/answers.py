@@ -55,8 +55,10 @@ class JoinAnswers:
         self._per_source = KeyedBuckets(limits.answer_rate, limits.answer_burst)
 
     def joined(self, key: JoinKey, interface: str, source: IPAddress | None, cluster_size: int,
-               now: float, hearsay: bool = False) -> str | None:
-        """A fresh JOIN. Schedules an answer; returns why not, or None. A node that knows part of the
+               now: float, hearsay: bool = False, first: bool = False) -> str | None:
+        """A fresh JOIN. Schedules an answer; returns why not, or None. `first`: ours is the answer
+        every node expects first (Joining.first_to_answer), sent after reply_delay_min only; the
+        others wait their random delay, in case it is lost. A node that knows part of the
         cluster only second-hand (it tells only what it heard first-hand) answers after the others,
         so a fuller answer comes first and suppresses it."""
         if key in self.pending:
@@ -70,7 +72,7 @@ class JoinAnswers:
             return "rate"
         lim = self.limits
         spread = min(lim.reply_spread_max, lim.reply_spread_per_node * cluster_size)
-        delay = lim.reply_delay_min + self.rng.uniform(0, spread) + (spread if hearsay else 0.0)
+        delay = lim.reply_delay_min + (0.0 if first else self.rng.uniform(0, spread) + (spread if hearsay else 0.0))
         self.pending[key] = Pending(now + delay, interface, {key[0]})
         return None
 

@@ -337,7 +337,7 @@ class Engine:
         elif msg.type is not MsgType.SNAPSHOT:  # a SNAPSHOT is for the joiner's network: its gateway answers
             out += self._forward(data, msg, interface, now)
         if msg.type is MsgType.ANNOUNCE and msg.flags & FLAG_JOIN and msg.hops == 0:
-            self.joining.on_join(msg, change, interface, checked_source, now)
+            self.joining.on_join(msg, change, interface, checked_source, self.local.addresses, now)
             if change is not Change.STALE:
                 self.forwarder.joined(interface, now)  # a gateway says itself there (Forwarder.joined)
                 self.announcing.joined(msg.flags, self.local.primary, now)

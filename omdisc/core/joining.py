@@ -6,6 +6,7 @@ are due and what they say; the engine, which numbers and signs what we send, mak
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 
@@ -17,6 +18,7 @@ from omdisc.core.protocol import IPAddress, Message, Snapshot, snapshot_messages
 from omdisc.core.snapshots import AliveAt, paths, records_for
 
 JOIN_WINDOW = 3.0  # seconds after a JOIN in which we learn from every SNAPSHOT on our networks
+ORDER_AGE = 1.0  # seconds the answer order is kept: remade at most once a second, not for each JOIN of a storm
 UNANSWERED = {"pending": "64 answers are waiting already", "rate": "more than one a second from that source"}
 
 
@@ -32,6 +34,8 @@ class Joining:
         self.retries: list[float] = []  # when to JOIN again, unless a SNAPSHOT answers first
         self.until = 0.0  # we learn from every SNAPSHOT until then (JOIN_WINDOW)
         self._known_of: tuple[int, int, IPAddress] | None = None
+        self._order: list[int] = []  # first_to_answer: us and the members heard directly there, by address
+        self._order_of: tuple[str, int, float] = ("", 0, -1.0)  # (interface, family, when) it is for
         self._known_set: set[IPAddress] = set()
 
     def begin(self, now: float, retries: tuple[float, ...]) -> None:
@@ -58,21 +62,41 @@ class Joining:
         t = self.answers.next_due()
         return self.retries[:1] + ([] if t is None else [t])
 
-    def on_join(self, msg: Message, change: Change, interface: str, source: IPAddress | None, now: float) -> None:
-        """Another node's JOIN (not forwarded): an answer is scheduled, unless one is not due."""
+    def on_join(self, msg: Message, change: Change, interface: str, source: IPAddress | None,
+                addresses: tuple[IPAddress, ...], now: float) -> None:
+        """Another node's JOIN (not forwarded): an answer is scheduled, unless one is not due.
+        `addresses`: ours."""
         if change is Change.STALE:  # a repeated or replayed JOIN: answered already, or never to be
             self.stats["join_unanswered:stale"] += 1
             return
         members = self.membership
         # answers a second per UDP source; per origin for a signed JOIN (its origin vouched for)
         per = source if source is not None else msg.origin
+        first = not members.hearsay and self.first_to_answer(msg.origin, interface, addresses, now)
         why = self.answers.joined((msg.origin, msg.incarnation), interface, per, len(members) + 1, now,
-                                  hearsay=members.hearsay > 0)
+                                  hearsay=members.hearsay > 0, first=first)
         if why in ("answered", "batched"):
             self.stats[f"join_unanswered:{why}"] += 1
         elif why:
             self.guard.limit_hit(f"join_unanswered:{why}", f"JOIN of #{msg.node_id} {msg.origin} from {source} "
                                  f"left unanswered ({UNANSWERED[why]})", now)
+
+    def first_to_answer(self, joiner: IPAddress, interface: str, addresses: tuple[IPAddress, ...], now: float) -> bool:
+        """Whether we are the node after `joiner` in address order, among us and the members heard
+        directly on its network: the one every node there expects to answer first, at once (each
+        works it out from a map at most ORDER_AGE old). The others answer after their random delay
+        if its answer does not come: lost, or it is gone. Only a node that heard everyone first-hand
+        is ever first (on_join)."""
+        me = next((a for a in addresses if a.version == joiner.version), None)
+        if me is None:
+            return False
+        if self._order_of[:2] != (interface, me.version) or now >= self._order_of[2] + ORDER_AGE:
+            here = {int(m.primary) for m in self.membership.members.values()
+                    if m.via is None and m.interface == interface and m.primary.version == me.version}
+            self._order = sorted(here | {int(me)})
+            self._order_of = (interface, me.version, now)
+        after = self._order[bisect.bisect_right(self._order, int(joiner)) % len(self._order)]
+        return after == int(me)
 
     def answer(self, base: Message, key: JoinKey, interface: str, routing: bool, now: float) -> list[Message]:
         """Our SNAPSHOT for a JOIN due now on `interface` (answers.due): its parts, numbered from

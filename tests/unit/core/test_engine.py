@@ -35,6 +35,31 @@ def test_a_join_gets_about_one_answer_whatever_the_cluster_size(n: int) -> None:
     assert answers / joins <= 1.5  # suppression: not one answer per member
 
 
+def test_in_a_settled_cluster_the_node_after_the_joiner_answers_at_once_and_alone() -> None:
+    """Every node works out the same first answerer; a newcomer then knows the cluster within a few
+    milliseconds, not the random delay's 10 ms a node / N on average."""
+    lan = SimLan(FAST, seed=5)
+    for i in range(16):
+        lan.add(f"198.18.0.{(i * 37) % 200 + 2}")
+        lan.run_until(lan.now + 2.0)
+    assert converged(lan, 16)
+    while any(e.membership.hearsay for e in lan.engines) and lan.now < 300:
+        lan.run_until(lan.now + 1.0)  # every node has heard every other itself: none answers last
+    for j, joiner in enumerate(("198.18.0.250", "198.18.0.121", "198.18.0.1")):  # each one's next: one of the 16
+        before = [e.stats["snapshots"] for e in lan.engines]
+        t0 = lan.now
+        lan.add(joiner)
+        while not converged(lan, 17 + j) and lan.now < t0 + 5:
+            lan.run_until(lan.now + 0.001)
+        took = lan.now - t0
+        lan.run_until(lan.now + 2.0)
+        answered = [e.local.primary for e, b in zip(lan.engines, before, strict=False) if e.stats["snapshots"] > b]
+        others = sorted((e.local.primary for e in lan.engines[:-1]), key=int)
+        after = next((a for a in others if int(a) > int(ip_address(joiner))), others[0])
+        assert answered == [after], (joiner, answered)
+        assert took <= 0.005, (joiner, took)  # reply_delay_min, 2 ms, and the LAN's latency twice
+
+
 def test_simultaneous_start_of_sixteen_converges() -> None:
     lan = SimLan(FAST, seed=7)
     for i in range(16):
