@@ -286,6 +286,9 @@ class Daemon:
         self.addresses.looked(now, self._poll_every())
         self.engine.links = links(self.plan)  # a prefix may change without our addresses changing
         reopened = self.sockets.sync()
+        if self.sockets.missing:  # we cannot probe them, nor hear them leave: not ours to judge, nor
+            # to keep (its rejoin learns them again at once, none of them taken out by us meanwhile)
+            self.engine.forget_interfaces(frozenset(self.plan.announce_on) - self.sockets.missing)
         moved = self.addresses.moved(self.cfg, self.plan, self.engine.local)
         if moved is not None:
             self._send(self.engine.set_local(moved))

@@ -102,6 +102,11 @@ class Sockets:
             self.sockets[key] = sock
             self.watch(sock)
 
+    @property
+    def missing(self) -> frozenset[str]:
+        """The interfaces we should be on that are gone, until they come back."""
+        return frozenset(self._missing)
+
     def sync(self) -> bool:
         """Match the sockets to the interfaces as they are now. True if any socket was (re)opened:
         the caller then rejoins, since it may have missed what was said meanwhile."""

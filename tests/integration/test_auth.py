@@ -225,12 +225,19 @@ def test_signed_datagrams_carried_to_another_network_do_not_make_their_node_a_ne
         # a1 reloads: it JOINs again and announces twice, an interval apart (its periodic ones are
         # minutes apart): datagrams of its own for the relay to carry
         daemons[1].signal(signal.SIGHUP)
+        again = time.monotonic() + 5.0  # and again: each reload is a JOIN and two announcements to carry
         samples = 0
         while relay.poll() is None:
+            if again and time.monotonic() >= again:
+                daemons[1].signal(signal.SIGHUP)
+                again = 0.0
             assert all(behind_the_gateway(d, "198.18.1.1") for d in far), [d.map().get("gateways") for d in far]
             samples += 1
     finally:
         if relay.poll() is None:
             relay.kill()
     assert relay.wait() == 0 and samples >= 10
-    assert all(d.state()["stats"].get("rejected:offlink", 0) >= 3 for d in far)
+    # each relayed copy was refused: as sent from off the link, or, when the gateway's copy came
+    # first (the relay is slower on a loaded machine), as a signed message already taken
+    refused = [d.state()["stats"] for d in far]
+    assert all(st.get("rejected:offlink", 0) + st.get("auth:duplicate", 0) >= 3 for st in refused), refused

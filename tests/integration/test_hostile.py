@@ -230,6 +230,8 @@ def test_an_interface_deleted_and_recreated_gets_its_sockets_back_and_rejoins_wi
     print(f"re-created interface: back in every map after {took:.2f}s")
     assert took <= 2.0
     assert "sockets opened again" in daemons[0].log
+    # it could not probe them meanwhile: it took nobody out, it only forgot them until its rejoin
+    assert daemons[0].state()["stats"].get("failed", 0) == 0 and "forgotten (interface eth0" in daemons[0].log
 
 
 def test_seventeen_addresses_announce_sixteen_and_say_which_are_left_out(lab: Lab) -> None:
