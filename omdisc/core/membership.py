@@ -82,7 +82,8 @@ class Member:
 
     def record(self, now: float, flags: int = 0, alive_at: float | None = None) -> MemberRecord:
         """What a SNAPSHOT tells of it; its age from when it was last heard, or last known alive."""
-        age_ms = max(0, int((now - max(self.last_heard, alive_at or self.last_heard)) * 1000))
+        heard = self.last_heard if alive_at is None else max(self.last_heard, alive_at)
+        age_ms = max(0, int((now - heard) * 1000))
         return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, member_flags(self.flags) | flags)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from omdisc.core.detection.conductor import period_scale
-from omdisc.core.engine import Settings
+from omdisc.core.engine import EARLY_ANNOUNCES, Settings
 from tests.bench.converge import in_map, rss_kib
 from tests.bench.rows import HEADER, LEGEND, Row, line, percentile
 from tests.integration.test_failure_detection import dropped, lossy
@@ -32,9 +32,9 @@ from tests.integration.test_faults import kernel_ids
 from tests.lab.netlab import Daemon, Lab, Node, require_root, wait_for
 
 PACKAGED: dict[str, Any] = {"announce_interval": 10.0, "dead_interval": 35.0}
-# seconds after a JOIN until its early announcements (engine.EARLY_ANNOUNCES, announce_interval
-# apart, +-10%) are over: the idle figures are of the steady state after that
-EARLY_OVER = 2 * PACKAGED["announce_interval"] * 1.1 + 1.0
+# seconds after a JOIN until its early announcements (announce_interval apart, +- the jitter) are
+# over: the idle figures are of the steady state after that
+EARLY_OVER = EARLY_ANNOUNCES * PACKAGED["announce_interval"] * (1 + Settings().announce_jitter) + 1.0
 
 
 def counters(d: Daemon) -> tuple[int, int]:
