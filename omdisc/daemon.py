@@ -16,21 +16,27 @@ Timers and link events feed the same engine. Handling one datagram or one timer 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
-# Modules the daemon never uses but would load, kept out of the omdiscd program (python -m
-# omdisc.daemon, or the omdiscd script) before anything imports them: a good part of its RSS. ssl,
-# should a library import it when it can (the daemon speaks no TLS); hashlib and ssl load OpenSSL
-# (the cluster key's HMAC-SHA256 is Python's own SHA-256 then, a little slower); shutil, should
-# anything import it (the daemon's own temporary files do without: files.make_temp), imports bz2
-# and lzma to see which archives it could make. Whoever imports this module for its functions
-# keeps them all (tests/unit/test_lean.py). Deferred to their first use (shell/lazy.py): inspect,
-# which dataclasses imports for a class without a docstring only (every one of ours has one);
-# hashlib, hmac and base64, used only with a cluster key; secrets, by --gen-key only; subprocess
-# (and locale), at a handler's first run; traceback (and linecache, tokenize, textwrap), which
-# logging imports, at the first traceback logged; ntpath, which pathlib imports for Windows paths.
+# The omdiscd program (python -m omdisc.daemon, or the omdiscd script); whoever imports this module
+# for its functions keeps what follows as it is (tests/unit/test_lean.py).
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "omdiscd":
+    # No garbage collection while the program starts (until Daemon.run has sent the JOIN): it makes
+    # only objects that live as long as it does (modules, classes, functions), which collections
+    # would scan again and again for nothing; they are frozen then (gc.freeze), never scanned again.
+    gc.disable()
+    # Modules the daemon never uses but would load, kept out before anything imports them: a good
+    # part of its RSS. ssl, should a library import it when it can (the daemon speaks no TLS);
+    # hashlib and ssl load OpenSSL (the cluster key's HMAC-SHA256 is Python's own SHA-256 then, a
+    # little slower); shutil, should anything import it (the daemon's own temporary files do
+    # without: files.make_temp), imports bz2 and lzma to see which archives it could make. Deferred
+    # to their first use (shell/lazy.py): inspect, should a library import it (our records are not
+    # dataclasses: core/records.py); hashlib, hmac and base64, used only with a cluster key;
+    # secrets, by --gen-key only; subprocess (and locale), at a handler's first run; traceback (and
+    # linecache, tokenize, textwrap), which logging imports, at the first traceback logged; ntpath,
+    # which pathlib imports for Windows paths.
     for _name in ("ssl", "_hashlib", "bz2", "lzma"):
         sys.modules.setdefault(_name, None)  # type: ignore[arg-type]
     from omdisc.shell.lazy import defer
@@ -138,6 +144,9 @@ class Daemon:
         self.loop.handle_signals({sig: getattr(self, method) for sig, method in SIGNALS.items()})
         try:
             self._start()
+            if not gc.isenabled():  # the program's start-up is over (the top of this module)
+                gc.freeze()
+                gc.enable()
             on_ready()
             self._loop()
         finally:
@@ -239,7 +248,9 @@ class Daemon:
             self.boundary.run("datagram", self._receive, data, now, sock, source)
         self._gauge_max("slowest_batch_us", now)
         self.writer.touch()
-        if not self._flush_pending:  # once per loop pass, whatever the number of interfaces
+        # once per loop pass, whatever the number of interfaces; but when something is due at once
+        # (the answer to a JOIN that is ours to give first), the loop sends it, then writes the map
+        if not self._flush_pending and self.engine.next_deadline() > now:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
         self.sleep.wake_before(self._deadline())  # a JOIN may have scheduled an answer, a write be due

@@ -11,10 +11,10 @@ line, with file and line (omdiscd prints it, status 78).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from omdisc.core.config import PARSERS, Config, ConfigError, from_plain, plain
+from omdisc.core.records import record
 from omdisc.shell.apart import Child, ChildFailed
 from omdisc.shell.configfiles import ConfigSource
 
@@ -26,7 +26,7 @@ COMMANDS = ("gen_key", "stage_key", "check_config")  # the first given is done, 
 OVERRIDES = ("interfaces", "multicast_ttl", "debug", "family", "route")  # options over the files' keys
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Front:
     """What omdiscd was asked to do, and the configuration it does it with."""
 

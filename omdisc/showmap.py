@@ -9,13 +9,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from omdisc import __version__
 from omdisc.cli import Parser, path_argument
 from omdisc.core.config import DEFAULT_PATH, ConfigError
 from omdisc.core.mapdoc import as_json
+from omdisc.core.records import record
 from omdisc.core.table import Entry, TableFormatError, decode_config, decode_mospe, decode_mospe_text, format_text
 from omdisc.shell.configfiles import load
 from omdisc.shell.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, fail
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- where the map is --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Source:
     """Where showmap reads the map: the alpha files or the live kernel's."""
 
@@ -258,7 +258,7 @@ def show_once(args: argparse.Namespace, source: Source) -> int:
 # --- --watch -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Frame:
     """What one look at the map prints, and what is wrong with it."""
 

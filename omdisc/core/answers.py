@@ -14,10 +14,10 @@ is a datagram anyone can send, answering is bounded (docs/protocol.md, "Threats"
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 from omdisc.core.protocol import IPAddress
 from omdisc.core.ratelimit import AgedSet, KeyedBuckets
+from omdisc.core.records import field, record
 
 JoinKey = tuple[IPAddress, int]  # (origin, incarnation)
 
@@ -25,7 +25,7 @@ ANSWERED_AGE = 120.0  # how long a JOIN stays answered; a node rejoins with a ne
 ANSWERED_MAX = 8192
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AnswerLimits:
     """How JOINs are answered: the random delay before an answer, and the bounds on answering."""
 
@@ -37,7 +37,7 @@ class AnswerLimits:
     max_pending: int = 64
 
 
-@dataclass
+@record
 class Pending:
     """An answer we will send at `due`, unless others' answers covered what it would tell."""
 
@@ -57,10 +57,10 @@ class JoinAnswers:
     def joined(self, key: JoinKey, interface: str, source: IPAddress | None, cluster_size: int,
                now: float, hearsay: bool = False, first: bool = False) -> str | None:
         """A fresh JOIN. Schedules an answer; returns why not, or None. `first`: ours is the answer
-        every node expects first (Joining.first_to_answer), sent after reply_delay_min only; the
-        others wait their random delay, in case it is lost. A node that knows part of the
-        cluster only second-hand (it tells only what it heard first-hand) answers after the others,
-        so a fuller answer comes first and suppresses it."""
+        every node expects first (Joining.first_to_answer), due at once (the newcomer's map waits
+        for it alone); the others wait reply_delay_min and their random delay, in case it is lost.
+        A node that knows part of the cluster only second-hand (it tells only what it heard
+        first-hand) answers after the others, so a fuller answer comes first and suppresses it."""
         if key in self.pending:
             return None  # a retry of a JOIN we are about to answer
         if key in self._answered:
@@ -72,7 +72,7 @@ class JoinAnswers:
             return "rate"
         lim = self.limits
         spread = min(lim.reply_spread_max, lim.reply_spread_per_node * cluster_size)
-        delay = lim.reply_delay_min + (0.0 if first else self.rng.uniform(0, spread) + (spread if hearsay else 0.0))
+        delay = 0.0 if first else lim.reply_delay_min + self.rng.uniform(0, spread) + (spread if hearsay else 0.0)
         self.pending[key] = Pending(now + delay, interface, {key[0]})
         return None
 

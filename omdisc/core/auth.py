@@ -22,7 +22,6 @@ import hmac
 import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from omdisc.core.protocol import (
     HEADER_SIZE,
@@ -35,6 +34,7 @@ from omdisc.core.protocol import (
     tlv,
     with_hops,
 )
+from omdisc.core.records import field, record
 
 KEY_SIZE = 32
 _AUTH = struct.Struct("!4sQ32s")
@@ -51,7 +51,7 @@ def key_id(key: bytes) -> bytes:
     return hashlib.sha256(b"omdisc key id\0" + key).digest()[:4]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Keyring:
     """The cluster keys in force, by id: the first signs, every one is accepted."""
 
@@ -96,7 +96,7 @@ def _trailer(msg: Message, kind: int) -> bytes | None:
     return next((v for t, v in msg.trailer if t == kind), None)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     """What verify() found: why not to take the datagram ("" to take it), and what take() records."""
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from omdisc.core.events import KINDS as EVENT_KINDS
 from omdisc.core.protocol import MAX_NODE_ID
+from omdisc.core.records import field, fields, record, replace
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ FAMILIES = ("ipv4", "ipv6", "both")
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HandlerSpec:
     """One entry of `handlers`: the program `run` is started for each event of these kinds."""
 
@@ -58,7 +58,7 @@ class ConfigError(ValueError):
         super().__init__(where + message)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """The settings in force, one field per key of omdiscd.yaml (PARSERS reads each)."""
 

@@ -20,7 +20,6 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 from omdisc.core import events, gateway, report
 from omdisc.core.answers import AnswerLimits, JoinKey
@@ -47,6 +46,7 @@ from omdisc.core.protocol import (
     decode,
     encode,
 )
+from omdisc.core.records import field, record, replace
 from omdisc.core.table import Table, build_table
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
@@ -63,7 +63,7 @@ netlog = logging.getLogger("omdisc.net")
 EARLY_ANNOUNCES = 2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     """The engine's settings: timers, bounds and limits (core/settings.py makes them from a Config)."""
 
@@ -84,7 +84,7 @@ class Settings:
     announce_rate: float = 0.2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LocalNode:
     """This node as it announces itself: its id and addresses, the primary first."""
 
@@ -97,7 +97,7 @@ class LocalNode:
         return self.addresses[0]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outgoing:
     """A datagram to send: multicast on some or all interfaces, or unicast to one node."""
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 from omdisc.core.protocol import IPAddress
+from omdisc.core.records import record
 
 JOIN = "b37eb46cae3441e39dc257f39a31b7a7"
 LEAVE = "b1a84a5d9363451ca7334e1568719194"
@@ -44,7 +44,7 @@ KINDS = ("join", "leave", "expire", "update", "collision", "map")
 RECORDED = 4096  # events kept between two drains (one loop pass): an expiry of max_nodes members fits
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Event:
     """Something a handler runs for: what happened, to which node, at which addresses."""
 

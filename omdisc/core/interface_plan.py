@@ -4,7 +4,6 @@ the interfaces' names and addresses as shell/addresses.py reads them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from omdisc.core.config import Config
@@ -12,13 +11,14 @@ from omdisc.core.engine import LocalNode
 from omdisc.core.links import Links
 from omdisc.core.nodeid import check_node_id, node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, MAX_ADDRESSES, IPAddress
+from omdisc.core.records import record
 
 
 class StartupError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     """Which interfaces take part and how: those that announce, the TTL, routing, the families."""
 
@@ -59,7 +59,7 @@ def plan_for(cfg: Config, names: tuple[str, ...]) -> Plan:
     return Plan(names, names, 1, cfg.route, families)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Addresses:
     """This node from its interfaces' addresses, and the addresses that did not fit."""
 

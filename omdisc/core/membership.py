@@ -23,10 +23,10 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 from omdisc.core.protocol import IPAddress, MemberRecord, Order, member_flags, node_flags
+from omdisc.core.records import record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Change(Enum):
     LEFT = "left"
 
 
-@dataclass(slots=True)  # thousands of them under a flood: no __dict__ each
+@record(slots=True)  # thousands of them under a flood: no __dict__ each
 class Member:
     """One other node as we know it: its life, its addresses, when and where we heard it."""
 
@@ -87,14 +87,14 @@ class Member:
         return MemberRecord(self.node_id, self.incarnation, age_ms, self.addresses, member_flags(self.flags) | flags)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rejected:
     """A claim not taken, and why: "foreign", "full", "conflict" or "path" (guard.REJECTIONS)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Replaced:
     """A node that took another's place: `gone` is out of the map for it; `then` is what became of
     the node heard (JOINED, unless the map is still full; UPDATED for a known one). `taken` is None
@@ -106,7 +106,7 @@ class Replaced:
     taken: IPAddress | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Claim:
     """What one message says about its originator."""
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from omdisc.core.protocol import MAX_NODE_ID, IPAddress
+from omdisc.core.records import record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def address_order(addr: IPAddress) -> tuple[int, int]:
     return (addr.version, int(addr))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Collision:
     """Two or more nodes with one id: the owner keeps it, the losers are out of the table."""
 

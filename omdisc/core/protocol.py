@@ -7,9 +7,10 @@ mismatch raises DecodeError with a short reason that the caller counts.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv6Address
+
+from omdisc.core.records import field, record, replace
 
 IPAddress = IPv4Address | IPv6Address
 Order = tuple[int, int]  # (incarnation, seq): what a node says is newer when this is larger
@@ -102,7 +103,7 @@ class DecodeError(ValueError):
         self.kind = kind
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MemberRecord:
     """One node as the sender of a SNAPSHOT knows it."""
 
@@ -113,7 +114,7 @@ class MemberRecord:
     flags: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Snapshot:
     """The answer to a JOIN: (part of) the sender's membership."""
 
@@ -124,7 +125,7 @@ class Snapshot:
     members: tuple[MemberRecord, ...]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Subject:
     """What a version 2 message is about: a node (its primary address and the incarnation the
     sender knows), and a number: the probe's nonce (PING, ACK, PING_REQ) or the subject's last
@@ -135,7 +136,7 @@ class Subject:
     number: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Message:
     """One datagram's content, decoded or to be encoded."""
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+
+from omdisc.core.records import record
 
 
-@dataclass
+@record
 class _Bucket:
     """One key's tokens, as of `at`."""
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from omdisc.core.nodeid import Collision, settle
 from omdisc.core.protocol import IPAddress
+from omdisc.core.records import record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class TableFormatError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)  # one per member in a large table: no __dict__ each
+@record(frozen=True, slots=True)  # one per member in a large table: no __dict__ each
 class Entry:
     """One line of the kernel's table: a node, or a range of consecutive ones, or an alias."""
 
@@ -47,7 +47,7 @@ class Entry:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Table:
     """The kernel's table, and what it leaves out."""
 

@@ -9,10 +9,10 @@ child's errors are the same one line, with file and line, as when the files are 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from omdisc.core.config import DEFAULT_PATH, Config, ConfigError, from_plain, plain
+from omdisc.core.records import field, record
 from omdisc.shell.apart import ChildFailed, in_child
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
@@ -66,7 +66,7 @@ def load_apart(path: Path | None) -> Config:
         raise ConfigError(f"cannot read the configuration: {e}") from None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConfigSource:
     """Where the configuration in force came from: its main file (None: built-in defaults under
     any drop-ins) and the command line's options over it. SIGHUP reads the same again."""

@@ -23,11 +23,11 @@ import os
 import signal
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from omdisc.core.config import HandlerSpec
 from omdisc.core.events import KINDS, Event
 from omdisc.core.ratelimit import LogLimiter
+from omdisc.core.records import record
 from omdisc.shell.loop import Loop
 from omdisc.shell.programs import Capture, Program
 
@@ -123,7 +123,7 @@ def outcome(returncode: int | None, timed_out: bool, timeout: float) -> tuple[bo
 # --- the shell ----------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class _Slot:
     """One configured handler: its backlog and what of it runs now."""
 

@@ -7,8 +7,9 @@ import ctypes
 import os
 import select
 import struct
-from dataclasses import dataclass
 from pathlib import Path
+
+from omdisc.core.records import record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ _EVENT = struct.Struct("=iIII")
 _READ_SIZE = 64 * 1024  # many events per read(); one event is at most 16 + NAME_MAX + 1 bytes
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class InotifyEvent:
     """One event read from the inotify descriptor."""
 

@@ -9,8 +9,8 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
+from omdisc.core.records import field, record
 from omdisc.shell.loop import Loop, Timer
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
@@ -25,7 +25,7 @@ POLL_EVERY = 0.05  # seconds between looks for its exit where no pidfd can be ha
 READ_SIZE = 65536
 
 
-@dataclass
+@record
 class Capture:
     """What a program wrote to one stream: the first `keep` bytes, and how many more there were."""
 

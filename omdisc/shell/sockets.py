@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from omdisc.core.config import Config
 from omdisc.core.engine import Outgoing
 from omdisc.core.interface_plan import Plan, StartupError
 from omdisc.core.protocol import IPAddress
+from omdisc.core.records import record
 from omdisc.shell import interfaces
 from omdisc.shell.loop import Loop
 from omdisc.shell.transport import Endpoint, MulticastSocket, UnicastSocket
@@ -23,7 +23,7 @@ log = logging.getLogger("omdisc.net")
 Key = tuple[str, int]  # (interface, family); interface "": the family's unicast socket (probes)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Wanted:
     """The sockets a configuration asks for."""
 

@@ -9,10 +9,10 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from omdisc.core.protocol import MAX_DATAGRAM, IPAddress
+from omdisc.core.records import record
 
 log = logging.getLogger("omdisc.net")
 
@@ -25,7 +25,7 @@ TRANSIENT_SEND_ERRORS = {errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL,
                          errno.EHOSTUNREACH, errno.ENOBUFS, errno.EPERM, errno.EAGAIN}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """Where the group's datagrams go: the group, the port, the TTL."""
 

@@ -33,7 +33,7 @@ def in_map(d: Daemon) -> int:
     """Nodes in the daemon's kernel table (om_config), read here: what openMosix is given, and
     cheap enough to poll every 10 ms (state.json follows it within 0.25 s)."""
     try:
-        entries = decode_config((d.dir / "alpha" / "om_config").read_bytes())
+        entries = decode_config((d.alpha / "om_config").read_bytes())
     except (OSError, TableFormatError):
         return 0
     return sum(e.count for e in entries if not e.alias)

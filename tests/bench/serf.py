@@ -1,8 +1,8 @@
 """Benchmark: omdisc beside HashiCorp serf (Debian's `serf`), in one lab, each with its defaults.
 Prints one table (omdisc | serf | ratio); asserts nothing.
 
-  python -m tests.bench.serf [N] [--idle SECONDS] [--kills K] [--serf-mode auto|mdns|join]
-      (default 16 nodes, 20 s idle, 3 kills; needs root)
+  python -m tests.bench.serf [N] [--idle SECONDS] [--kills K] [--newcomers M] [--serf-mode auto|mdns|join]
+      (default 16 nodes, 20 s idle, 3 kills, 5 newcomers; needs root)
 
 The same N+1 namespaces on one bridge serve both systems in turn, with every node's neighbour (ARP)
 entries filled in beforehand, so that address resolution costs neither system anything. omdisc
@@ -15,11 +15,14 @@ within 40 s), with `-join` and the first agent's address. For each system:
   (counted on the bridge, where UDP is told from IGMP and MLD), and the TCP segments sent (serf's
   push-pull runs on TCP). A multicast datagram is taken in by every node, its sender included (the
   loop back); serf's mDNS polls, at its start and every 60 s, fall in the window only if it is long;
-- one newcomer: from its spawn until it is in every member list and every member is in its own;
+- newcomers (5 unless told), one after the other into the settled cluster, each from its spawn
+  until it is in every member list and every member is in its own; the median and the range;
 - K kill -9s, a different victim each time, left out afterwards (so the cluster shrinks alike
   for both): from the kill until the victim is out of every other member's list.
 omdisc is read on its map files (what the kernel is given) and on state.json (showmap --members);
-serf on its log (its member list) and its event handler's runs (tests/bench/serfagent.py).
+serf on its log (its member list) and its event handler's runs (tests/bench/serfagent.py). Both
+are stamped as they come (omdisc's files through inotify, tests/bench/mapwatch.py), not polled.
+omdisc's daemons run as the package's /usr/sbin/omdiscd does (debian/sbin/omdiscd: python3 -S).
 serf's mDNS answers only once the IPv6 link-local addresses are past duplicate address detection,
 so the lab's legs skip it.
 """
@@ -41,13 +44,26 @@ from tests.bench import serfagent
 from tests.bench.converge import in_map
 from tests.bench.crash import PACKAGED, in_state
 from tests.bench.lean import cpu_seconds, status_kib
+from tests.bench.mapwatch import MAP, STATE, MapWatch
 from tests.bench.serfagent import SerfAgent, finding
 from tests.integration.test_faults import kernel_ids
-from tests.lab.netlab import Daemon, Lab, Lan, Node, as_installed, bridge_counted, bridge_table, require_root, wait_for
+from tests.lab.netlab import (
+    PACKAGED_PROGRAM,
+    Daemon,
+    Lab,
+    Lan,
+    Node,
+    as_installed,
+    bridge_counted,
+    bridge_table,
+    require_root,
+    wait_for,
+)
 
 SETTLE = 22.0  # seconds after convergence before the idle window: past the two early announcements
 # after each JOIN (one and two announce_intervals, 10 s and 20 s, on): the steady state, for both systems
 BETWEEN_KILLS = 3.0  # the last failure's gossip over before the next kill
+BETWEEN_NEWCOMERS = 2.0  # the last newcomer's answers and events over before the next one
 JOIN_ABOVE = 32  # serf's mDNS may not converge within 40 s beyond this many nodes
 M = TypeVar("M", Daemon, SerfAgent)  # a member of either system
 
@@ -65,8 +81,8 @@ class Figures:
     multicast: float = 0.0  # of them to a group
     received: float = 0.0
     tcp: float = 0.0  # TCP segments sent a second
-    newcomer: float = 0.0  # spawn to every member list
-    newcomer_seen: float = 0.0  # the same, as a user's tools see it
+    newcomers: list[float] = field(default_factory=list)  # spawn to every member list, one per newcomer
+    newcomers_seen: list[float] = field(default_factory=list)  # the same, as a user's tools see it
     kills: list[float] = field(default_factory=list)  # kill to out of every member list
     kills_seen: list[float] = field(default_factory=list)
     extra: str = ""
@@ -147,6 +163,10 @@ def kill_rounds(doomed: list[M], alive: list[M], kill: Callable[[M, list[M]], tu
 
 # --- omdisc ----------------------------------------------------------------------------------------
 
+def ms_range(xs: list[float]) -> str:
+    return f"{min(xs) * 1000:.0f}-{max(xs) * 1000:.0f} ms" if xs else "-"
+
+
 def state_ids(d: Daemon) -> set[int]:
     return {m.get("id", -1) for m in d.state().get("members", [])}
 
@@ -168,35 +188,57 @@ def omdisc_kill(victim: Daemon, rest: list[Daemon]) -> tuple[float, float]:
     return took["map"], took["state"]
 
 
-def omdisc_newcomer(node: Node, daemons: list[Daemon], fig: Figures) -> Daemon:
-    n = len(daemons) + 1
+def start_omdisc(node: Node, run: Path) -> Daemon:
+    """omdiscd as the package runs it: its program (Debian's python3 -S), the default intervals, and
+    its map files and pid file on a tmpfs, as /run is on a Debian host (on a disk, each rename over
+    a map file can wait milliseconds for the new file's data to be written: ext4's auto_da_alloc)."""
+    where = run / node.name
+    (where / "alpha").mkdir(parents=True)
+    return node.start(wait=False, program=PACKAGED_PROGRAM, alpha_dir=str(where / "alpha"),
+                      pid_file=str(where / "omdiscd.pid"), **PACKAGED)
+
+
+def omdisc_newcomer(node: Node, daemons: list[Daemon], run: Path, watch: MapWatch,
+                    fig: Figures) -> tuple[Daemon, float]:
+    """One more node: from its spawn until it is in every map file and every state.json, and has
+    them all in its own (stamped as the files arrive); and when its JOIN left."""
+    everyone = len(daemons) + 1
     wall0, t0 = time.time(), time.monotonic()
-    late = node.start(wait=False, **PACKAGED)
-    took: dict[str, float] = {}
-
-    def seen(what: str, count: Callable[[Daemon], int]) -> bool:
-        if what not in took and all(count(x) == n for x in [late, *daemons]):
-            took[what] = time.monotonic() - t0
-        return what in took
-    wait_for(lambda: seen("map", in_map) & seen("state", in_state), 30, interval=0.002,
-             what="the omdisc newcomer everywhere")
-    joined = wait_for(lambda: late.state().get("ready_at"), 5) - wall0
-    fig.newcomer, fig.newcomer_seen = took["map"], took["state"]
-    fig.extra = f"the omdisc newcomer's JOIN left {joined * 1000:.0f} ms after its spawn"
-    return late
+    late = start_omdisc(node, run)
+    watch.add(late)
+    all_of = [late, *daemons]
+    took = wait_for(lambda: (m := watch.everywhere(all_of, MAP, everyone, t0)) and (
+        s := watch.everywhere(all_of, STATE, everyone, t0)) and (m, s), 30, interval=0.05,
+        what="the omdisc newcomer everywhere")
+    fig.newcomers.append(took[0] - t0)
+    fig.newcomers_seen.append(took[1] - t0)
+    return late, wait_for(lambda: late.state().get("ready_at"), 5) - wall0
 
 
-def run_omdisc(nodes: list[Node], idle: float, doomed: list[int], multicast: Callable[[], int]) -> Figures:
+def run_omdisc(nodes: list[Node], n: int, run: Path, idle: float, doomed: list[int],
+               multicast: Callable[[], int]) -> Figures:
+    """The first `n` nodes at once, the idle window, each of the rest as a newcomer, the kills."""
     fig = Figures("omdisc")
-    n = len(nodes) - 1
     t0 = time.monotonic()
-    daemons = [node.start(wait=False, **PACKAGED) for node in nodes[:n]]
+    daemons = [start_omdisc(node, run) for node in nodes[:n]]
     wait_for(lambda: all(in_map(d) == n for d in daemons), 120, interval=0.05, what="omdisc to converge")
     fig.converge = time.monotonic() - t0
     wait_for(lambda: all(in_state(d) == n for d in daemons), 10, what="state.json")
     time.sleep(SETTLE)
     idle_load([d.proc.pid for d in daemons], idle, fig, multicast)
-    alive = [*daemons, omdisc_newcomer(nodes[n], daemons, fig)]
+    alive, joined = [*daemons], []
+    watch = MapWatch()
+    try:
+        for d in alive:
+            watch.add(d)
+        for node in nodes[n:]:
+            late, join_left = omdisc_newcomer(node, alive, run, watch, fig)
+            alive.append(late)
+            joined.append(join_left)
+            time.sleep(BETWEEN_NEWCOMERS)
+    finally:
+        watch.close()
+    fig.extra = f"the omdisc newcomers' JOIN left {ms_range(joined)} after their spawn"
     kill_rounds([daemons[i] for i in doomed], alive, omdisc_kill, fig)
     stop_all([d.proc for d in alive])
     return fig
@@ -239,6 +281,8 @@ def serf_kill(victim: SerfAgent, rest: list[SerfAgent]) -> tuple[float, float]:
 
 
 def serf_newcomer(node: Node, tmp: Path, agents: list[SerfAgent], seed: str | None, fig: Figures) -> SerfAgent:
+    """One more agent: from its spawn until every member list has it and it has them all, and every
+    member-join handler ran (stamped as the log lines and the handler runs came)."""
     wall0, t0 = time.time(), time.monotonic()
     late = serfagent.start(node, tmp, finding(seed))
     name, others = node.name, [a.node.name for a in agents]
@@ -248,24 +292,28 @@ def serf_newcomer(node: Node, tmp: Path, agents: list[SerfAgent], seed: str | No
         return (all(late.joined_at(x) for x in others) and all(a.joined_at(name) for a in agents)
                 and all(late.handler_at("member-join", x) for x in others)
                 and all(a.handler_at("member-join", name) for a in agents))
-    wait_for(everywhere, 60, interval=0.02, what="the serf newcomer everywhere")
+    wait_for(everywhere, 60, interval=0.05, what="the serf newcomer everywhere")
     lists = [t for a in agents if (t := a.joined_at(name))] + [t for x in others if (t := late.joined_at(x))]
     seen = ([t for a in agents if (t := a.handler_at("member-join", name))]
             + [t for x in others if (t := late.handler_at("member-join", x))])
-    fig.newcomer, fig.newcomer_seen = max(lists) - t0, max(seen) - wall0
+    fig.newcomers.append(max(lists) - t0)
+    fig.newcomers_seen.append(max(seen) - wall0)
     return late
 
 
-def run_serf(nodes: list[Node], tmp: Path, idle: float, doomed: list[int], seed: str | None,
+def run_serf(nodes: list[Node], n: int, tmp: Path, idle: float, doomed: list[int], seed: str | None,
              multicast: Callable[[], int]) -> Figures:
+    """As run_omdisc, with serf."""
     fig = Figures("serf")
-    n = len(nodes) - 1
     t0 = time.monotonic()
     agents = serf_storm(nodes[:n], tmp, seed)
     fig.converge = time.monotonic() - t0
     time.sleep(SETTLE)
     idle_load([a.proc.pid for a in agents], idle, fig, multicast)
-    alive = [*agents, serf_newcomer(nodes[n], tmp, agents, seed, fig)]
+    alive = [*agents]
+    for node in nodes[n:]:
+        alive.append(serf_newcomer(node, tmp, alive, seed, fig))
+        time.sleep(BETWEEN_NEWCOMERS)
     kill_rounds([agents[i] for i in doomed], alive, serf_kill, fig)
     stop_all([a.proc for a in alive])
     return fig
@@ -307,20 +355,25 @@ def table(n: int, idle: float, mode: str, om: Figures, serf: Figures) -> list[st
         (f"  of them multicast (each to the {n - 1} others)", om.multicast, serf.multicast, lambda x: f"{x:.2f}"),
         ("UDP datagrams received per node per s", om.received, serf.received, lambda x: f"{x:.2f}"),
         ("TCP segments sent per node per s", om.tcp, serf.tcp, lambda x: f"{x:.2f}"),
-        ("newcomer: spawn to every member list", om.newcomer, serf.newcomer, ms),
-        ("  as tools see it (state.json | handlers)", om.newcomer_seen, serf.newcomer_seen, ms),
+        (f"newcomer: spawn to every member list, median of {len(om.newcomers)}", statistics.median(om.newcomers),
+         statistics.median(serf.newcomers), ms),
+        ("  as tools see it (state.json | handlers)", statistics.median(om.newcomers_seen),
+         statistics.median(serf.newcomers_seen), ms),
         (f"kill -9: out of every list, median of {kills}", statistics.median(om.kills),
          statistics.median(serf.kills), s),
         ("  as tools see it (state.json | handlers)", statistics.median(om.kills_seen),
          statistics.median(serf.kills_seen), s),
     ]
     how = "-discover (mDNS)" if mode == "mdns" else f"-join {address(0)} (the first agent; not mDNS)"
-    out = [f"omdisc beside serf: {n} nodes on one bridge (+1 newcomer), each system's defaults; serf with {how}",
+    out = [f"omdisc beside serf: {n} nodes on one bridge (+{len(om.newcomers)} newcomers, one at a time), each "
+           f"system's defaults; serf with {how}",
            f"{'figure':<48} {'omdisc':>10} {'serf':>10} {'ratio':>6}"]
     for label, a, b, unit in rows:
         out.append(f"{label:<48} {unit(a):>10} {unit(b):>10} {f'{a / b:.2f}' if b else '-':>6}")
     rounds = ", ".join(f"{a:.2f}|{b:.2f}" for a, b in zip(om.kills, serf.kills, strict=True))
-    out += [f"kill -9 rounds (omdisc|serf, s): {rounds}; cluster of {n + 1}, then one fewer each round",
+    joins = ", ".join(f"{a * 1000:.0f}|{b * 1000:.0f}" for a, b in zip(om.newcomers, serf.newcomers, strict=True))
+    out += [f"newcomers (omdisc|serf, ms, to every list): {joins}; the cluster one larger each time",
+            f"kill -9 rounds (omdisc|serf, s): {rounds}; cluster of {n + len(om.newcomers)}, then one fewer each round",
             f"{om.extra}; lists: omdisc's map files, serf's log (its member list); tools: omdisc's state.json "
             "(showmap --members), serf's event handlers (run after its 1 s quiescent period)",
             "datagrams: each namespace's UDP counters (IPv4 and IPv6; received: a node's own multicast looped back "
@@ -336,17 +389,20 @@ def main() -> None:
     parser.add_argument("n", nargs="?", type=int, default=16)
     parser.add_argument("--idle", type=float, default=20.0)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--newcomers", type=int, default=5)
     parser.add_argument("--serf-mode", choices=("auto", "mdns", "join"), default="auto")
     args = parser.parse_args()
     require_root()
     mode = args.serf_mode if args.serf_mode != "auto" else "join" if args.n > JOIN_ABOVE else "mdns"
     doomed = victims(args.n, args.kills)
     as_installed()
-    with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
-        nodes = lab_nodes(lab, args.n + 1)
+    with (tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir="/dev/shm") as run,
+          Lab(Path(tmp)) as lab):
+        nodes = lab_nodes(lab, args.n + args.newcomers)
         multicast = multicast_counter(next(iter(lab.lans.values())))
-        om = run_omdisc(nodes, args.idle, doomed, multicast)
-        serf = run_serf(nodes, Path(tmp), args.idle, doomed, address(0) if mode == "join" else None, multicast)
+        om = run_omdisc(nodes, args.n, Path(run), args.idle, doomed, multicast)
+        serf = run_serf(nodes, args.n, Path(tmp), args.idle, doomed, address(0) if mode == "join" else None,
+                        multicast)
     print("", *table(args.n, args.idle, mode, om, serf), sep="\n")
 
 

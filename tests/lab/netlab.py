@@ -185,10 +185,10 @@ class Node:
         return ifname
 
     def start(self, args: Iterable[str] = (), wait: bool = True, prefix: Iterable[str] = (), code: Path = REPO,
-              **config: Any) -> Daemon:
+              program: Iterable[str] = (sys.executable, "-m", "omdisc.daemon"), **config: Any) -> Daemon:
         """omdiscd -n in this namespace, with fast test intervals unless given; `prefix` runs it
         under another command (faketime); `code`: the tree whose omdisc package runs (another
-        release's, say)."""
+        release's, say); `program`: what runs it (PACKAGED_PROGRAM: as the Debian package does)."""
         d = self.lab.tmp / f"{self.name}-{len(self.daemons)}"
         (d / "alpha").mkdir(parents=True)
         cfg: dict[str, Any] = {
@@ -200,7 +200,7 @@ class Node:
         (d / "omdiscd.yaml").write_text(yaml.safe_dump(cfg))
         log = open(d / "log", "wb")  # noqa: SIM115 - the daemon writes it for its whole life
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *prefix, sys.executable, "-m", "omdisc.daemon", "-n",
+            ["ip", "netns", "exec", self.ns, *prefix, *program, "-n",
              "-c", str(d / "omdiscd.yaml"), *args],
             # -m puts the working directory first on sys.path: it must be `code` too
             stdout=log, stderr=subprocess.STDOUT, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
@@ -301,6 +301,11 @@ def simple_lab(tmp: Path, count: int, net: str = "198.18.0") -> tuple[Lab, list[
         lab.close()
         raise
     return lab, nodes
+
+
+# The package's /usr/sbin/omdiscd (python3 -S), run from this tree: the omdisc package is found
+# first on the path (PYTHONPATH), the dependencies where Debian installs them.
+PACKAGED_PROGRAM = (str(REPO / "debian" / "sbin" / "omdiscd"),)
 
 
 def as_installed() -> None:

@@ -33,7 +33,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from omdisc.core import engine as engine_module
@@ -41,6 +41,7 @@ from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.engine import EARLY_ANNOUNCES, Engine, LocalNode, Outgoing, Settings
 from omdisc.core.nodeid import node_id_for
 from omdisc.core.protocol import FLAG_GATEWAY, IPAddress, Message
+from omdisc.core.records import replace
 
 FIRST_ADDRESS = int(IPv4Address("198.18.0.1"))
 INF = float("inf")

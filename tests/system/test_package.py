@@ -206,7 +206,10 @@ def test_restart_sends_no_leave_the_peers_keep_the_node_and_take_its_next_life(c
 def test_reload_keeps_the_map(cluster3: Cluster) -> None:
     c1 = cluster3.containers[0]
     c1.sh("sed -i 's/^debug: .*/debug: [membership]/' /etc/omdiscd/omdiscd.yaml && systemctl reload omdiscd")
-    assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
+    # systemctl returns once kill -HUP has run; the daemon says RELOADING=1, then READY=1 when the
+    # files are read (milliseconds): "reloading" until then, never "failed" nor a restart
+    wait_for(lambda: c1.sh("systemctl is-active omdiscd").stdout.strip() == "active", 10, interval=0.05,
+             what="the reload to end")
     wait_for(lambda: "2 nodes kept" in c1.sh("journalctl -u omdiscd -o cat").stdout, 10, what="reload logged")
     assert len(ids(c1)) == 3
     assert c1.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "0"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from omdisc.cli import build_parser
 from omdisc.core.config import Config
+from omdisc.core.records import fields
 from omdisc.core.yamlconfig import parse
 from omdisc.showmap import build_parser as showmap_parser
 

@@ -12,7 +12,6 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 
 from omdisc.core.chronicle import Chronicle
 from omdisc.core.detection.ring import Reaction, Ring
@@ -20,6 +19,7 @@ from omdisc.core.detection.timers import ProbeSettings, Send
 from omdisc.core.membership import Member
 from omdisc.core.protocol import FLAG_GATEWAY, FLAG_JOIN, FLAG_RESTART, IPAddress, Message, MsgType
 from omdisc.core.ratelimit import KeyedBuckets
+from omdisc.core.records import record, replace
 
 log = logging.getLogger("omdisc.membership")
 
@@ -41,7 +41,7 @@ BACK_SPREAD, BACK_SPREAD_MAX = 0.01, 5.0  # those announcements spread over 10 m
 RESTART_GRACE = 15.0  # seconds a restarting node is not probed: its next life comes well before
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Once:
     """Something due once, at `at` (None: nothing due)."""
 

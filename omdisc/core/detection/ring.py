@@ -11,13 +11,13 @@ import logging
 import math
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 
 from omdisc.core.detection.rounds import Rounds, local
 from omdisc.core.detection.timers import ProbeSettings, Send, Target, Timers
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_PROBES, IPAddress, Message, MsgType, Order
 from omdisc.core.ratelimit import KeyedBuckets
+from omdisc.core.records import field, record
 
 log = logging.getLogger("omdisc.membership")
 
@@ -30,7 +30,7 @@ MAX_FALLEN = 256
 VOUCHED_ROUNDS = 2  # a member no probe found silent was alive this many probe rounds ago at the latest
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Fallen:
     """A member of one of our networks that a verdict took out: for the DEADs about it still
     coming, and for our reconnect PINGs (it may be alive behind a partition that heals)."""
@@ -54,7 +54,7 @@ def _stale(incarnation: int, number: int, subject: Member) -> bool:
     return (incarnation, number) < (subject.incarnation, subject.seq)
 
 
-@dataclass
+@record
 class Reaction:
     """What a version 2 message leads to. The engine reads the first three; the conductor acts on
     the others (and says where each of the sends goes out)."""

@@ -18,10 +18,9 @@ whom it judges by its address.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from omdisc.core.membership import Member, Membership
 from omdisc.core.protocol import FLAG_PROBES, FLAG_ROUNDS, IPAddress
+from omdisc.core.records import field, record
 
 M64 = (1 << 64) - 1
 JUDGE_ROUNDS = range(-5, 2)  # the rounds, from the receiver's, whose prober may judge: a DEAD
@@ -48,7 +47,7 @@ def local(m: Member) -> bool:
     return m.via is None and m.path_known and not m.leaving and bool(m.flags & FLAG_PROBES)
 
 
-@dataclass
+@record
 class _Ring:
     """One network's ring in one round: the order and each node's place in it."""
 

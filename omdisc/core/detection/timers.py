@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from omdisc.core.protocol import IPAddress, MsgType, Order
+from omdisc.core.records import field, record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
 if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProbeSettings:
     """How a node probes its neighbours and how long a suspicion lasts."""
 
@@ -43,7 +43,7 @@ class ProbeSettings:
         return self.suspicion / 2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Send:
     """A probe message to send: the engine numbers, encodes and signs it."""
 
@@ -55,7 +55,7 @@ class Send:
     interface: str = ""  # where it goes out ("": every interface): FailureDetection._routed sets it
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Target:
     """A neighbour we probe: its address, life and where it is (for a link-local address)."""
 
@@ -64,7 +64,7 @@ class Target:
     interface: str = ""
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Probe:
     """A PING of ours waiting for its ACK (directly, then through helpers, unless `direct_only`:
     a member a helper answered for last time must answer us itself)."""
@@ -77,7 +77,7 @@ class _Probe:
     direct_only: bool = False
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Check:
     """A member we PING ourselves before we give it up (its announcements stopped reaching us, the
     DEAD that should have followed a SUSPECT did not, or a member that may not judge it accused
@@ -124,7 +124,7 @@ class Checks(dict[IPAddress, _Check]):
         return gone
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Relay:
     """A PING we send for another node (its PING_REQ): the ACK goes back to it."""
 
@@ -134,7 +134,7 @@ class _Relay:
     deadline: float
 
 
-@dataclass
+@record
 class Relays:
     """The PINGs we send for other nodes (their PING_REQs), by our nonce: the subject's ACK goes
     back to the requester. At most `max_relays` at once: what others can make us send is bounded."""
@@ -163,7 +163,7 @@ class Relays:
             del self.waiting[nonce]
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Suspicion:
     """A member suspected of having failed: removed at `doom` unless it refutes or answers."""
 
@@ -182,7 +182,7 @@ class Suspicion:
     target: Target | None = None
 
 
-@dataclass
+@record
 class Timers:
     """One node's probe, relay, suspicion and check timers, by address (see the module's docstring)."""
 
