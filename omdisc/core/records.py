@@ -93,7 +93,15 @@ def replace(obj: R, /, **changes: Any) -> R:
 
 # --- making a record class ---------------------------------------------------------------------------
 
+MADE_HERE = ("__init__", "__eq__", "__hash__", "__setattr__", "__delattr__", "__getstate__", "__setstate__")
+
+
 def _make(cls: type[R], frozen: bool, slots: bool) -> type[R]:
+    own = [name for name in MADE_HERE if name in cls.__dict__]
+    if own or any(hasattr(base, "__record_fields__") for base in cls.__mro__[1:]):
+        # what dataclasses would keep, or merge from a base record: not ours to guess
+        raise TypeError(f"{cls.__qualname__}: a record neither defines {', '.join(own) or 'these'} itself "
+                        "nor derives from another record")
     specs = _fields(cls)
     if slots:
         cls = _with_slots(cls, specs)
@@ -104,6 +112,8 @@ def _make(cls: type[R], frozen: bool, slots: bool) -> type[R]:
         made["__repr__"] = _repr_of(tuple(f.name for f in specs if f.repr))
     if frozen:
         made |= {"__setattr__": _frozen_set, "__delattr__": _frozen_delete}
+    if frozen and slots:  # copy and pickle set the slots through __setstate__, not __setattr__
+        made |= {"__getstate__": _slots_state, "__setstate__": _set_slots_state}
     for name, value in made.items():
         setattr(cls, name, value)
     return cls
@@ -113,9 +123,11 @@ def _fields(cls: type) -> tuple[Field, ...]:
     """The class's own annotated names, each with its Field (a bare default becomes one)."""
     specs = []
     for name in cls.__dict__.get("__annotations__", {}):  # noqa: RUF063 - inspect: the daemon defers it
+        if name.startswith("__record"):
+            raise TypeError(f"{cls.__qualname__}.{name}: names beginning with __record are the records' own")
         value = cls.__dict__.get(name, MISSING)
         spec = value if isinstance(value, Field) else Field(default=value)
-        if isinstance(spec.default, (list, dict, set)):
+        if spec.default is not MISSING and type(spec.default).__hash__ is None:  # as dataclasses: shared and mutable
             raise ValueError(f"mutable default {type(spec.default).__name__} for field {name}: use default_factory")
         spec.name = name
         specs.append(spec)
@@ -139,26 +151,27 @@ def _with_slots(cls: type[R], specs: tuple[Field, ...]) -> type[R]:
 
 def _init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..., None]:
     """__init__, compiled for this class: its parameters, defaults and factories, assignments."""
-    scope: dict[str, Any] = {"_MISSING": MISSING, "_set": object.__setattr__}
+    # the names the compiled code uses besides the fields' begin with __record, which no field may
+    scope: dict[str, Any] = {"__record_missing": MISSING, "__record_set": object.__setattr__}
     params, lines = [], []
     for f in specs:
-        value = f.name
+        value, default, factory = f.name, f"__record_default_{f.name}", f"__record_factory_{f.name}"
         if f.default is not MISSING:
-            scope[f"_d_{f.name}"] = f.default
+            scope[default] = f.default
         if f.default_factory is not MISSING:
-            scope[f"_f_{f.name}"] = f.default_factory
+            scope[factory] = f.default_factory
         if f.init:
             params.append(f.name if f.default is MISSING and f.default_factory is MISSING
-                          else f"{f.name}=_d_{f.name}" if f.default is not MISSING else f"{f.name}=_MISSING")
+                          else f"{f.name}={default}" if f.default is not MISSING else f"{f.name}=__record_missing")
             if f.default_factory is not MISSING:
-                value = f"_f_{f.name}() if {f.name} is _MISSING else {f.name}"
+                value = f"{factory}() if {f.name} is __record_missing else {f.name}"
         elif f.default is not MISSING:
-            value = f"_d_{f.name}"
+            value = default
         elif f.default_factory is not MISSING:
-            value = f"_f_{f.name}()"
+            value = f"{factory}()"
         else:
             continue  # neither given nor defaulted: __post_init__ sets it
-        lines.append(f"_set(self, {f.name!r}, {value})" if frozen else f"self.{f.name} = {value}")
+        lines.append(f"__record_set(self, {f.name!r}, {value})" if frozen else f"self.{f.name} = {value}")
     if hasattr(cls, "__post_init__"):
         lines.append("self.__post_init__()")
     source = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(lines or ["pass"])
@@ -169,9 +182,13 @@ def _init(cls: type, specs: tuple[Field, ...], frozen: bool) -> Callable[..., No
 
 
 def _key(names: tuple[str, ...]) -> Callable[[Any], Any]:
-    """The compared fields' values of an instance, as one value."""
+    """The compared fields' values of an instance, as one tuple (compared as dataclasses compare:
+    identity first, so a NaN equals itself)."""
     if not names:
         return lambda _: ()
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda obj: (one(obj),)
     return attrgetter(*names)
 
 
@@ -194,6 +211,15 @@ def _repr_of(names: tuple[str, ...]) -> Callable[[Any], str]:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
         return f"{self.__class__.__qualname__}({shown})"
     return __repr__
+
+
+def _slots_state(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, f.name) for f in self.__record_fields__)
+
+
+def _set_slots_state(self: Any, state: tuple[Any, ...]) -> None:
+    for f, value in zip(self.__record_fields__, state, strict=True):
+        object.__setattr__(self, f.name, value)
 
 
 def _frozen_set(self: object, name: str, value: object) -> None:

@@ -3,7 +3,9 @@ arguments: the same class body is made both ways, and what a caller sees is comp
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,12 +54,15 @@ def test_a_record_is_what_a_dataclass_is(how: dict[str, bool]) -> None:
         fresh = cls(1), cls(2)
         fresh[0].addresses.append("y")
         seen.append((
+            copy.copy(a) == a, copy.deepcopy(a) == a, cls(math.nan, "n") == cls(math.nan, "n"),  # before a changes
             repr(a), a == b, a != cls(4, "a", ["x"]), a == (3, "a", ["x"]), c.name, c.derived, c.addresses,
             fresh[1].addresses, cls.__qualname__, cls.__init__.__qualname__.rsplit(".", 1)[-1],
             hasattr(a, "__dict__"), _class_attribute(cls, "name"), _class_attribute(cls, "addresses"),
             _hash_or_error(a) == _hash_or_error(b), _error_of(lambda: setattr(a, "name", "z")),  # noqa: B023
             _error_of(lambda: delattr(a, "name")), _error_of(lambda: cls()),  # noqa: B023
             _error_of(lambda: cls(1, nope=2)), _error_of(lambda: replace(a, derived="x")),  # noqa: B023
+            _error_of(lambda: make(**how)(type("Bad", (), {"__annotations__": {"b": "bytearray"},  # noqa: B023
+                                                             "b": bytearray()}))),
         ))
     assert seen[0] == seen[1]
 
@@ -108,3 +113,28 @@ def test_fields_and_replace_on_omdisc_records() -> None:
     assert "k" * 32 not in repr(ring) and len(ring.by_id) == 1  # keys never in a repr; __post_init__ ran
     with pytest.raises(TypeError, match="record"):
         records.fields(object())
+
+
+def test_what_a_record_cannot_keep_as_dataclasses_would_is_refused() -> None:
+    """Its own __init__, __eq__ or __hash__ (dataclasses keeps them), or a base record's fields
+    (dataclasses merges them): refused at once, not silently made otherwise."""
+    class Own:
+        """Makes itself."""
+
+        a: int
+
+        def __init__(self) -> None:
+            self.a = 1
+
+    class Base:
+        """A base record."""
+
+        a: int
+
+    class Derived(records.record(Base)):  # type: ignore[misc]
+        """Its fields would be Base's and its own."""
+
+        b: int
+    for cls in (Own, Derived):
+        with pytest.raises(TypeError, match="a record neither defines"):
+            records.record(cls)
