@@ -26,6 +26,7 @@ bench: setup
 	$(PY) -m tests.bench.converge 4 8 16
 	$(PY) -m tests.bench.hostile 1000000
 	$(PY) -m tests.bench.lean
+	$(PY) -m tests.bench.importtime
 	$(PY) -m tests.bench.serf 16
 
 clean:
