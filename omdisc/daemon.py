@@ -186,9 +186,11 @@ class Daemon:
         self.handlers.close()
         self.addresses.close()
 
-    def _deadline(self) -> float:
-        """When the loop next has something to do: a timer, a check, a throttled write."""
-        return min(self.engine.next_deadline(), self.addresses.next_due(), self.watchdog.due,
+    def _deadline(self, engine_due: float | None = None) -> float:
+        """When the loop next has something to do: a timer (`engine_due`, if the caller has it), a
+        check, a throttled write."""
+        return min(self.engine.next_deadline() if engine_due is None else engine_due,
+                   self.addresses.next_due(), self.watchdog.due,
                    self.writer.next_due(self.engine))
 
     def _loop(self) -> None:
@@ -250,10 +252,11 @@ class Daemon:
         self.writer.touch()
         # once per loop pass, whatever the number of interfaces; but when something is due at once
         # (the answer to a JOIN that is ours to give first), the loop sends it, then writes the map
-        if not self._flush_pending and self.engine.next_deadline() > now:
+        engine_due = self.engine.next_deadline()  # once a batch: its cost grows with probes and suspects
+        if not self._flush_pending and engine_due > now:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
-        self.sleep.wake_before(self._deadline())  # a JOIN may have scheduled an answer, a write be due
+        self.sleep.wake_before(self._deadline(engine_due))  # a JOIN may have scheduled an answer, a write be due
 
     def _send(self, out: list[Outgoing]) -> None:
         if out:  # most datagrams received send nothing: no work for them here

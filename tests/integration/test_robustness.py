@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.lab.netlab import REPO, Lab, wait_for
+
+
+def udp_overflows(pid: int) -> int:
+    """Datagrams the kernel dropped in `pid`'s namespace because a socket's buffer was full."""
+    names, values = [line.split() for line in Path(f"/proc/{pid}/net/snmp").read_text().splitlines()
+                     if line.startswith("Udp:")]
+    return int(values[names.index("RcvbufErrors")])
 
 
 def test_ten_thousand_malformed_datagrams_are_dropped_counted_and_change_nothing(lab: Lab) -> None:
@@ -16,13 +24,19 @@ def test_ten_thousand_malformed_datagrams_are_dropped_counted_and_change_nothing
     evil = lab.node("evil", lan, "198.18.0.66/24")
     wait_for(lambda: len(a.ids()) == 2, 10, what="2 converged")
     before = a.map()["entries"]
+    overflowed = udp_overflows(a.proc.pid)
     evil.run(sys.executable, "-m", "tests.lab.inject", "fuzz", "eth0", "10000", cwd=REPO, timeout=120)
-    wait_for(lambda: a.state()["stats"].get("malformed", 0) >= 10000, 10, what="all 10,000 counted")
+    # every datagram that reached the daemon is counted; with both cores busy (stress-ng), the
+    # kernel may drop some of a paced burst before the daemon reads it, and counts those itself
+
+    def all_counted() -> bool:
+        return a.state()["stats"].get("malformed", 0) + udp_overflows(a.proc.pid) - overflowed >= 10000
+    wait_for(all_counted, 10, what="all 10,000 counted, by the daemon or as the kernel's overflows")
     stats = a.state()["stats"]
-    assert stats["malformed"] == 10000
+    assert stats["malformed"] == 10000 - (udp_overflows(a.proc.pid) - overflowed)
     assert a.alive() and b.alive()
     assert a.map()["entries"] == before
-    assert sum(v for k, v in stats.items() if k.startswith("malformed:")) == 10000
+    assert sum(v for k, v in stats.items() if k.startswith("malformed:")) == stats["malformed"]  # each by its kind
     assert "Traceback" not in a.log
 
 
