@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omdisc.shell.inotify import IN_MOVED_TO, Inotify
+from omdisc.shell.sinks import ALPHA_CONFIG, STATE
 from tests.bench.converge import in_map
 from tests.bench.crash import in_state
 from tests.lab.netlab import Daemon
 
-MAP, STATE = "om_config", "state.json"
+MAP = ALPHA_CONFIG  # what the kernel is given; STATE: what showmap --members shows
 COUNTS: dict[str, Callable[[Daemon], int]] = {MAP: in_map, STATE: in_state}
 
 
