@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 klog = logging.getLogger("omdisc.kernel")
 
-FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for another before its first map shows only itself
+FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for the answer to its JOIN before its first map
 
 
 class MapWriter:
@@ -50,7 +50,7 @@ class MapWriter:
 
     @property
     def hold_until(self) -> float:
-        """Until when a restarted node's first map waits for another node to be heard."""
+        """Until when a restarted node's first map waits for a SNAPSHOT to answer its JOIN."""
         return self._throttle.hold_until
 
     @hold_until.setter
@@ -63,10 +63,13 @@ class MapWriter:
 
     def next_due(self, engine: Engine) -> float:
         """When flush() has something to write that the throttle held back; inf: nothing."""
-        return min(self._throttle.map_due(engine.map_version, len(engine.membership)), self._throttle.state_due())
+        return min(self._map_due(engine), self._throttle.state_due())
+
+    def _map_due(self, engine: Engine) -> float:
+        return self._throttle.map_due(engine.map_version, len(engine.membership), engine.joining.answered)
 
     def flush(self, engine: Engine, now: float) -> None:
-        if now >= self._throttle.map_due(engine.map_version, len(engine.membership)):
+        if now >= self._map_due(engine):
             self._write_map(engine, now)
         if now >= self._throttle.state_due():
             self._write_state(engine, now)

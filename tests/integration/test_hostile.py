@@ -23,7 +23,18 @@ from omdisc.core.protocol import (
     decode,
     encode,
 )
-from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, bridge_counted, bridge_table, sh, wait_for
+from tests.lab.netlab import (
+    REPO,
+    Daemon,
+    Lab,
+    Lan,
+    Node,
+    bridge_counted,
+    bridge_table,
+    clock_behind,
+    sh,
+    wait_for,
+)
 
 EVIL = IPv4Address("198.18.0.66")
 REAL = [IPv4Address(f"198.18.1.{i}") for i in (11, 12, 13)]  # ids 267, 268, 269
@@ -289,7 +300,7 @@ def test_a_restart_with_the_clock_an_hour_behind_is_taken_at_once(lab: Lab) -> N
     daemons[2].proc.kill()  # no LEAVE: the peers still hold its last life
     daemons[2].proc.wait()
     t0 = time.monotonic()
-    again = nodes[2].start(prefix=["faketime", "-f", "-1h"], dead_interval=30.0,
+    again = nodes[2].start(prefix=clock_behind("-1h"), dead_interval=30.0,
                            pid_file=daemons[2].config["pid_file"])
 
     def new_life_everywhere() -> bool:

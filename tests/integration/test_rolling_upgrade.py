@@ -68,6 +68,10 @@ class Vigil:
     victim: int | None = None
     killed_at: float = 0.0
     left: dict[int, float] = field(default_factory=dict)  # holder -> seconds from the kill to the victim's leaving
+    # restarted as the old release, whose first map is written once any node is heard (an
+    # announcement may come before the SNAPSHOT): its map counts once its next life has written one
+    # of everyone. This release holds its first map until its JOIN is answered (core/throttle.py).
+    settling: dict[int, int] = field(default_factory=dict)  # node -> its last life's om_config (inode)
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -88,6 +92,10 @@ class Vigil:
                 live, victim = dict(self.daemons), self.victim
                 for holder, d in live.items():
                     ids = kernel_ids(d)
+                    if holder in self.settling:
+                        if set(live) <= ids and config_inode(d) != self.settling[holder]:
+                            del self.settling[holder]
+                        continue
                     if not set(live) <= ids:
                         self.misses.append(f"#{holder} ({self.kinds[holder]}) lacks {sorted(set(live) - ids)}")
                     if victim is not None and victim not in ids and holder not in self.left:
@@ -98,15 +106,26 @@ class Vigil:
             del self.daemons[victim]
             self.victim, self.killed_at, self.left = victim, time.monotonic(), {}
 
-    def next_life(self, node: int, life: Daemon, kind: str) -> None:
+    def next_life(self, node: int, life: Daemon, kind: str, last_map: int) -> None:
+        """`last_map`: the om_config the last life left (config_inode), taken before this life began."""
         with self.lock:
             self.daemons[node], self.kinds[node] = life, kind
+            if kind == "old":
+                self.settling[node] = last_map
 
     def watch(self, seconds: float) -> None:
         """Only the thread watches meanwhile: nobody live may leave a map."""
         time.sleep(seconds)
         if self.misses:
             pytest.fail("a live node left a map: " + "; ".join(dict.fromkeys(self.misses)))
+
+
+def config_inode(d: Daemon) -> int:
+    """Which om_config `d`'s alpha directory holds: each write renames a new file over it."""
+    try:
+        return (d.alpha / "om_config").stat().st_ino
+    except OSError:
+        return 0
 
 
 def how_it_left(d: Daemon, node: int) -> str:
@@ -149,10 +168,11 @@ def restart_as(vigil: Vigil, node: Node, kind: str, code: Path = REPO) -> None:
     last = life.state()["incarnation"]
     life.signal(signal.SIGUSR2)
     assert life.proc.wait(10) == 0
-    t0 = time.monotonic()
-    vigil.next_life(nid, node.start(wait=False, code=code, alpha_dir=str(life.alpha)), kind)
+    last_map, t0 = config_inode(life), time.monotonic()
+    vigil.next_life(nid, node.start(wait=False, code=code, alpha_dir=str(life.alpha)), kind, last_map)
     wait_for(lambda: all(incarnation_at(d, nid) > last for h, d in vigil.daemons.items() if h != nid), 10,
              interval=POLL, what=f"#{nid}'s next life taken")
+    wait_for(lambda: nid not in vigil.settling, 10, interval=POLL, what=f"#{nid}'s next life's map of everyone")
     print(f"#{nid} restarted as {kind}: its next life in every map after {time.monotonic() - t0:.2f}s")
 
 

@@ -33,6 +33,23 @@ def sh(*args: str, check: bool = True, ns: str | None = None, **kw: Any) -> subp
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
 
 
+def clock_behind(offset: str) -> list[str]:
+    """A Node.start prefix: the daemon's clocks `offset` off ("-1h"), by libfaketime preloaded into
+    it alone (not the faketime wrapper, which would stay the daemon's parent: signals and kills
+    would go to it)."""
+    libs = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not libs:
+        raise RuntimeError("libfaketime is not installed (tools/setup.sh installs the faketime package)")
+    return ["env", f"LD_PRELOAD={libs[0]}", f"FAKETIME={offset}"]
+
+
+def remove_faketime_memory(pid: int) -> None:
+    """libfaketime makes shared memory named by the process's pid and removes it at exit, but not
+    after a kill -9: the lab removes it once the daemon is gone."""
+    for name in (f"faketime_shm_{pid}", f"sem.faketime_sem_{pid}"):
+        Path("/dev/shm", name).unlink(missing_ok=True)
+
+
 def new_prefix() -> str:
     """Namespace names start with omdt<pid>x: the pid of the process that owns the lab, so a sweep
     can tell an abandoned lab (its owner is dead) from one another run is still using."""
@@ -187,7 +204,7 @@ class Node:
     def start(self, args: Iterable[str] = (), wait: bool = True, prefix: Iterable[str] = (), code: Path = REPO,
               program: Iterable[str] = (sys.executable, "-m", "omdisc.daemon"), **config: Any) -> Daemon:
         """omdiscd -n in this namespace, with fast test intervals unless given; `prefix` runs it
-        under another command (faketime); `code`: the tree whose omdisc package runs (another
+        under another command (clock_behind's); `code`: the tree whose omdisc package runs (another
         release's, say); `program`: what runs it (PACKAGED_PROGRAM: as the Debian package does)."""
         d = self.lab.tmp / f"{self.name}-{len(self.daemons)}"
         (d / "alpha").mkdir(parents=True)
@@ -280,6 +297,7 @@ class Lab:
             if d.alive():
                 d.proc.kill()
                 d.proc.wait(5)
+            remove_faketime_memory(d.proc.pid)
         for ns in reversed(self.namespaces):
             kill_ns_processes(ns)
             sh("ip", "netns", "del", ns, check=False)

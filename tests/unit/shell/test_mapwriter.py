@@ -11,7 +11,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 from omdisc.core.engine import Engine, LocalNode, Settings
-from omdisc.core.protocol import Message, MsgType, encode
+from omdisc.core.protocol import IPAddress, MemberRecord, Message, MsgType, Snapshot, encode
 from omdisc.core.table import Table
 from omdisc.core.throttle import MAP_INTERVAL, STATE_AFTER_MAP
 from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
@@ -68,8 +68,12 @@ def test_a_newcomers_map_shows_the_first_answer_at_once_then_the_throttle_holds(
     assert writer.next_due(e) == 0.01 + MAP_INTERVAL  # then the throttle, as for any burst
 
 
+def address(node_id: int) -> IPAddress:
+    return ip_address(f"198.18.{node_id // 250}.{node_id % 250 + 1}")
+
+
 def announce(e: Engine, node_id: int, now: float) -> None:
-    peer = ip_address(f"198.18.{node_id // 250}.{node_id % 250 + 1}")
+    peer = address(node_id)
     e.receive(encode(Message(MsgType.ANNOUNCE, node_id, 1, 1, (peer,))), now, source=peer)
 
 
@@ -123,26 +127,66 @@ def test_a_flood_of_map_changes_writes_state_json_at_most_four_times_a_second(tm
     assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2001
 
 
-def test_a_restarted_nodes_first_map_waits_for_another_node_or_a_second(tmp_path: Path) -> None:
-    stats: Counter[str] = Counter()
+def snapshot_from(peer_id: int, told: tuple[int, ...]) -> bytes:
+    """Node `peer_id`'s SNAPSHOT answering our JOIN (engine()'s incarnation 1): it and `told`."""
+    records = tuple(MemberRecord(i, 1, 10, (address(i),)) for i in (peer_id, *told))
+    answer = Snapshot(ME, 1, 1, 1, records)
+    return encode(Message(MsgType.SNAPSHOT, peer_id, 1, 1, (address(peer_id),), snapshot=answer))
+
+
+def restarted(tmp_path: Path, stats: Counter[str]) -> tuple[MapWriter, Engine]:
+    """A node that lived before, just started: its JOIN out, its first map held (as the daemon does)."""
+    tmp_path.mkdir(exist_ok=True)
     writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
-    writer.hold_until = FIRST_MAP_WAIT  # what the daemon sets when this node lived before
+    writer.hold_until = FIRST_MAP_WAIT
     e = engine()
+    e.start(0.0)
     writer.flush(e, 0.0)
+    return writer, e
+
+
+def map_ids(writer: MapWriter) -> int:
+    assert writer.written is not None
+    return sum(entry.count for entry in writer.written.entries)
+
+
+def test_a_restarted_nodes_first_map_waits_for_the_answer_to_its_join(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer, e = restarted(tmp_path, stats)
     assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT  # only ourselves: held
-    peer = ip_address("198.18.0.2")
-    e.receive(encode(Message(MsgType.ANNOUNCE, 2, 1, 1, (peer,))), 0.05, source=peer)
+    # one node's announcement comes before the SNAPSHOT: a map of it alone would take the rest of
+    # the cluster out of the kernel's, until the answer is written
+    announce(e, 2, 0.05)
     writer.flush(e, 0.05)
-    assert stats["map_writes"] == 1 and writer.written is not None
-    assert sum(entry.count for entry in writer.written.entries) == 2  # the peer with us, at once
-    (tmp_path / "alone").mkdir()
-    alone = MapWriter(AlphaSink(tmp_path / "alone"), tmp_path, stats, dict, lambda: None)
-    alone.hold_until = FIRST_MAP_WAIT
-    lone = engine()
+    assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT
+    e.receive(snapshot_from(3, (2, 4, 5)), 0.06, source=address(3))
+    writer.flush(e, 0.06)
+    assert stats["map_writes"] == 1 and map_ids(writer) == 5  # the whole cluster, at once
+
+
+def test_a_restarted_nodes_first_map_is_written_after_a_second_when_no_answer_comes(tmp_path: Path) -> None:
+    alone, lone = restarted(tmp_path / "alone", Counter())
     alone.flush(lone, 0.5)
     assert alone.written is None
     alone.flush(lone, FIRST_MAP_WAIT)
-    assert alone.written is not None  # nobody came: our own map after all
+    assert map_ids(alone) == 1  # nobody came: our own map after all
+    unanswered, e = restarted(tmp_path / "unanswered", Counter())
+    announce(e, 2, 0.05)  # heard, but nobody answers the JOIN (its SNAPSHOTs lost)
+    unanswered.flush(e, 0.5)
+    assert unanswered.written is None
+    unanswered.flush(e, FIRST_MAP_WAIT)
+    assert map_ids(unanswered) == 2
+
+
+def test_a_fresh_nodes_first_map_is_written_at_once(tmp_path: Path) -> None:
+    writer = MapWriter(AlphaSink(tmp_path), tmp_path, Counter(), dict, lambda: None)
+    e = engine()
+    e.start(0.0)
+    writer.flush(e, 0.0)  # no last life's map to keep: the kernel learns this node now
+    assert map_ids(writer) == 1
+    announce(e, 2, 0.01)
+    writer.flush(e, 0.01)
+    assert map_ids(writer) == 2  # the first other node at once too (a newcomer's first answer)
 
 
 def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(tmp_path: Path) -> None:
