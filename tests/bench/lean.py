@@ -8,8 +8,8 @@ figures; asserts nothing.
    and with 1,000 members kept alive by a feeder that announces each made-up node from an address of
    its own, every 10 s (today's steady load: 100 datagrams a second) and every 40 s (the 25 a second
    issue 10 allows; dead_interval 140 s then): its RSS, and its CPU over S seconds (default 30).
-   Once with the project's venv python (the lab's), once with the system python3 (as the Debian
-   package runs it), when that one has the dependencies.
+   Once with the project's venv python (the lab's), once as the Debian package runs it
+   (debian/sbin/omdiscd: the system python3 with -S), when that one has the dependencies.
 2. In this process, an Engine with 100, 1,000 and 4,096 members: bytes per member, and the cost of
    what the daemon does with them: one timer pass (next deadline + tick), the table build, the map
    write, state.json (render + write), and a SNAPSHOT's records.
@@ -42,7 +42,7 @@ from omdisc.shell.files import write_atomic
 from omdisc.shell.sinks import STATE, AlphaSink
 from omdisc.shell.statefile import encode_state
 from tests.lab.inject import add_addresses, made_up
-from tests.lab.netlab import REPO, Lab, Node, as_installed, require_root, wait_for
+from tests.lab.netlab import PACKAGED_PROGRAM, REPO, Lab, Node, as_installed, require_root, wait_for
 
 ANNOUNCE, DEAD = 10.0, 35.0  # the defaults
 MEMBERS = 1000
@@ -95,15 +95,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def start(node: Node, python: str, dead_interval: float) -> tuple[subprocess.Popen[bytes], Path]:
+def start(node: Node, program: tuple[str, ...], dead_interval: float) -> tuple[subprocess.Popen[bytes], Path]:
     d = node.lab.tmp / node.name
     (d / "alpha").mkdir(parents=True)
     cfg = {"alpha_dir": str(d / "alpha"), "pid_file": str(d / "pid"), "kernel": "alpha",
            "state_dir": str(d / "state"), "announce_interval": ANNOUNCE, "dead_interval": dead_interval}
     (d / "omdiscd.yaml").write_text(yaml.safe_dump(cfg))
     with open(d / "log", "wb") as log:
-        proc = subprocess.Popen(["ip", "netns", "exec", node.ns, python, "-m", "omdisc.daemon", "-n", "-c",
-                                 str(d / "omdiscd.yaml")], stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        proc = subprocess.Popen(["ip", "netns", "exec", node.ns, *program, "-n", "-c", str(d / "omdiscd.yaml")],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     return proc, d / "alpha"
 
@@ -115,13 +115,13 @@ def members_in(alpha: Path) -> int:
         return -1
 
 
-def idle(python: str, members: int, every: float, seconds: float) -> dict[str, float]:
+def idle(program: tuple[str, ...], members: int, every: float, seconds: float) -> dict[str, float]:
     """RSS and CPU of one daemon, alone or with `members` made-up nodes announcing, each every
     `every` seconds (its dead_interval 3.5 times that, as the defaults are)."""
     with tempfile.TemporaryDirectory() as tmp, Lab(Path(tmp)) as lab:
         lan = lab.lan()
         node = lab.node("d", lan, "198.18.0.1/15")
-        proc, alpha = start(node, python, max(DEAD, 3.5 * every))
+        proc, alpha = start(node, program, max(DEAD, 3.5 * every))
         wait_for(lambda: members_in(alpha) == 0 or proc.poll() is not None, 20, what="the daemon to start")
         if proc.poll() is not None:
             raise SystemExit(f"omdiscd exited {proc.returncode}:\n{(alpha.parent / 'log').read_text()}")
@@ -152,13 +152,14 @@ def real_daemons(seconds: float) -> None:
     as_installed()
     print(f"A real daemon, idle (default intervals); CPU over {seconds:.0f} s; RSS 5 s after the last join and "
           "at the end")
-    print(f"{'python':>16} {'members':>8} {'datagrams/s':>12} {'RSS MiB':>8} {'at end':>7} {'anon':>6} "
+    print(f"{'run by':>16} {'members':>8} {'datagrams/s':>12} {'RSS MiB':>8} {'at end':>7} {'anon':>6} "
           f"{'CPU % of a core':>16}")
-    pythons = [sys.executable] + ([SYSTEM_PYTHON] if has_deps(SYSTEM_PYTHON) else [])
-    for python in pythons:
-        name = "venv" if python == sys.executable else SYSTEM_PYTHON
+    programs = {"venv": (sys.executable, "-m", "omdisc.daemon")}
+    if has_deps(SYSTEM_PYTHON):
+        programs["package"] = PACKAGED_PROGRAM
+    for name, program in programs.items():
         for members, every in ((0, ANNOUNCE), *((MEMBERS, e) for e in EVERY)):
-            r = idle(python, members, every, seconds)
+            r = idle(program, members, every, seconds)
             print(f"{name:>16} {r['members']:>8} {members / every:>12.0f} {r['rss'] / 1024:>8.1f} "
                   f"{r['rss_after'] / 1024:>7.1f} {r['anon'] / 1024:>6.1f} {r['cpu'] * 100:>16.2f}", flush=True)
 
