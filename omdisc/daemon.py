@@ -162,9 +162,7 @@ class Daemon:
         now = self.clock()
         self._ready_at = time.time()
         self._send(self.engine.start(now))
-        # a last life's map to keep meanwhile; none (alpha files wiped with /run): write at once
-        if self.life.lived_before and self.sink.holds_map():
-            self.writer.hold_until = now + FIRST_MAP_WAIT
+        self._keep_last_map(now)
         self.writer.flush(self.engine, now)
         local = self.engine.local
         events.log_event(log, events.STARTED, "omdiscd %s started: node #%d at %s on %s (%s), map to %s",
@@ -174,6 +172,12 @@ class Daemon:
         notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS={self.status()}")
         self.addresses.poll_from(now, self._poll_every())
         self.watchdog.start(now)
+
+    def _keep_last_map(self, now: float) -> None:
+        """A last life's map to keep until this life knows its nodes again; none (alpha files wiped
+        with /run): the first map is written at once."""
+        if self.life.lived_before and self.sink.holds_map():
+            self.writer.hold_first_map(self.sink.held_nodes(), now + FIRST_MAP_WAIT)
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")

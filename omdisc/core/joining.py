@@ -32,7 +32,6 @@ class Joining:
         self.membership = chronicle.membership
         self.guard = guard
         self.retries: list[float] = []  # when to JOIN again, unless a SNAPSHOT answers first
-        self.answered = False  # a SNAPSHOT has taught us the cluster since our last JOIN
         self.until = 0.0  # we learn from every SNAPSHOT until then (JOIN_WINDOW)
         self._known_of: tuple[int, int, IPAddress] | None = None
         self._order: list[int] = []  # first_to_answer: us and the members heard directly there, by address
@@ -42,7 +41,6 @@ class Joining:
     def begin(self, now: float, retries: tuple[float, ...]) -> None:
         """Our JOIN goes out now; again after each of `retries` seconds until it is answered."""
         self.retries = [now + d for d in retries]
-        self.answered = False
         self.until = now + JOIN_WINDOW
 
     def learning(self, now: float) -> bool:
@@ -128,7 +126,6 @@ class Joining:
         if not self.learns_from(snap, addresses, incarnation, now):
             return
         self.retries.clear()
-        self.answered = True
         path_of = paths(msg, claim, self.membership)
         mine = frozenset(addresses)
         families = {a.version for a in addresses}

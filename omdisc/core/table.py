@@ -106,6 +106,11 @@ def decode_config(data: bytes) -> list[Entry]:
     return entries
 
 
+def node_ids(entries: Iterable[Entry]) -> frozenset[int]:
+    """The node ids a table names: range lines expanded, aliases left out."""
+    return frozenset(e.node_id + i for e in entries if not e.alias for i in range(e.count))
+
+
 def encode_mospe(node_id: int) -> bytes:
     """Alpha mode's om_mospe: the seed's binary int."""
     return _MOSPE.pack(node_id)

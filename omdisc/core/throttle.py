@@ -23,9 +23,9 @@ class Throttle:
     """What was written when, and so when the next write is due (inf: nothing to write)."""
 
     def __init__(self) -> None:
-        # until then the first map waits for the cluster's answer to our JOIN (a restart: the kernel
-        # and showmap keep the last life's map, not one of this node alone, or of the first node
-        # heard, while the answers come)
+        # until then the first map waits for the nodes of the last life's map (a restart: the kernel
+        # and showmap keep that map, not one of this node alone, or of the first node heard, while
+        # the answers come)
         self.hold_until = -INF
         self._first = True  # no map written yet in this life
         self._written_version = -1  # the map version last written
@@ -41,13 +41,18 @@ class Throttle:
         """Something state.json shows has changed (counters, ages)."""
         self._state_dirty = True
 
-    def map_due(self, version: int, members: int, answered: bool) -> float:
-        """The earliest map `version` may be written (members: the others known; answered: a
-        SNAPSHOT has answered our JOIN): the throttle, and a restart's first-map hold; inf when it
-        is the map last written."""
+    def map_due(self, version: int, members: int, has_last: bool) -> float:
+        """The earliest map `version` may be written (members: the others known; has_last: they
+        include every node of the last life's map): the throttle, and a restart's first-map hold;
+        inf when it is the map last written."""
         if version == self._written_version:
             return INF
-        return max(self._map_at + self._gap(members), self._held(members, answered))
+        return max(self._map_at + self._gap(members), self._held(members, has_last))
+
+    @property
+    def holding(self) -> bool:
+        """A restart's first map is not written yet (so whether it has the last map's nodes counts)."""
+        return self._first and self.hold_until != -INF
 
     def state_due(self) -> float:
         """A map change waits only for the last map change's write, not for a counters' write."""
@@ -63,11 +68,12 @@ class Throttle:
         MAP_INTERVAL later. Two writes per interval at most, whatever a peer does."""
         return 0.0 if self._lone and members else MAP_INTERVAL
 
-    def _held(self, members: int, answered: bool) -> float:
-        """Until when the first map is held back: while nobody else has been heard, or our JOIN is
-        unanswered (a node's announcement or probe may come before the SNAPSHOT: a map of it alone
-        would take the rest of the cluster out of the kernel's for a moment)."""
-        return self.hold_until if self._first and not (members and answered) else -INF
+    def _held(self, members: int, has_last: bool) -> float:
+        """Until when the first map is held back: while nobody else has been heard, or a node of the
+        last life's map is not known yet. An announcement may come before the SNAPSHOT, a SNAPSHOT
+        in parts, an empty one from a node restarting with us: a map of what is known then would
+        take the rest of the cluster out of the kernel's for a moment."""
+        return self.hold_until if self._first and not (members and has_last) else -INF
 
     def map_tried(self, now: float) -> None:
         """A map write was tried: one that failed is tried again after the throttle, not at once."""

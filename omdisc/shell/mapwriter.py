@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 klog = logging.getLogger("omdisc.kernel")
 
-FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for the answer to its JOIN before its first map
+FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for its last map's nodes before its first map
 
 
 class MapWriter:
@@ -44,17 +44,15 @@ class MapWriter:
         self.written: Table | None = None  # the table last given to the kernel, and our id in it
         self.written_id = 0
         self._throttle = Throttle()
+        self._last_map: frozenset[int] = frozenset()  # a restart's: the node ids its first map waits for
         self._metrics = MetricsFile(stats, gauges)
         self._collisions = mapnotes.Collisions(on_event)
         self._left_out = mapnotes.LeftOut()
 
-    @property
-    def hold_until(self) -> float:
-        """Until when a restarted node's first map waits for a SNAPSHOT to answer its JOIN."""
-        return self._throttle.hold_until
-
-    @hold_until.setter
-    def hold_until(self, until: float) -> None:
+    def hold_first_map(self, last_map: frozenset[int], until: float) -> None:
+        """A restarted node: the last life's map (`last_map`: its node ids) is kept until the nodes
+        known include every one of them, or `until`."""
+        self._last_map = last_map
         self._throttle.hold_until = until
 
     def touch(self) -> None:
@@ -66,7 +64,14 @@ class MapWriter:
         return min(self._map_due(engine), self._throttle.state_due())
 
     def _map_due(self, engine: Engine) -> float:
-        return self._throttle.map_due(engine.map_version, len(engine.membership), engine.joining.answered)
+        return self._throttle.map_due(engine.map_version, len(engine.membership), self._has_last(engine))
+
+    def _has_last(self, engine: Engine) -> bool:
+        if not self._throttle.holding:
+            return True
+        known = {m.node_id for m in engine.membership.members.values()}
+        known.add(engine.local.node_id)
+        return self._last_map <= known
 
     def flush(self, engine: Engine, now: float) -> None:
         if now >= self._map_due(engine):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omdisc.core.table import Table, encode_config, encode_mospe, encode_mospe_text
+from omdisc.core.table import (
+    Table,
+    TableFormatError,
+    decode_config,
+    encode_config,
+    encode_mospe,
+    encode_mospe_text,
+    node_ids,
+)
 from omdisc.shell.files import write_atomic
 
 PROC_ADMIN = Path("/proc/hpc/admin")
@@ -33,6 +41,10 @@ class AlphaSink:
     def holds_map(self) -> bool:
         """A map from before (a last life's) is there for readers meanwhile."""
         return (self.directory / ALPHA_MOSPE).exists()
+
+    def held_nodes(self) -> frozenset[int]:
+        """The node ids of the map there now (none if it is missing or unreadable)."""
+        return read_nodes(self.directory / ALPHA_CONFIG)
 
     def write(self, node_id: int, table: Table) -> None:
         # config first: a reader that sees the new mospe also sees the table that contains it
@@ -67,9 +79,21 @@ class LiveSink:
     def holds_map(self) -> bool:
         return True  # the kernel keeps its table while no daemon runs
 
+    def held_nodes(self) -> frozenset[int]:
+        return read_nodes(self.admin / CONFIG)
+
     def write(self, node_id: int, table: Table) -> None:
         self._put(CONFIG, encode_config(table.entries))
         self._put(MOSPE, encode_mospe_text(node_id))
+
+
+def read_nodes(config: Path) -> frozenset[int]:
+    """The node ids of a table in the kernel's format; none if it cannot be read: the first map
+    then waits only for another node to be heard (Throttle)."""
+    try:
+        return node_ids(decode_config(config.read_bytes()))
+    except (OSError, TableFormatError):
+        return frozenset()
 
 
 def proc_hpc(admin: Path = PROC_ADMIN, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:

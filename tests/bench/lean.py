@@ -50,7 +50,6 @@ MEMBERS = 1000
 # issue 10 bounds what a node receives at 25 a second: a member every 40 s.
 EVERY = (ANNOUNCE, 40.0)
 SIZES = (100, 1000, 4096)
-SYSTEM_PYTHON = "/usr/bin/python3"
 IP_PKTINFO = 8  # linux/in.h; Python's socket module does not name it
 
 
@@ -143,9 +142,10 @@ def idle(program: tuple[str, ...], members: int, every: float, seconds: float) -
                 "cpu": cpu, "members": members_in(alpha)}
 
 
-def has_deps(python: str) -> bool:
-    return Path(python).exists() and subprocess.run(
-        [python, "-c", "import yaml, netifaces"], capture_output=True, check=False).returncode == 0
+def runs(program: tuple[str, ...]) -> bool:
+    """`program --version` works: its python has what omdiscd imports (the packaged one runs -S)."""
+    return subprocess.run([*program, "--version"], capture_output=True, check=False, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}).returncode == 0
 
 
 def real_daemons(seconds: float) -> None:
@@ -155,7 +155,7 @@ def real_daemons(seconds: float) -> None:
     print(f"{'run by':>16} {'members':>8} {'datagrams/s':>12} {'RSS MiB':>8} {'at end':>7} {'anon':>6} "
           f"{'CPU % of a core':>16}")
     programs = {"venv": (sys.executable, "-m", "omdisc.daemon")}
-    if has_deps(SYSTEM_PYTHON):
+    if runs(PACKAGED_PROGRAM):
         programs["package"] = PACKAGED_PROGRAM
     for name, program in programs.items():
         for members, every in ((0, ANNOUNCE), *((MEMBERS, e) for e in EVERY)):

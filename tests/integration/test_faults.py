@@ -25,7 +25,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from omdisc.core.table import TableFormatError, decode_config, decode_mospe
+from omdisc.core.table import TableFormatError, decode_config, decode_mospe, node_ids
 from tests.lab.netlab import REPO, Daemon, Lab, Lan, Node, bridge_counted, bridge_table, sh, wait_for
 
 MARGIN = 1.0  # seconds allowed on top of the protocol's own bound (polling, a loaded machine)
@@ -44,7 +44,7 @@ def kernel_ids(d: Daemon) -> set[int]:
         entries = decode_config((alpha(d) / "om_config").read_bytes())
     except (OSError, TableFormatError):
         return set()
-    return {e.node_id + i for e in entries if not e.alias for i in range(e.count)}
+    return set(node_ids(entries))
 
 
 def own_state(d: Daemon) -> bool:

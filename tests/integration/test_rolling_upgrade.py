@@ -12,6 +12,7 @@ the whole test: one read that misses a live node fails it.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -23,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from omdisc.core.detection.conductor import ADDRESS_RING_RATE, period_scale
-from tests.integration.test_faults import MARGIN, kernel_ids, maps_are, stats
+from omdisc.core.table import TableFormatError, decode_config, node_ids
+from tests.integration.test_faults import MARGIN, maps_are, stats
 from tests.lab.netlab import REPO, Daemon, Lab, Node, wait_for
 
 # The last commit before probe rounds: its nodes probe two successors on the address-ordered ring,
@@ -70,8 +72,8 @@ class Vigil:
     left: dict[int, float] = field(default_factory=dict)  # holder -> seconds from the kill to the victim's leaving
     # restarted as the old release, whose first map is written once any node is heard (an
     # announcement may come before the SNAPSHOT): its map counts once its next life has written one
-    # of everyone. This release holds its first map until its JOIN is answered (core/throttle.py).
-    settling: dict[int, int] = field(default_factory=dict)  # node -> its last life's om_config (inode)
+    # of everyone. This release holds its first map until it has the last one's nodes (core/throttle.py).
+    settling: dict[int, Written] = field(default_factory=dict)  # node -> its last life's om_config
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
@@ -91,9 +93,9 @@ class Vigil:
             with self.lock:
                 live, victim = dict(self.daemons), self.victim
                 for holder, d in live.items():
-                    ids = kernel_ids(d)
+                    ids, written = read_map(d)
                     if holder in self.settling:
-                        if set(live) <= ids and config_inode(d) != self.settling[holder]:
+                        if set(live) <= ids and written != self.settling[holder]:
                             del self.settling[holder]
                         continue
                     if not set(live) <= ids:
@@ -106,8 +108,8 @@ class Vigil:
             del self.daemons[victim]
             self.victim, self.killed_at, self.left = victim, time.monotonic(), {}
 
-    def next_life(self, node: int, life: Daemon, kind: str, last_map: int) -> None:
-        """`last_map`: the om_config the last life left (config_inode), taken before this life began."""
+    def next_life(self, node: int, life: Daemon, kind: str, last_map: Written) -> None:
+        """`last_map`: the om_config the last life left (read_map), taken before this life began."""
         with self.lock:
             self.daemons[node], self.kinds[node] = life, kind
             if kind == "old":
@@ -120,12 +122,17 @@ class Vigil:
             pytest.fail("a live node left a map: " + "; ".join(dict.fromkeys(self.misses)))
 
 
-def config_inode(d: Daemon) -> int:
-    """Which om_config `d`'s alpha directory holds: each write renames a new file over it."""
+Written = tuple[int, int]  # which om_config: (inode, mtime in ns); each write renames a new file over it
+
+
+def read_map(d: Daemon) -> tuple[set[int], Written]:
+    """The node ids in `d`'s om_config, and which file was read (one open: the two agree)."""
     try:
-        return (d.alpha / "om_config").stat().st_ino
-    except OSError:
-        return 0
+        with open(d.alpha / "om_config", "rb") as f:
+            st = os.fstat(f.fileno())
+            return set(node_ids(decode_config(f.read()))), (st.st_ino, st.st_mtime_ns)
+    except (OSError, TableFormatError):
+        return set(), (0, 0)
 
 
 def how_it_left(d: Daemon, node: int) -> str:
@@ -168,7 +175,7 @@ def restart_as(vigil: Vigil, node: Node, kind: str, code: Path = REPO) -> None:
     last = life.state()["incarnation"]
     life.signal(signal.SIGUSR2)
     assert life.proc.wait(10) == 0
-    last_map, t0 = config_inode(life), time.monotonic()
+    last_map, t0 = read_map(life)[1], time.monotonic()
     vigil.next_life(nid, node.start(wait=False, code=code, alpha_dir=str(life.alpha)), kind, last_map)
     wait_for(lambda: all(incarnation_at(d, nid) > last for h, d in vigil.daemons.items() if h != nid), 10,
              interval=POLL, what=f"#{nid}'s next life taken")

@@ -125,6 +125,7 @@ class Daemon:
     proc: subprocess.Popen[bytes]
     dir: Path
     config: dict[str, Any]
+    prefix: tuple[str, ...] = ()  # what it runs under (clock_behind's)
 
     @property
     def alpha(self) -> Path:
@@ -223,7 +224,7 @@ class Node:
             stdout=log, stderr=subprocess.STDOUT, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
         )
         log.close()
-        daemon = Daemon(self, proc, d, cfg)
+        daemon = Daemon(self, proc, d, cfg, tuple(prefix))
         self.daemons.append(daemon)
         if wait:
             wait_for(lambda: daemon.map() or not daemon.alive(), 10, what=f"{self.name} to write its map")
@@ -297,7 +298,8 @@ class Lab:
             if d.alive():
                 d.proc.kill()
                 d.proc.wait(5)
-            remove_faketime_memory(d.proc.pid)
+            if any(arg.startswith("FAKETIME=") for arg in d.prefix):
+                remove_faketime_memory(d.proc.pid)
         for ns in reversed(self.namespaces):
             kill_ns_processes(ns)
             sh("ip", "netns", "del", ns, check=False)

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import os
 import re
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from omdisc.core.config import Config
-from omdisc.core.protocol import FLAG_RESTART, MsgType, decode
+from omdisc.core.protocol import FLAG_RESTART, Message, MsgType, decode, encode
+from omdisc.core.table import Entry, Table, node_ids
 from omdisc.daemon import RESTART_SIGNAL, SIGNALS, Daemon, main
 from omdisc.shell import keyfile
 from omdisc.shell.addresses import make_plan
 from omdisc.shell.configfiles import ConfigSource
 from omdisc.shell.exits import EXIT_FAILURE
 from omdisc.shell.journal import LogControl
+from omdisc.shell.mapwriter import FIRST_MAP_WAIT
 from omdisc.shell.pidfile import PidFile
 from omdisc.shell.sinks import AlphaSink
 
@@ -45,6 +48,31 @@ def test_sigusr2_sends_no_leave_and_the_next_life_is_newer(tmp_path: Path, omdis
     assert kept == first.engine.incarnation
     second = daemon(tmp_path)  # the same state_dir: the next life
     assert second.engine.incarnation > kept
+
+
+def test_a_next_life_keeps_the_last_map_until_it_knows_its_nodes_again(tmp_path: Path, omdisc_logger: None) -> None:
+    first = daemon(tmp_path)
+    me = first.engine.local.node_id
+    first.sink.prepare()
+    first.sink.write(me, Table((Entry(me, IPv4Address("127.0.0.1")), Entry(7, IPv4Address("198.18.0.7"), 2))))
+    first.stop_for_restart()
+    first._shutdown()
+    second = daemon(tmp_path)
+    second._keep_last_map(0.0)
+    for node_id, now in ((None, 0.0), (7, 0.01), (8, 0.02)):
+        if node_id is not None:
+            peer = IPv4Address(f"198.18.0.{node_id}")
+            second.engine.receive(encode(Message(MsgType.ANNOUNCE, node_id, 1, 1, (peer,))), now, source=peer)
+        second.writer.flush(second.engine, now)
+        if node_id != 8:  # held: the last map (#7 and #8) stays for readers
+            assert second.writer.written is None and second.writer.next_due(second.engine) == FIRST_MAP_WAIT
+    assert second.writer.written is not None  # #7 and #8 back: written at once
+    assert node_ids(second.writer.written.entries) == {me, 7, 8}
+    fresh = daemon(tmp_path / "fresh")  # no last life: nothing to keep
+    fresh.sink.prepare()
+    fresh._keep_last_map(0.0)
+    fresh.writer.flush(fresh.engine, 0.0)
+    assert fresh.writer.written is not None
 
 
 def test_sigterm_still_sends_leave_even_after_a_restart_was_asked(tmp_path: Path, omdisc_logger: None) -> None:

@@ -127,18 +127,21 @@ def test_a_flood_of_map_changes_writes_state_json_at_most_four_times_a_second(tm
     assert len(json.loads((tmp_path / "state.json").read_text())["members"]) == 2001
 
 
-def snapshot_from(peer_id: int, told: tuple[int, ...]) -> bytes:
-    """Node `peer_id`'s SNAPSHOT answering our JOIN (engine()'s incarnation 1): it and `told`."""
-    records = tuple(MemberRecord(i, 1, 10, (address(i),)) for i in (peer_id, *told))
-    answer = Snapshot(ME, 1, 1, 1, records)
+def snapshot_from(peer_id: int, told: tuple[int, ...], part: int = 1, parts: int = 1) -> bytes:
+    """Node `peer_id`'s SNAPSHOT (a part of it) answering our JOIN (engine()'s incarnation 1)."""
+    records = tuple(MemberRecord(i, 1, 10, (address(i),)) for i in ((peer_id, *told) if part == 1 else told))
+    answer = Snapshot(ME, 1, part, parts, records)
     return encode(Message(MsgType.SNAPSHOT, peer_id, 1, 1, (address(peer_id),), snapshot=answer))
 
 
-def restarted(tmp_path: Path, stats: Counter[str]) -> tuple[MapWriter, Engine]:
+LAST_MAP = frozenset({1, 2, 3, 4, 5})  # the last life's map: us (#1) and four others
+
+
+def restarted(tmp_path: Path, stats: Counter[str], last_map: frozenset[int] = LAST_MAP) -> tuple[MapWriter, Engine]:
     """A node that lived before, just started: its JOIN out, its first map held (as the daemon does)."""
     tmp_path.mkdir(exist_ok=True)
     writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
-    writer.hold_until = FIRST_MAP_WAIT
+    writer.hold_first_map(last_map, FIRST_MAP_WAIT)
     e = engine()
     e.start(0.0)
     writer.flush(e, 0.0)
@@ -150,32 +153,48 @@ def map_ids(writer: MapWriter) -> int:
     return sum(entry.count for entry in writer.written.entries)
 
 
-def test_a_restarted_nodes_first_map_waits_for_the_answer_to_its_join(tmp_path: Path) -> None:
+def test_a_restarted_nodes_first_map_waits_for_every_node_of_its_last_map(tmp_path: Path) -> None:
     stats: Counter[str] = Counter()
     writer, e = restarted(tmp_path, stats)
     assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT  # only ourselves: held
     # one node's announcement comes before the SNAPSHOT: a map of it alone would take the rest of
-    # the cluster out of the kernel's, until the answer is written
+    # the cluster out of the kernel's until the answer is written
     announce(e, 2, 0.05)
     writer.flush(e, 0.05)
     assert stats["map_writes"] == 0 and writer.next_due(e) == FIRST_MAP_WAIT
-    e.receive(snapshot_from(3, (2, 4, 5)), 0.06, source=address(3))
-    writer.flush(e, 0.06)
-    assert stats["map_writes"] == 1 and map_ids(writer) == 5  # the whole cluster, at once
+    # a node restarting with us answers first, knowing nobody; then a SNAPSHOT in two parts
+    e.receive(snapshot_from(6, ()), 0.06, source=address(6))
+    e.receive(snapshot_from(3, (2, 4), 1, 2), 0.07, source=address(3))
+    writer.flush(e, 0.07)
+    assert stats["map_writes"] == 0
+    e.receive(snapshot_from(3, (5,), 2, 2), 0.08, source=address(3))
+    writer.flush(e, 0.08)
+    assert stats["map_writes"] == 1 and map_ids(writer) == 6  # the whole cluster, at once
 
 
-def test_a_restarted_nodes_first_map_is_written_after_a_second_when_no_answer_comes(tmp_path: Path) -> None:
+def test_a_restarted_nodes_first_map_is_written_after_a_second_when_its_last_nodes_do_not_come(
+        tmp_path: Path) -> None:
     alone, lone = restarted(tmp_path / "alone", Counter())
     alone.flush(lone, 0.5)
     assert alone.written is None
     alone.flush(lone, FIRST_MAP_WAIT)
     assert map_ids(alone) == 1  # nobody came: our own map after all
-    unanswered, e = restarted(tmp_path / "unanswered", Counter())
-    announce(e, 2, 0.05)  # heard, but nobody answers the JOIN (its SNAPSHOTs lost)
-    unanswered.flush(e, 0.5)
-    assert unanswered.written is None
-    unanswered.flush(e, FIRST_MAP_WAIT)
-    assert map_ids(unanswered) == 2
+    lost, e = restarted(tmp_path / "lost", Counter())
+    e.receive(snapshot_from(2, (3, 4)), 0.05, source=address(2))  # #5 died meanwhile
+    lost.flush(e, 0.5)
+    assert lost.written is None and lost.next_due(e) == FIRST_MAP_WAIT
+    lost.flush(e, FIRST_MAP_WAIT)
+    assert map_ids(lost) == 4
+
+
+def test_a_restarted_node_whose_last_map_held_nobody_else_takes_the_first_node_heard(tmp_path: Path) -> None:
+    """Its last map held only itself, or could not be read: nothing to wait for but another node."""
+    for name, last in (("itself", frozenset({1})), ("unread", frozenset())):
+        writer, e = restarted(tmp_path / name, Counter(), last)
+        assert writer.written is None
+        announce(e, 2, 0.05)
+        writer.flush(e, 0.05)
+        assert map_ids(writer) == 2, name
 
 
 def test_a_fresh_nodes_first_map_is_written_at_once(tmp_path: Path) -> None:

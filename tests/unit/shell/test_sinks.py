@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from omdisc.core.table import Entry, Table, decode_config, decode_mospe
+from omdisc.core.table import Entry, Table, decode_config, decode_mospe, encode_config
 from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
 
 
@@ -86,3 +86,19 @@ def test_alpha_files_are_replaced_atomically_a_reader_never_sees_half(tmp_path: 
     assert sizes and all(1 <= s <= 200 for s in sizes)  # decode_config raises on a torn file
     assert [p.name for p in (tmp_path / "alpha").iterdir() if p.name.startswith(".")] == []  # no temp left
     assert oct(os.stat(tmp_path / "alpha" / "om_config").st_mode & 0o777) == "0o644"
+
+
+def test_the_map_a_sink_holds_is_read_back_as_node_ids(tmp_path: Path) -> None:
+    """What a restarted node's first map waits for (MapWriter.hold_first_map): range lines expanded,
+    aliases left out; nothing from a missing or damaged table."""
+    alpha = AlphaSink(tmp_path / "alpha")
+    alpha.prepare()
+    assert alpha.held_nodes() == frozenset()
+    entries = [Entry(1, IPv4Address("198.18.0.1"), 3), Entry(9, IPv4Address("198.18.1.9")),
+               Entry(1, IPv4Address("198.18.2.1"), alias=True)]
+    alpha.write(1, Table(tuple(entries)))
+    assert alpha.held_nodes() == {1, 2, 3, 9}
+    (tmp_path / "alpha" / "om_config").write_bytes(b"\x01\x02\x03")  # not a whole record
+    assert alpha.held_nodes() == frozenset()
+    (tmp_path / "config").write_bytes(encode_config(entries))
+    assert LiveSink(tmp_path).held_nodes() == {1, 2, 3, 9}
