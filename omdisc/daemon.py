@@ -175,9 +175,10 @@ class Daemon:
 
     def _keep_last_map(self, now: float) -> None:
         """A last life's map to keep until this life knows its nodes again; none (alpha files wiped
-        with /run): the first map is written at once."""
-        if self.life.lived_before and self.sink.holds_map():
-            self.writer.hold_first_map(self.sink.held_nodes(), now + FIRST_MAP_WAIT)
+        with /run, an empty kernel table after a boot): the first map is written at once."""
+        last = self.sink.last_map() if self.life.lived_before else None
+        if last is not None:
+            self.writer.hold_first_map(last, now + FIRST_MAP_WAIT)
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")

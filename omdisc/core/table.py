@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address
 
 from omdisc.core.nodeid import Collision, settle
-from omdisc.core.protocol import IPAddress
+from omdisc.core.protocol import MAX_NODE_ID, IPAddress
 from omdisc.core.records import record
 
 TYPE_CHECKING = False  # typing is mypy's only: never loaded at run time (docs/architecture.md)
@@ -107,8 +107,13 @@ def decode_config(data: bytes) -> list[Entry]:
 
 
 def node_ids(entries: Iterable[Entry]) -> frozenset[int]:
-    """The node ids a table names: range lines expanded, aliases left out."""
-    return frozenset(e.node_id + i for e in entries if not e.alias for i in range(e.count))
+    """The node ids a table names: range lines expanded, aliases left out. A table that names ids
+    past MAX_NODE_ID is no openMosix table (text read as records, say): TableFormatError, before
+    a range of millions is expanded."""
+    nodes = [e for e in entries if not e.alias]
+    if any(e.node_id + e.count - 1 > MAX_NODE_ID for e in nodes):
+        raise TableFormatError(f"node ids past {MAX_NODE_ID}")
+    return frozenset(e.node_id + i for e in nodes for i in range(e.count))
 
 
 def encode_mospe(node_id: int) -> bytes:

@@ -41,18 +41,23 @@ class Throttle:
         """Something state.json shows has changed (counters, ages)."""
         self._state_dirty = True
 
-    def map_due(self, version: int, members: int, has_last: bool) -> float:
-        """The earliest map `version` may be written (members: the others known; has_last: they
-        include every node of the last life's map): the throttle, and a restart's first-map hold;
-        inf when it is the map last written."""
+    def map_due(self, version: int, members: int, knows_last_map: bool) -> float:
+        """The earliest map `version` may be written (members: the others known; knows_last_map:
+        they include every node of the last life's map): the throttle, and a restart's first-map
+        hold; inf when it is the map last written."""
         if version == self._written_version:
             return INF
-        return max(self._map_at + self._gap(members), self._held(members, has_last))
+        return max(self._map_at + self._gap(members), self._held(members, knows_last_map))
 
     @property
     def holding(self) -> bool:
-        """A restart's first map is not written yet (so whether it has the last map's nodes counts)."""
+        """A restart's first map may be held back still (whether the last map's nodes are known counts)."""
         return self._first and self.hold_until != -INF
+
+    def hold_over(self, now: float) -> None:
+        """The hold's time is over: it ends for good, whether the first write succeeds or not."""
+        if now >= self.hold_until:
+            self.hold_until = -INF
 
     def state_due(self) -> float:
         """A map change waits only for the last map change's write, not for a counters' write."""
@@ -68,12 +73,12 @@ class Throttle:
         MAP_INTERVAL later. Two writes per interval at most, whatever a peer does."""
         return 0.0 if self._lone and members else MAP_INTERVAL
 
-    def _held(self, members: int, has_last: bool) -> float:
+    def _held(self, members: int, knows_last_map: bool) -> float:
         """Until when the first map is held back: while nobody else has been heard, or a node of the
         last life's map is not known yet. An announcement may come before the SNAPSHOT, a SNAPSHOT
         in parts, an empty one from a node restarting with us: a map of what is known then would
         take the rest of the cluster out of the kernel's for a moment."""
-        return self.hold_until if self._first and not (members and has_last) else -INF
+        return self.hold_until if self._first and not (members and knows_last_map) else -INF
 
     def map_tried(self, now: float) -> None:
         """A map write was tried: one that failed is tried again after the throttle, not at once."""

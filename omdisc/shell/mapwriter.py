@@ -45,6 +45,7 @@ class MapWriter:
         self.written_id = 0
         self._throttle = Throttle()
         self._last_map: frozenset[int] = frozenset()  # a restart's: the node ids its first map waits for
+        self._last_known = (-1, False)  # (map version, whether it knew them all)
         self._metrics = MetricsFile(stats, gauges)
         self._collisions = mapnotes.Collisions(on_event)
         self._left_out = mapnotes.LeftOut()
@@ -64,16 +65,20 @@ class MapWriter:
         return min(self._map_due(engine), self._throttle.state_due())
 
     def _map_due(self, engine: Engine) -> float:
-        return self._throttle.map_due(engine.map_version, len(engine.membership), self._has_last(engine))
+        return self._throttle.map_due(engine.map_version, len(engine.membership), self._knows_last_map(engine))
 
-    def _has_last(self, engine: Engine) -> bool:
+    def _knows_last_map(self, engine: Engine) -> bool:
+        """Every node of the last life's map is known again; looked at once per map change."""
         if not self._throttle.holding:
             return True
-        known = {m.node_id for m in engine.membership.members.values()}
-        known.add(engine.local.node_id)
-        return self._last_map <= known
+        if self._last_known[0] != engine.map_version:
+            known = {m.node_id for m in engine.membership.members.values()}
+            known.add(engine.local.node_id)
+            self._last_known = (engine.map_version, self._last_map <= known)
+        return self._last_known[1]
 
     def flush(self, engine: Engine, now: float) -> None:
+        self._throttle.hold_over(now)
         if now >= self._map_due(engine):
             self._write_map(engine, now)
         if now >= self._throttle.state_due():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from omdisc.core.table import (
     Table,
     TableFormatError,
     decode_config,
+    decode_mospe,
+    decode_mospe_text,
     encode_config,
     encode_mospe,
     encode_mospe_text,
@@ -38,13 +41,10 @@ class AlphaSink:
         except OSError as e:
             raise SinkError(f"cannot create alpha directory {self.directory}: {e.strerror}") from None
 
-    def holds_map(self) -> bool:
-        """A map from before (a last life's) is there for readers meanwhile."""
-        return (self.directory / ALPHA_MOSPE).exists()
-
-    def held_nodes(self) -> frozenset[int]:
-        """The node ids of the map there now (none if it is missing or unreadable)."""
-        return read_nodes(self.directory / ALPHA_CONFIG)
+    def last_map(self) -> frozenset[int] | None:
+        """The map there now, from before (a last life's), for readers meanwhile: its node ids but
+        this node's (read_map)."""
+        return read_map(self.directory / ALPHA_CONFIG, self.directory / ALPHA_MOSPE, decode_mospe)
 
     def write(self, node_id: int, table: Table) -> None:
         # config first: a reader that sees the new mospe also sees the table that contains it
@@ -76,24 +76,31 @@ class LiveSink:
         finally:
             os.close(fd)
 
-    def holds_map(self) -> bool:
-        return True  # the kernel keeps its table while no daemon runs
-
-    def held_nodes(self) -> frozenset[int]:
-        return read_nodes(self.admin / CONFIG)
+    def last_map(self) -> frozenset[int] | None:
+        """The kernel keeps its table while no daemon runs: the last life's, or none after a boot."""
+        return read_map(self.admin / CONFIG, self.admin / MOSPE, decode_mospe_text)
 
     def write(self, node_id: int, table: Table) -> None:
         self._put(CONFIG, encode_config(table.entries))
         self._put(MOSPE, encode_mospe_text(node_id))
 
 
-def read_nodes(config: Path) -> frozenset[int]:
-    """The node ids of a table in the kernel's format; none if it cannot be read: the first map
-    then waits only for another node to be heard (Throttle)."""
+def read_map(config: Path, mospe: Path, decode_me: Callable[[bytes], int]) -> frozenset[int] | None:
+    """A map in the kernel's format: the node ids of `config` but this node's (`mospe`: its id
+    then, which may not be its id now); None when there is none (missing, or empty); no ids when
+    it cannot be read, so the first map waits only for another node to be heard (Throttle)."""
     try:
-        return node_ids(decode_config(config.read_bytes()))
+        ids = node_ids(decode_config(config.read_bytes()))
+    except FileNotFoundError:
+        return None
     except (OSError, TableFormatError):
         return frozenset()
+    if not ids:
+        return None
+    try:
+        return ids - {decode_me(mospe.read_bytes())}
+    except (OSError, TableFormatError):
+        return ids
 
 
 def proc_hpc(admin: Path = PROC_ADMIN, mountinfo: Path = Path("/proc/self/mountinfo")) -> str:

@@ -187,6 +187,21 @@ def test_a_restarted_nodes_first_map_is_written_after_a_second_when_its_last_nod
     assert map_ids(lost) == 4
 
 
+def test_a_restarted_nodes_first_write_that_fails_is_retried_after_the_throttle_not_held_again(tmp_path: Path) -> None:
+    stats: Counter[str] = Counter()
+    writer = MapWriter(ShortWrites(tmp_path), tmp_path, stats, dict, lambda: None)
+    writer.hold_first_map(LAST_MAP, FIRST_MAP_WAIT)
+    e = engine()
+    e.start(0.0)
+    writer.flush(e, 0.5)
+    assert stats["map_write_errors"] == 0  # held
+    writer.flush(e, FIRST_MAP_WAIT)
+    assert stats["map_write_errors"] == 1
+    announce(e, 2, 1.1)
+    writer.flush(e, 1.1)
+    assert stats["map_write_errors"] == 2  # tried again after the throttle, not held again
+
+
 def test_a_restarted_node_whose_last_map_held_nobody_else_takes_the_first_node_heard(tmp_path: Path) -> None:
     """Its last map held only itself, or could not be read: nothing to wait for but another node."""
     for name, last in (("itself", frozenset({1})), ("unread", frozenset())):

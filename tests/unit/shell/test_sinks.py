@@ -88,17 +88,26 @@ def test_alpha_files_are_replaced_atomically_a_reader_never_sees_half(tmp_path: 
     assert oct(os.stat(tmp_path / "alpha" / "om_config").st_mode & 0o777) == "0o644"
 
 
-def test_the_map_a_sink_holds_is_read_back_as_node_ids(tmp_path: Path) -> None:
+def test_the_map_a_sink_holds_is_read_back_as_the_other_nodes_ids(tmp_path: Path) -> None:
     """What a restarted node's first map waits for (MapWriter.hold_first_map): range lines expanded,
-    aliases left out; nothing from a missing or damaged table."""
+    aliases and this node (its mospe then) left out; None for no map, no ids for one not readable."""
     alpha = AlphaSink(tmp_path / "alpha")
     alpha.prepare()
-    assert alpha.held_nodes() == frozenset()
+    assert alpha.last_map() is None
     entries = [Entry(1, IPv4Address("198.18.0.1"), 3), Entry(9, IPv4Address("198.18.1.9")),
                Entry(1, IPv4Address("198.18.2.1"), alias=True)]
-    alpha.write(1, Table(tuple(entries)))
-    assert alpha.held_nodes() == {1, 2, 3, 9}
-    (tmp_path / "alpha" / "om_config").write_bytes(b"\x01\x02\x03")  # not a whole record
-    assert alpha.held_nodes() == frozenset()
+    alpha.write(2, Table(tuple(entries)))
+    assert alpha.last_map() == {1, 3, 9}
+    alpha.write(2, Table(()))
+    assert alpha.last_map() is None  # an empty table: nothing to keep
+    config = tmp_path / "alpha" / "om_config"
+    for damaged in (b"\x01\x02\x03",  # not a whole record
+                    b"1 10.0.0.1 1",  # text, read as one record of 824 million nodes: never expanded
+                    encode_config([Entry(65000, IPv4Address("198.18.0.1"), 1000)])):  # ids past 65535
+        config.write_bytes(damaged)
+        assert alpha.last_map() == frozenset(), damaged
     (tmp_path / "config").write_bytes(encode_config(entries))
-    assert LiveSink(tmp_path).held_nodes() == {1, 2, 3, 9}
+    (tmp_path / "mospe").write_bytes(b"9\n")  # the kernel's takes text
+    assert LiveSink(tmp_path).last_map() == {1, 2, 3}
+    (tmp_path / "config").write_bytes(b"")
+    assert LiveSink(tmp_path).last_map() is None  # after a boot
