@@ -20,6 +20,7 @@ from omdisc.core.auth import Authenticator, Keyring
 from omdisc.core.protocol import Message, MsgType, decode, encode
 from omdisc.core.table import TableFormatError, decode_config
 from omdisc.shell.keyfile import gen_key
+from omdisc.shell.sinks import ALPHA_CONFIG
 from tests.lab.netlab import Daemon, Lab, as_installed, require_root, wait_for
 
 QUIET = {"announce_interval": 30.0, "dead_interval": 90.0}  # no periodic traffic during the counts
@@ -33,7 +34,7 @@ def in_map(d: Daemon) -> int:
     """Nodes in the daemon's kernel table (om_config), read here: what openMosix is given, and
     cheap enough to poll every 10 ms (state.json follows it within 0.25 s)."""
     try:
-        entries = decode_config((d.alpha / "om_config").read_bytes())
+        entries = decode_config((d.alpha / ALPHA_CONFIG).read_bytes())
     except (OSError, TableFormatError):
         return 0
     return sum(e.count for e in entries if not e.alias)
