@@ -14,10 +14,10 @@ from tests.sim import Convergence, Departure, Removals, Sim
 SEEDS = range(1, 41)
 
 
-def two_lans(seed: int) -> tuple[Sim, list[int]]:
+def two_lans(seed: int, settings: Settings | None = None) -> tuple[Sim, list[int]]:
     """A gateway on lanA and lanB, then two nodes on each side, 0.2 s apart (as the lab starts
     them). Returns the simulator and the four nodes."""
-    sim = Sim(Settings(), seed=seed, latency=0.0002, jitter=0.0003)
+    sim = Sim(settings or Settings(), seed=seed, latency=0.0002, jitter=0.0003)
     # the lab's addresses: on the ring of lanA the gateway comes after a1 and a2, so a2 alone probes a1
     sim.add("198.18.1.254", segments=("lanA", "lanB"), route=True)
     nodes = []
@@ -77,3 +77,22 @@ def test_a_gateway_that_dies_takes_its_far_side_out_of_every_map_and_brings_it_b
     done = Convergence(sim, [0, *nodes])
     sim.run_for(8.0)
     assert done.at is not None, [len(sim.engines[i].membership) for i in [0, *nodes]]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:10])
+def test_a_gateway_that_dies_just_after_a_join_it_did_not_answer_takes_its_far_side_along(seed: int) -> None:
+    """The gateway is busy when the last node JOINs: a neighbour answers, and the joiner learns the
+    far side from that SNAPSHOT, through a gateway it has not heard itself yet (the path unknown).
+    The gateway dies as soon as every map is complete, before that far node's next announcement
+    came through it: the joiner must still take the far side out with it. (The lab's intervals:
+    with them the neighbour has heard the far side itself by then, and tells it.)"""
+    sim, nodes = two_lans(seed, Settings(announce_interval=0.5, dead_interval=2.0))
+    sim.stall(0, 0.3, at=0.8)  # the last start is at 0.8 s
+    done = Convergence(sim, [0, *nodes])
+    while done.at is None and sim.now < 3.0:
+        sim.run_for(0.005)
+    assert done.at is not None
+    sim.crash(0)
+    sim.run_for(6.0)
+    assert all(len(sim.engines[i].membership) == 1 for i in nodes), [
+        sorted(str(m.primary) for m in sim.engines[i].membership.members.values()) for i in nodes]

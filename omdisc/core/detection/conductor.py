@@ -224,7 +224,8 @@ class FailureDetection:
         gateway on that network, or not at all. Nobody else would tell us they are gone: their own
         network's DEADs came through it, and their announcements are minutes apart."""
         members = self.membership.members
-        orphans = [m for m in members.values() if m.via == gateway.primary]
+        orphans = [m for m in members.values()
+                   if m.via == gateway.primary or _behind_a_gateway_on(m, gateway.interface)]
         other = next((g.primary for g in members.values() if g.flags & FLAG_GATEWAY and g.via is None and g.firsthand
                       and g.interface == gateway.interface and g.primary != gateway.primary), None)
         for m in orphans:
@@ -234,3 +235,10 @@ class FailureDetection:
                 assert self.ring is not None
                 by = f"the failure of its gateway {gateway.primary}"
                 self.chronicle.failed(m.primary, self.ring.forget(m.primary, now), by, now)
+
+
+def _behind_a_gateway_on(m: Member, interface: str) -> bool:
+    """`m` was told of by a neighbour on `interface` as behind a gateway, before we heard one there
+    ourselves (its path unknown, Joining.on_snapshot), and not heard since: a gateway there that
+    fails may be its only way, and its next announcement may be minutes away."""
+    return m.via is None and not m.path_known and not m.firsthand and m.interface == interface
