@@ -96,3 +96,7 @@ def test_a_gateway_that_dies_just_after_a_join_it_did_not_answer_takes_its_far_s
     sim.run_for(6.0)
     assert all(len(sim.engines[i].membership) == 1 for i in nodes), [
         sorted(str(m.primary) for m in sim.engines[i].membership.members.values()) for i in nodes]
+    # gone through the gateway, not as neighbours of ours: nothing to reconnect to on our network
+    for i in nodes[2:]:
+        ring = sim.engines[i].detection.ring
+        assert ring is not None and not {str(a) for a in ring.fallen} & {"198.18.1.1", "198.18.1.2"}, ring.fallen

@@ -229,9 +229,10 @@ class FailureDetection:
         other = next((g.primary for g in members.values() if g.flags & FLAG_GATEWAY and g.via is None and g.firsthand
                       and g.interface == gateway.interface and g.primary != gateway.primary), None)
         for m in orphans:
-            if other is not None:
-                m.via = other  # its next word comes through there; the other gateway judges it now
-            else:
+            # its next word comes through the other (a guess for a path unknown); else it is gone,
+            # through this gateway (the ring keeps no fallen neighbour to reconnect to for it)
+            m.via = other or gateway.primary
+            if other is None:
                 assert self.ring is not None
                 by = f"the failure of its gateway {gateway.primary}"
                 self.chronicle.failed(m.primary, self.ring.forget(m.primary, now), by, now)
