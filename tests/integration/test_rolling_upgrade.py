@@ -25,6 +25,7 @@ import pytest
 
 from omdisc.core.detection.conductor import ADDRESS_RING_RATE, period_scale
 from omdisc.core.table import TableFormatError, decode_config, node_ids
+from omdisc.shell.sinks import ALPHA_CONFIG
 from tests.integration.test_faults import MARGIN, maps_are, stats
 from tests.lab.netlab import REPO, Daemon, Lab, Node, wait_for
 
@@ -93,7 +94,7 @@ class Vigil:
             with self.lock:
                 live, victim = dict(self.daemons), self.victim
                 for holder, d in live.items():
-                    ids, written = read_map(d)
+                    ids, written = read_om_config(d)
                     if holder in self.settling:
                         if set(live) <= ids and written != self.settling[holder]:
                             del self.settling[holder]
@@ -109,7 +110,7 @@ class Vigil:
             self.victim, self.killed_at, self.left = victim, time.monotonic(), {}
 
     def next_life(self, node: int, life: Daemon, kind: str, last_map: Written) -> None:
-        """`last_map`: the om_config the last life left (read_map), taken before this life began."""
+        """`last_map`: the om_config the last life left (read_om_config), taken before this life began."""
         with self.lock:
             self.daemons[node], self.kinds[node] = life, kind
             if kind == "old":
@@ -125,10 +126,10 @@ class Vigil:
 Written = tuple[int, int]  # which om_config: (inode, mtime in ns); each write renames a new file over it
 
 
-def read_map(d: Daemon) -> tuple[set[int], Written]:
+def read_om_config(d: Daemon) -> tuple[set[int], Written]:
     """The node ids in `d`'s om_config, and which file was read (one open: the two agree)."""
     try:
-        with open(d.alpha / "om_config", "rb") as f:
+        with open(d.alpha / ALPHA_CONFIG, "rb") as f:
             st = os.fstat(f.fileno())
             return set(node_ids(decode_config(f.read()))), (st.st_ino, st.st_mtime_ns)
     except (OSError, TableFormatError):
@@ -175,7 +176,7 @@ def restart_as(vigil: Vigil, node: Node, kind: str, code: Path = REPO) -> None:
     last = life.state()["incarnation"]
     life.signal(signal.SIGUSR2)
     assert life.proc.wait(10) == 0
-    last_map, t0 = read_map(life)[1], time.monotonic()
+    last_map, t0 = read_om_config(life)[1], time.monotonic()
     vigil.next_life(nid, node.start(wait=False, code=code, alpha_dir=str(life.alpha)), kind, last_map)
     wait_for(lambda: all(incarnation_at(d, nid) > last for h, d in vigil.daemons.items() if h != nid), 10,
              interval=POLL, what=f"#{nid}'s next life taken")
