@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 klog = logging.getLogger("omdisc.kernel")
 
-FIRST_MAP_WAIT = 1.0  # seconds a restarted node waits for its last map's nodes before its first map
+# seconds a restarted node waits for its last map's nodes before its first map: past our last JOIN
+# retry (1 s), which is answered even where our JOINs outran the peers' answer rate (restarts less
+# than a second apart), and the answer's way back
+FIRST_MAP_WAIT = 1.5
 
 
 class MapWriter:

@@ -197,8 +197,8 @@ def test_a_restarted_nodes_first_write_that_fails_is_retried_after_the_throttle_
     assert stats["map_write_errors"] == 0  # held
     writer.flush(e, FIRST_MAP_WAIT)
     assert stats["map_write_errors"] == 1
-    announce(e, 2, 1.1)
-    writer.flush(e, 1.1)
+    announce(e, 2, FIRST_MAP_WAIT + 0.1)
+    writer.flush(e, FIRST_MAP_WAIT + 0.1)
     assert stats["map_write_errors"] == 2  # tried again after the throttle, not held again
 
 
@@ -233,3 +233,45 @@ def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(
         writer.flush(e, 0.0)  # the map and state.json
         writer.touch()  # a counter changed
         assert writer.next_due(e) == wait, members
+
+
+
+def test_a_node_restarted_faster_than_the_answer_rate_keeps_its_last_map_until_the_answer(tmp_path: Path) -> None:
+    """Four lives in 0.6 s (systemctl restart in a loop, a restart then a reload): the peer answers
+    three JOINs (its burst), then refuses the fourth life's JOIN and first retry for its rate, as it
+    would a host flooding it. That life's last retry, 1 s after its start, is answered; its first
+    map is held until then, so the kernel never gets a map of this node alone."""
+    stats: Counter[str] = Counter()
+    them = address(2)
+    peer = Engine(LocalNode(2, (them,)), 1, Settings(), random.Random(2), wall=lambda: 1.0)
+    peer.start(0.0)
+    in_flight: list[tuple[float, bool, bytes]] = []  # (when it arrives, to the peer?, datagram)
+    first_maps: list[int] = []
+
+    def run(me: Engine, start: float, until: float, writer: MapWriter | None) -> None:
+        now = start
+        while now < until:
+            arrived = [d for d in in_flight if d[0] <= now]
+            for d in arrived:
+                in_flight.remove(d)
+                to, source = (peer, ME) if d[1] else (me, them)
+                in_flight.extend((now + 0.005, not d[1], o.data) for o in to.receive(d[2], now, source=source))
+            in_flight.extend((now + 0.005, True, o.data) for o in me.tick(now))  # 5 ms on the way
+            in_flight.extend((now + 0.005, False, o.data) for o in peer.tick(now))
+            if writer is not None:
+                writer.flush(me, now)
+                if writer.written is not None and not first_maps:
+                    first_maps.append(map_ids(writer))
+            now = round(now + 0.005, 3)
+
+    for life in range(4):
+        start = 0.2 * life
+        me = Engine(LocalNode(1, (ME,)), life + 1, Settings(), random.Random(life), wall=lambda: 1.0)
+        writer = None
+        if life == 3:  # its last life's map: itself and the peer
+            writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
+            writer.hold_first_map(frozenset({1, 2}), start + FIRST_MAP_WAIT)
+        in_flight.extend((start + 0.005, True, o.data) for o in me.start(start))
+        run(me, start, start + (0.2 if life < 3 else 3.0), writer)
+    assert peer.stats["join_unanswered:rate"] == 2  # the fourth life's JOIN and its first retry
+    assert first_maps == [2]  # the answer to its last retry, not a map of itself alone
