@@ -1,7 +1,7 @@
 """Where the cluster key comes from, and how the packaged unit hands it to an unprivileged service.
 
 The key file (`key_file`, default /etc/omdiscd/cluster.key when present) is readable by root only.
-The systemd unit runs the daemon as a dynamic user, so `omdiscd --stage-key`, run as root by
+The systemd unit runs the daemon as an unprivileged user, so `omdiscd --stage-key`, run as root by
 ExecStartPre=+ and ExecReload=+, checks the key file and puts a copy that only the service's user
 can read into the service's runtime directory; the daemon reads that copy. systemd credentials
 (LoadCredential=) would do the same at start, but cannot change on reload: keys could then not
