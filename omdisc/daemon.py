@@ -77,7 +77,7 @@ from omdisc.shell.keyfile import gen_key
 from omdisc.shell.keys import ClusterKeys
 from omdisc.shell.life import Life
 from omdisc.shell.loop import Loop
-from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
+from omdisc.shell.mapwriter import MapWriter, first_map_wait
 from omdisc.shell.pace import Sleep, Watchdog
 from omdisc.shell.pidfile import PidFile, PidFileError
 from omdisc.shell.sinks import AlphaSink, LiveSink, SinkError, choose_sink, proc_hpc
@@ -178,7 +178,7 @@ class Daemon:
         with /run, an empty kernel table after a boot): the first map is written at once."""
         last = self.sink.last_map() if self.life.lived_before else None
         if last is not None:
-            self.writer.hold_first_map(last, now + FIRST_MAP_WAIT)
+            self.writer.hold_first_map(last, now + first_map_wait(self.engine.settings, len(last) + 1))
 
     def _shutdown(self) -> None:
         notify("STOPPING=1")

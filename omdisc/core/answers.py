@@ -36,6 +36,15 @@ class AnswerLimits:
     answer_burst: float = 3.0
     max_pending: int = 64
 
+    def spread(self, cluster_size: int) -> float:
+        """The time over which a cluster of this size answers a JOIN (each node at random in it)."""
+        return min(self.reply_spread_max, self.reply_spread_per_node * cluster_size)
+
+    def slowest(self, cluster_size: int) -> float:
+        """How long after a JOIN its last answer may be sent: by a node that knows part of the
+        cluster second-hand, should the node every other expects to answer first be gone."""
+        return self.reply_delay_min + 2 * self.spread(cluster_size)
+
 
 @record
 class Pending:
@@ -71,7 +80,7 @@ class JoinAnswers:
         if source is not None and not self._per_source.take(source, now):
             return "rate"
         lim = self.limits
-        spread = min(lim.reply_spread_max, lim.reply_spread_per_node * cluster_size)
+        spread = lim.spread(cluster_size)
         delay = 0.0 if first else lim.reply_delay_min + self.rng.uniform(0, spread) + (spread if hearsay else 0.0)
         self.pending[key] = Pending(now + delay, interface, {key[0]})
         return None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from omdisc.core import events, mapnotes
-from omdisc.core.engine import Engine
+from omdisc.core.engine import Engine, Settings
 from omdisc.core.protocol import IPAddress
 from omdisc.core.table import Table
 from omdisc.core.throttle import Throttle
@@ -24,10 +24,15 @@ if TYPE_CHECKING:
 
 klog = logging.getLogger("omdisc.kernel")
 
-# seconds a restarted node waits for its last map's nodes before its first map: past our last JOIN
-# retry (1 s), which is answered even where our JOINs outran the peers' answer rate (restarts less
-# than a second apart), and the answer's way back
-FIRST_MAP_WAIT = 1.5
+ANSWER_MARGIN = 0.5  # seconds for an answer's way back to a loaded host, and its reading
+
+
+def first_map_wait(settings: Settings, cluster_size: int) -> float:
+    """Seconds a restarted node keeps its last map (of a cluster of this size) while it does not
+    know every node of it again: until the answer to its last JOIN retry may have come. That retry
+    is answered even where our JOINs outran the peers' answer rate (restarts less than a second
+    apart); at once by the node expected first, within the cluster's answer spread should it be gone."""
+    return max(settings.join_retries, default=0.0) + settings.answers.slowest(cluster_size) + ANSWER_MARGIN
 
 
 class MapWriter:

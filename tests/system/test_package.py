@@ -331,9 +331,15 @@ def test_sysvinit_script_runs_the_classic_daemon_unprivileged(cluster3: Cluster)
     c3.sh(f"{init} stop")
     wait_for(lambda: converged(cluster3, 2, [c1, c2]), 3, what="its LEAVE")
     assert c3.sh("test -e /run/omdiscd/omdiscd.pid", check=False).returncode != 0
+    # the state as an earlier build's unit (DynamicUser=) left it: systemd moves it back for User=
+    kept = int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout)
+    c3.sh("mkdir -p -m 0700 /var/lib/private && mv /var/lib/omdiscd /var/lib/private/omdiscd && "
+          "ln -s private/omdiscd /var/lib/omdiscd")
     c3.sh("systemctl start omdiscd")
     wait_for(lambda: converged(cluster3, 3), 10, what="the service back")
-    assert c3.sh("stat -c '%F %U' /var/lib/omdiscd").stdout.strip() == "directory omdiscd"  # the unit's too
+    assert c3.sh("stat -c '%F %U' /var/lib/omdiscd").stdout.strip() == "directory omdiscd"
+    assert c3.sh("test -e /var/lib/private/omdiscd", check=False).returncode != 0
+    assert int(c3.sh("cat /var/lib/omdiscd/incarnation").stdout) >= kept  # the last life's, kept in the move
 
 
 def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> None:

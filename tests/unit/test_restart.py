@@ -24,7 +24,7 @@ from omdisc.shell.addresses import make_plan
 from omdisc.shell.configfiles import ConfigSource
 from omdisc.shell.exits import EXIT_FAILURE
 from omdisc.shell.journal import LogControl
-from omdisc.shell.mapwriter import FIRST_MAP_WAIT
+from omdisc.shell.mapwriter import first_map_wait
 from omdisc.shell.pidfile import PidFile
 from omdisc.shell.sinks import AlphaSink
 
@@ -65,7 +65,8 @@ def test_a_next_life_keeps_the_last_map_until_it_knows_its_nodes_again(tmp_path:
             second.engine.receive(encode(Message(MsgType.ANNOUNCE, node_id, 1, 1, (peer,))), now, source=peer)
         second.writer.flush(second.engine, now)
         if node_id != 8:  # held: the last map (#7 and #8) stays for readers
-            assert second.writer.written is None and second.writer.next_due(second.engine) == FIRST_MAP_WAIT
+            assert second.writer.written is None and second.writer.next_due(second.engine) == \
+                first_map_wait(second.engine.settings, 3)
     assert second.writer.written is not None  # #7 and #8 back: written at once
     assert node_ids(second.writer.written.entries) == {me, 7, 8}
     fresh = daemon(tmp_path / "fresh")  # no last life: nothing to keep

@@ -10,11 +10,12 @@ from collections import Counter
 from ipaddress import ip_address
 from pathlib import Path
 
+from omdisc.core.answers import JoinAnswers
 from omdisc.core.engine import Engine, LocalNode, Settings
 from omdisc.core.protocol import IPAddress, MemberRecord, Message, MsgType, Snapshot, encode
 from omdisc.core.table import Table
 from omdisc.core.throttle import MAP_INTERVAL, STATE_AFTER_MAP
-from omdisc.shell.mapwriter import FIRST_MAP_WAIT, MapWriter
+from omdisc.shell.mapwriter import MapWriter, first_map_wait
 from omdisc.shell.sinks import AlphaSink, SinkError
 
 ME = ip_address("198.18.0.1")
@@ -135,6 +136,7 @@ def snapshot_from(peer_id: int, told: tuple[int, ...], part: int = 1, parts: int
 
 
 LAST_MAP = frozenset({1, 2, 3, 4, 5})  # the last life's map: us (#1) and four others
+FIRST_MAP_WAIT = first_map_wait(Settings(), len(LAST_MAP))
 
 
 def restarted(tmp_path: Path, stats: Counter[str], last_map: frozenset[int] = LAST_MAP) -> tuple[MapWriter, Engine]:
@@ -235,7 +237,6 @@ def test_state_json_for_counters_alone_is_written_less_often_the_larger_the_map(
         assert writer.next_due(e) == wait, members
 
 
-
 def test_a_node_restarted_faster_than_the_answer_rate_keeps_its_last_map_until_the_answer(tmp_path: Path) -> None:
     """Four lives in 0.6 s (systemctl restart in a loop, a restart then a reload): the peer answers
     three JOINs (its burst), then refuses the fourth life's JOIN and first retry for its rate, as it
@@ -270,8 +271,28 @@ def test_a_node_restarted_faster_than_the_answer_rate_keeps_its_last_map_until_t
         writer = None
         if life == 3:  # its last life's map: itself and the peer
             writer = MapWriter(AlphaSink(tmp_path), tmp_path, stats, dict, lambda: None)
-            writer.hold_first_map(frozenset({1, 2}), start + FIRST_MAP_WAIT)
+            writer.hold_first_map(frozenset({1, 2}), start + first_map_wait(Settings(), 2))
         in_flight.extend((start + 0.005, True, o.data) for o in me.start(start))
         run(me, start, start + (0.2 if life < 3 else 3.0), writer)
     assert peer.stats["join_unanswered:rate"] == 2  # the fourth life's JOIN and its first retry
     assert first_maps == [2]  # the answer to its last retry, not a map of itself alone
+
+
+class Latest(random.Random):
+    """Every random delay at its longest."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_the_first_map_waits_for_the_latest_answer_any_cluster_size_allows_to_the_last_join_retry() -> None:
+    """Should the node expected to answer first be gone, the others answer within a spread that
+    grows with the cluster (answers.py); a node that knows part of it second-hand waits that spread
+    again. The hold outlasts the latest of them to the last JOIN retry."""
+    settings = Settings()
+    last_retry = settings.join_retries[-1]
+    for size in (2, 5, 50, 100, 1000):
+        answers = JoinAnswers(settings.answers, Latest())
+        assert answers.joined((address(9), 1), "eth0", None, size, last_retry, hearsay=True) is None
+        latest = answers.pending[(address(9), 1)].due
+        assert latest < first_map_wait(settings, size), size
