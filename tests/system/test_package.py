@@ -102,8 +102,7 @@ def knows_every_node(cluster: Cluster, c: Container) -> bool:
 
 def left_lines(c: Container, node_id: int) -> int:
     """How many times c's daemon logged node `node_id` leaving (a LEAVE it took)."""
-    log = c.sh("journalctl -u omdiscd -o cat").stdout
-    return len(re.findall(rf"^node #{node_id} \S+ (?:left|is leaving)", log, flags=re.M))
+    return len(re.findall(rf"^node #{node_id} \S+ (?:left|is leaving)", journal(c), flags=re.M))
 
 
 def test_installed_by_apt_enabled_active_and_converged(cluster3: Cluster) -> None:
@@ -130,7 +129,7 @@ def test_journal_has_structured_fields_per_peer(cluster3: Cluster) -> None:
     assert records, "no join event for the peer in the journal"
     assert records[0]["OMDISC_PEER_ID"] == "12" and records[0]["OMDISC_NODE_ID"] == "11"
     assert "joined" in records[0]["MESSAGE"]
-    assert "Traceback" not in c1.sh("journalctl -u omdiscd -o cat").stdout
+    assert "Traceback" not in journal(c1)
 
 
 def test_man_pages_render_in_the_container(cluster3: Cluster) -> None:
@@ -196,8 +195,7 @@ def test_the_live_kernel_drop_in_runs_the_daemon_as_root_and_says_why_live_canno
         wait_for(lambda: kernel_seen(c1).get("proc_hpc") == "absent", 10, what="the root daemon's report")
         c1.sh("mkdir -p /etc/omdiscd/conf.d && echo 'kernel: live' > /etc/omdiscd/conf.d/90-live.yaml")
         assert c1.sh("systemctl restart omdiscd", check=False).returncode != 0
-        assert "kernel mode 'live' but /proc/hpc/admin does not exist (no openMosix kernel?)" in \
-            c1.sh("journalctl -u omdiscd -o cat -n 20").stdout
+        assert "kernel mode 'live' but /proc/hpc/admin does not exist (no openMosix kernel?)" in journal(c1, 20)
     finally:
         c1.sh(f"rm -rf {Path(dropin).parent} /etc/omdiscd/conf.d && systemctl daemon-reload && "
               "systemctl reset-failed omdiscd && systemctl restart omdiscd")
@@ -224,7 +222,7 @@ def test_restart_sends_no_leave_the_peers_keep_the_node_and_take_its_next_life(c
     wait_for(next_life_taken, 15, interval=0.1, what="the peers to take c1's next life")
     assert restarted(c1, pid)
     assert all(left_lines(c, 11) == before[c.name][1] for c in (c2, c3))
-    assert "stopping for a restart: no LEAVE" in c1.sh("journalctl -u omdiscd -o cat -n 50").stdout
+    assert "stopping for a restart: no LEAVE" in journal(c1, 50)
     # and the next life learns the cluster: after the restarts of the tests before, c1's JOINs may
     # outrun the peers' answer rate (1 a second per source, a burst of 3); a JOIN retry gets it
     wait_for(lambda: knows_every_node(cluster3, c1) and first_maps(c1)[-1] is not None, 10,
@@ -252,15 +250,14 @@ def test_reload_keeps_the_map(cluster3: Cluster) -> None:
 
 def test_a_cluster_key_reaches_the_sandboxed_service_on_reload_and_never_shows(cluster3: Cluster) -> None:
     c1 = cluster3.containers[0]
-    assert "no cluster key: announcements are not authenticated" in c1.sh("journalctl -u omdiscd -o cat").stdout
+    assert "no cluster key: announcements are not authenticated" in journal(c1)
     key = c1.sh("omdiscd --gen-key").stdout.strip()
     for c in cluster3.containers:  # as the docs say: the same key file everywhere, then reload
         c.sh(f"umask 077 && echo '{key}' > /etc/omdiscd/cluster.key")
     for c in cluster3.containers:
         c.sh("systemctl reload omdiscd")
     for c in cluster3.containers:
-        wait_for(lambda c=c: "cluster key from /run/omdiscd/cluster.key" in c.sh("journalctl -u omdiscd -o cat").stdout,
-                 10, what="the key in force")
+        wait_for(lambda c=c: "cluster key from /run/omdiscd/cluster.key" in journal(c), 10, what="the key in force")
         assert c.sh("systemctl show -p NRestarts --value omdiscd").stdout.strip() == "0"
     assert c1.sh("stat -c '%a %U' /run/omdiscd/cluster.key").stdout.split()[0] == "400"
     wait_for(lambda: converged(cluster3, 3), 10, what="3 nodes in every map, keyed")
@@ -277,7 +274,7 @@ def test_a_cluster_key_reaches_the_sandboxed_service_on_reload_and_never_shows(c
     assert key not in shown and "cluster key: 1 key(s) in /etc/omdiscd/cluster.key" in shown
     c1.sh("chmod 644 /etc/omdiscd/cluster.key")  # readable by all: refused, the service keeps its key
     assert c1.sh("systemctl reload omdiscd", check=False).returncode != 0
-    assert "may be read by others than its owner" in c1.sh("journalctl -u omdiscd -o cat").stdout
+    assert "may be read by others than its owner" in journal(c1)
     assert c1.sh("systemctl is-active omdiscd").stdout.strip() == "active"
     c1.sh("chmod 600 /etc/omdiscd/cluster.key && systemctl reload omdiscd")
 
@@ -357,7 +354,7 @@ def test_upgrade_keeps_an_edited_conffile_and_restarts(cluster3: Cluster) -> Non
     assert c2.sh("systemctl is-active omdiscd").stdout.strip() == "active"
     wait_for(lambda: converged(cluster3, 3), 10, what="the upgraded node back in every map")
     # the postinst's restart is a restart (RestartKillSignal=SIGUSR2): the peers never saw c2 leave
-    assert "stopped for a restart (no LEAVE sent)" in c2.sh("journalctl -u omdiscd -o cat").stdout
+    assert "stopped for a restart (no LEAVE sent)" in journal(c2)
     assert [left_lines(c, 12) for c in (c1, c3)] == left_before
 
 
