@@ -30,8 +30,8 @@ def key_file(lab: Lab, name: str, *keys: str) -> Path:
     return path
 
 
-def keyed(lab: Lab, key: str, **cfg: object) -> tuple[Lan, list[Node], list[Daemon]]:
-    lan = lab.lan()
+def keyed(lab: Lab, key: str, lan: Lan | None = None, **cfg: object) -> tuple[Lan, list[Node], list[Daemon]]:
+    lan = lan or lab.lan()
     nodes = [lab.node(f"n{i}", lan, f"{a}/15") for i, a in enumerate(REAL, 1)]
     daemons = [n.start(key_file=str(key_file(lab, n.name, key)), **cfg) for n in nodes]
     wait_for(lambda: all(d.ids() == IDS for d in daemons), 10, what="a keyed cluster of 3")
@@ -67,12 +67,16 @@ def replay(lab: Lab, evil: Node, datagrams: list[bytes], forged: IPv4Address) ->
 
 
 def test_hosts_without_the_key_or_with_another_are_in_no_keyed_map_but_see_the_keyed_nodes(lab: Lab) -> None:
-    lan, _nodes, daemons = keyed(lab, gen_key())
+    # the host without the key first: the keyed nodes refuse its JOIN (and its PINGs), so it learns
+    # them only from what they multicast, their JOINs included; started after them, it would have
+    # to come before their second announcement, 2 s after their JOINs (the next is 16 s later)
+    lan = lab.lan()
     bare = lab.node("bare", lan, "198.18.2.1/15").start()
+    _, _nodes, daemons = keyed(lab, gen_key(), lan)
     other = lab.node("other", lan, "198.18.2.2/15")
-    wrong = other.start(key_file=str(key_file(lab, "other", gen_key())))
+    wrong = other.start(key_file=str(key_file(lab, "other", gen_key())))  # its JOIN: auth:unknown-key
     wait_for(lambda: bare.ids() >= IDS, 5, what="the unkeyed node to hear the keyed ones")
-    time.sleep(2.5)  # over two announce intervals
+    time.sleep(2.5)  # what the other two send meanwhile (announcements, PINGs) gets them in nowhere
     assert all(d.ids() == IDS for d in daemons)  # neither got in
     assert wrong.ids() == {512 + 2}  # the wrong key hears nobody, and is heard by nobody
     stats = daemons[0].state()["stats"]

@@ -196,8 +196,9 @@ def test_ttl_mode_discovers_only_through_a_real_multicast_router(lab: Lab) -> No
         if not mrouter.name.startswith("smcroute"):
             mrouter.stop()
         assert mrouter.routed("198.18.1.1")
-    # router gone: the two sides take each other out (their probes, about 3 s; slower on a loaded
-    # machine, whose late timers lengthen every timeout: local health)
+    # router gone: the two sides take each other out (their probes, about 3 s: the probes across
+    # that failed while it was up slowed nobody, tests/scenarios/test_unicast_unrouted.py; slower on
+    # a loaded machine, whose late timers lengthen every timeout: local health)
     wait_for(lambda: len(d1.ids()) == 1 and len(d2.ids()) == 1, 12, what="expiry once the router is gone")
 
 

@@ -100,6 +100,8 @@ class Wire:
         self.tap: Callable[[int, bytes], None] | None = None  # told of every datagram given to a node
         # a targeted fault: (sender, receiver) -> lose this multicast (counted as lost)
         self.drop_multicast: Callable[[int, int], bool] | None = None
+        # (sender, receiver) -> this unicast has no way there (counted as unroutable): multicast routed, unicast not
+        self.drop_unicast: Callable[[int, int], bool] | None = None
         self.unroutable = 0  # unicasts to an address nobody has (or across segments, not routed)
         # per node
         self.up: list[bool] = []  # started and neither crashed nor stopped
@@ -169,7 +171,7 @@ class Wire:
 
     def _send_unicast(self, i: int, o: Outgoing) -> None:
         j = self._owner.get(o.to)  # type: ignore[arg-type]
-        route = None if j is None else self._route(i, j)
+        route = None if j is None or (self.drop_unicast is not None and self.drop_unicast(i, j)) else self._route(i, j)
         if route is None:
             self.unroutable += 1
             return

@@ -163,6 +163,21 @@ class Relays:
             del self.waiting[nonce]
 
 
+@record
+class Reach:
+    """The members whose PINGs naming us reached us, and when: their unicast has a way to us. A
+    SUSPECT of theirs about us then says our ACK came late (or was lost); while none has, it says
+    only that none of their unicast reaches us (multicast routed, unicast not: TTL mode)."""
+
+    pinged_by: dict[IPAddress, float] = field(default_factory=dict)
+
+    def pinged(self, node: IPAddress, now: float) -> None:
+        self.pinged_by[node] = now
+
+    def reaches_us(self, node: IPAddress) -> bool:
+        return node in self.pinged_by
+
+
 @record(slots=True)
 class Suspicion:
     """A member suspected of having failed: removed at `doom` unless it refutes or answers."""
@@ -200,9 +215,12 @@ class Timers:
     checks: Checks = field(default_factory=Checks)
     # members a helper answered for: PINGed again in the next round, directly only
     follow_ups: dict[IPAddress, Target] = field(default_factory=dict)
-    # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted,
-    # ourselves suspected, our own timers late), lowered by each probe answered in time. Every
-    # timeout is (1 + health) times longer: an overloaded node judges others slowly, not wrongly.
+    reach: Reach = field(default_factory=Reach)  # whose PINGs reach us
+    # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted
+    # by a member that has answered us, ourselves suspected by a judge whose PINGs reach us, our own
+    # timers late), lowered by each probe answered in time. Every timeout is (1 + health) times
+    # longer: an overloaded node judges others slowly, not wrongly. A member unicast cannot reach
+    # fails every probe for its path, not for our speed (it made every timeout nine times longer).
     health: int = 0
     _nonce: int = 0
 
@@ -235,8 +253,8 @@ class Timers:
         s = self.suspects.get(node)
         if s is not None and order > s.order:
             del self.suspects[node]
-            if s.mine:
-                self.sick()  # we suspected a live node: our view is not to be trusted so fast
+            if s.mine and node in self.last_ack:
+                self.sick()  # we suspected a live node that answers us: our view is not to be trusted so fast
             return True
         return False
 
@@ -346,7 +364,8 @@ class Timers:
     def _per_node(self) -> tuple[dict[IPAddress, Any], ...]:
         """What we hold about each member, gone with it. Not the relays (by nonce: they time out) nor
         the obituaries (the second DEAD is said after its subject is gone)."""
-        return self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks, self.follow_ups
+        return (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks, self.follow_ups,
+                self.reach.pinged_by)
 
     def forget(self, node: IPAddress) -> Order:
         """Drop what we hold about `node`; returns the newest (incarnation, seq) taken from it."""

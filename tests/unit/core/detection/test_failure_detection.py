@@ -248,6 +248,20 @@ def test_a_suspicion_or_death_of_ours_is_refuted_at_once_but_not_echoed_without_
     assert sent <= 4
 
 
+def test_only_a_judge_whose_pings_reach_us_makes_us_doubt_our_speed() -> None:
+    """A judge's SUSPECT about us says our ACK came late once its PINGs reach us; while none has
+    (unicast has no way from it to us: TTL mode), it says nothing of our speed, however often."""
+    e = engine_with(PEERS)
+    ring = e.detection.ring
+    judge = next(j for j in judges_of(ME, PEERS) if j != ME)
+    for i in range(5):
+        e.receive(judged(MsgType.SUSPECT, judge, ME, seq=10 + i), 1.0 + i, source=judge)
+    assert ring is not None and ring.health == 0 and e.stats["suspect_of_us"] == 5
+    e.receive(judged(MsgType.PING, judge, ME, seq=20, number=77), 6.0, source=judge)
+    e.receive(judged(MsgType.SUSPECT, judge, ME, seq=21), 6.8, source=judge)
+    assert ring.health == 1
+
+
 def test_pings_are_answered_once_each_up_to_a_rate_and_only_about_us() -> None:
     e = engine_with(PEERS)
     stranger = ip_address("198.18.5.5")
@@ -339,6 +353,8 @@ def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() ->
     d = Timers(ProbeSettings(), random.Random(1))
     peer = ip_address("198.18.0.2")
     target = Target(peer, INC)
+    sends, _ = d.tick(-1.0, [target], lambda a: [])
+    d.acked(peer, peer, sends[0].number, -0.9)  # it answers us: unicast between us works
     sends, _ = d.tick(0.0, [target], lambda a: [])
     ping = sends[0]
     d.tick(0.4, [], lambda a: [])  # no ACK: helpers (none here)
@@ -351,6 +367,22 @@ def test_local_health_slows_a_node_that_was_wrong_and_recovers_with_answers() ->
     d.acked(peer, peer, sends[0].number, 2.1)  # answered in time, directly
     assert d.health == 0
     assert ping.type is MsgType.PING
+
+
+def test_a_member_our_unicast_never_reached_refutes_without_slowing_us() -> None:
+    """Multicast routed, unicast not (TTL mode): every probe of it fails for the path, and each
+    refutation, however many, says nothing of our speed."""
+    from omdisc.core.detection.timers import ProbeSettings, Target, Timers
+
+    d = Timers(ProbeSettings(), random.Random(1))
+    peer = ip_address("198.18.0.2")
+    for k in range(10):
+        d.tick(2.0 * k, [Target(peer, INC)], lambda a: [])
+        d.tick(2.0 * k + 0.45, [], lambda a: [])
+        d.tick(2.0 * k + 0.9, [], lambda a: [])
+        assert peer in d.suspects
+        assert d.heard(peer, (INC, 50 + k))  # its refutation, by multicast
+    assert d.health == 0
 
 
 def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> None:
