@@ -139,12 +139,12 @@ class Ring:
     def _about_me(self, msg: Message, sender: Member, forwarded_by: IPAddress | None, me: IPAddress, now: float,
                   wall: float, r: Reaction) -> None:
         """A member says we are suspect or dead: refuted (others may believe it), rate-limited per
-        sender. Only one that may judge us, and whose PINGs reach us, makes us doubt our own speed
-        (local health): a member that may not cannot slow our judgement of others, nor one whose
-        unicast has no way to us."""
+        sender. Only one that may judge us, and whose PING reached us since its last word about us,
+        makes us doubt our own speed (local health): a member that may not cannot slow our
+        judgement of others, nor one whose unicast has no way to us, nor a burst of SUSPECTs."""
         self.stats[f"{msg.type.name.lower()}_of_us"] += 1
-        if (forwarded_by is None and self.timers.reach.reaches_us(msg.origin)
-                and self.rounds.may_judge(sender, me, sender.interface, me, self.round_at(wall))):
+        if (forwarded_by is None and self.rounds.may_judge(sender, me, sender.interface, me, self.round_at(wall))
+                and self.timers.reach.accused(msg.origin, now)):
             self.timers.sick()  # we were too slow for our prober: slower to judge others for a while
         r.refute = self._refutes.take(msg.origin, now)
 

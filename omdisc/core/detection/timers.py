@@ -12,6 +12,7 @@ and a check (before expiry, or after another's suspicion) counts only the member
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable
 
@@ -165,17 +166,35 @@ class Relays:
 
 @record
 class Reach:
-    """The members whose PINGs naming us reached us, and when: their unicast has a way to us. A
-    SUSPECT of theirs about us then says our ACK came late (or was lost); while none has, it says
-    only that none of their unicast reaches us (multicast routed, unicast not: TTL mode)."""
+    """Whether the unicast between us and a member has worked since it last failed, which local
+    health needs: a failed round trip that has worked since the last one failed says we may be
+    slow; one that keeps failing (multicast routed, unicast not: TTL mode; a route or firewall
+    changed) says only that the path is broken, once. A judge's SUSPECT about us counts when its
+    PING reached us since its last one (so a burst of them counts once); a suspicion of ours that
+    the member refutes, when it answered one of our PINGs since the last it refuted."""
 
-    pinged_by: dict[IPAddress, float] = field(default_factory=dict)
+    pinged_by: dict[IPAddress, float] = field(default_factory=dict)  # its last PING naming us
+    accused_at: dict[IPAddress, float] = field(default_factory=dict)  # its last SUSPECT or DEAD about us
+    refuted: dict[IPAddress, float] = field(default_factory=dict)  # our last suspicion of it that it refuted
+
+    def tables(self) -> tuple[dict[IPAddress, float], ...]:
+        return self.pinged_by, self.accused_at, self.refuted
 
     def pinged(self, node: IPAddress, now: float) -> None:
         self.pinged_by[node] = now
 
-    def reaches_us(self, node: IPAddress) -> bool:
-        return node in self.pinged_by
+    def accused(self, node: IPAddress, now: float) -> bool:
+        """A SUSPECT or DEAD about us from `node`: True when its PING reached us since its last one."""
+        fresh = self.pinged_by.get(node, -math.inf) > self.accused_at.get(node, -math.inf)
+        self.accused_at[node] = now
+        return fresh
+
+    def wrongly_suspected(self, node: IPAddress, since: float, last_ack: float | None) -> bool:
+        """`node` refuted our suspicion begun at `since`: True when it answered our PING (at
+        `last_ack`) since the last suspicion of ours it refuted."""
+        fresh = last_ack is not None and last_ack > self.refuted.get(node, -math.inf)
+        self.refuted[node] = since
+        return fresh
 
 
 @record(slots=True)
@@ -216,11 +235,10 @@ class Timers:
     # members a helper answered for: PINGed again in the next round, directly only
     follow_ups: dict[IPAddress, Target] = field(default_factory=dict)
     reach: Reach = field(default_factory=Reach)  # whose PINGs reach us
-    # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted
-    # by a member that has answered us, ourselves suspected by a judge whose PINGs reach us, our own
-    # timers late), lowered by each probe answered in time. Every timeout is (1 + health) times
-    # longer: an overloaded node judges others slowly, not wrongly. A member unicast cannot reach
-    # fails every probe for its path, not for our speed (it made every timeout nine times longer).
+    # Local health (Lifeguard's LHM): raised when we were wrong or slow (a suspicion of ours refuted,
+    # ourselves suspected by a judge, our own timers late: a path that keeps failing counts once,
+    # Reach), lowered by each probe answered in time. Every timeout is (1 + health) times longer:
+    # an overloaded node judges others slowly, not wrongly.
     health: int = 0
     _nonce: int = 0
 
@@ -253,7 +271,7 @@ class Timers:
         s = self.suspects.get(node)
         if s is not None and order > s.order:
             del self.suspects[node]
-            if s.mine and node in self.last_ack:
+            if s.mine and self.reach.wrongly_suspected(node, s.since, self.last_ack.get(node)):
                 self.sick()  # we suspected a live node that answers us: our view is not to be trusted so fast
             return True
         return False
@@ -365,7 +383,7 @@ class Timers:
         """What we hold about each member, gone with it. Not the relays (by nonce: they time out) nor
         the obituaries (the second DEAD is said after its subject is gone)."""
         return (self.probes, self.suspects, self.latest, self.last_ack, self.held, self.checks, self.follow_ups,
-                self.reach.pinged_by)
+                *self.reach.tables())
 
     def forget(self, node: IPAddress) -> Order:
         """Drop what we hold about `node`; returns the newest (incarnation, seq) taken from it."""

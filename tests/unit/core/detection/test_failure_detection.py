@@ -258,8 +258,12 @@ def test_only_a_judge_whose_pings_reach_us_makes_us_doubt_our_speed() -> None:
         e.receive(judged(MsgType.SUSPECT, judge, ME, seq=10 + i), 1.0 + i, source=judge)
     assert ring is not None and ring.health == 0 and e.stats["suspect_of_us"] == 5
     e.receive(judged(MsgType.PING, judge, ME, seq=20, number=77), 6.0, source=judge)
-    e.receive(judged(MsgType.SUSPECT, judge, ME, seq=21), 6.8, source=judge)
+    for i in range(12):  # a burst after one PING counts once
+        e.receive(judged(MsgType.SUSPECT, judge, ME, seq=21 + i), 6.8 + i / 1000, source=judge)
     assert ring.health == 1
+    e.receive(judged(MsgType.PING, judge, ME, seq=40, number=78), 8.0, source=judge)
+    e.receive(judged(MsgType.DEAD, judge, ME, seq=41), 8.8, source=judge)
+    assert ring.health == 2
 
 
 def test_pings_are_answered_once_each_up_to_a_rate_and_only_about_us() -> None:
@@ -383,6 +387,24 @@ def test_a_member_our_unicast_never_reached_refutes_without_slowing_us() -> None
         assert peer in d.suspects
         assert d.heard(peer, (INC, 50 + k))  # its refutation, by multicast
     assert d.health == 0
+
+
+def test_a_path_that_worked_and_broke_slows_us_once_not_to_the_top() -> None:
+    """A member that answered us, then whose unicast stopped reaching us (a route or a firewall
+    changed): the first refuted suspicion may be our slowness, the ones after it are the path."""
+    from omdisc.core.detection.timers import ProbeSettings, Target, Timers
+
+    d = Timers(ProbeSettings(), random.Random(1))
+    peer = ip_address("198.18.0.2")
+    sends, _ = d.tick(-2.0, [Target(peer, INC)], lambda a: [])
+    d.acked(peer, peer, sends[0].number, -1.9)
+    for k in range(10):
+        d.tick(2.0 * k, [Target(peer, INC)], lambda a: [])
+        d.tick(2.0 * k + 0.45 * (1 + d.health), [], lambda a: [])
+        d.tick(2.0 * k + 0.9 * (1 + d.health), [], lambda a: [])
+        assert peer in d.suspects
+        assert d.heard(peer, (INC, 50 + k))
+    assert d.health == 1
 
 
 def test_a_monitor_whose_timer_fires_late_judges_nobody_by_its_own_delay() -> None:
