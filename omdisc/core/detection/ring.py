@@ -111,7 +111,7 @@ class Ring:
             self.timers.heard(msg.origin, (msg.incarnation, msg.seq))  # it speaks: it lives
         about_me = msg.subject.address == me
         if msg.type is MsgType.PING:
-            self._on_ping(msg, source, about_me, now, r)
+            self._on_ping(msg, source, sender is not None, about_me, now, r)
         elif sender is None and msg.type is MsgType.ACK and self._reconnect == (msg.origin, msg.subject.number):
             self._reconnect = None
             self.stats["reconnected"] += 1
@@ -148,9 +148,10 @@ class Ring:
             self.timers.sick()  # we were too slow for our prober: slower to judge others for a while
         r.refute = self._refutes.take(msg.origin, now)
 
-    def _on_ping(self, msg: Message, source: IPAddress | None, about_me: bool, now: float, r: Reaction) -> None:
+    def _on_ping(self, msg: Message, source: IPAddress | None, from_member: bool, about_me: bool, now: float,
+                 r: Reaction) -> None:
         assert msg.subject is not None
-        if about_me and msg.origin in self.membership.members:
+        if about_me and from_member:
             self.timers.reach.pinged(msg.origin, now)
         if not about_me:
             self.stats["probe_ignored:ping:not_us"] += 1
